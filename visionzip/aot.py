@@ -1,0 +1,693 @@
+"""AOT: anchor tokens + optimal transport, as pure batched tensor functions (SPEC sections 1-4).
+
+Pipeline per video (``compress_video``)::
+
+    features (F, N, D) --select_anchors--> mask (F, N)
+                       --merge_intra_frame--> (F, N, D)          anchors absorb pruned context
+                       --pool_frames--> (F, n, D), mask (F, n)   2x2 pool of features and mask
+                       --insert_newlines--> (F, n', D)           ``grid`` / ``frame`` newline modes
+                       --merge_inter_frame--> tokens (T, D)      per clip, keyframe absorbs repeats
+
+Conventions: ``F`` frames, ``N = H*W`` tokens per frame, ``D`` feature width. Every function works on
+all frames at once (no Python loop over tokens or frames) and keeps the input dtype; transport is
+solved in float32. A batch of videos is a concatenation of their frames plus ``groups`` ids, so the
+only per-video coupling of the release (the Sinkhorn stopping rule) stays inside each video.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as Fn
+
+from ._checks import check_finite, check_grid, check_mask, check_ratio, check_tensor
+from .config import (
+    AnchorBudget,
+    AOTConfig,
+    KeyframeEmit,
+    NewlinePosition,
+    OneTokenNewline,
+    OTMass,
+    PoolMode,
+    Segmentation,
+    SinkhornStop,
+)
+from .sinkhorn import sinkhorn
+
+# --------------------------------------------------------------------------------------------------
+# 1. Anchor selection
+
+
+def select_anchors(
+    shallow_scores: torch.Tensor,
+    deep_scores: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    num_anchors: int,
+    global_ratio: float = 0.5,
+    window: int = 9,
+    budget: AnchorBudget | str = AnchorBudget.PAPER,
+) -> torch.Tensor:
+    """Pick ``num_anchors`` anchor tokens per frame: local ones from ``shallow_scores`` inside
+    non-overlapping ``window x window`` tiles, global ones from ``deep_scores`` over the frame.
+
+    shallow_scores, deep_scores: (F, N) attention received per token (SPEC section 0), N = H*W.
+    Returns a bool mask (F, N), True at anchors.
+
+    ``budget="paper"`` reproduces the release: local budget ``int(K * (1 - g))`` split evenly over
+    the ``(H//w) * (W//w)`` tiles (truncated), global budget ``K - int(K * (1 - g))`` taken after
+    zeroing the local positions, so a frame can end with fewer than K anchors. ``"exact"`` gives the
+    truncated remainder to the global pick and excludes local positions, so every frame has exactly K.
+    """
+    check_tensor("shallow_scores", shallow_scores, ndim=2, floating=True)
+    check_tensor("deep_scores", deep_scores, shape=tuple(shallow_scores.shape), floating=True)
+    check_finite("shallow_scores", shallow_scores)
+    check_finite("deep_scores", deep_scores)
+    f_, n = shallow_scores.shape
+    h, w = check_grid(grid, n)
+    if isinstance(num_anchors, bool) or not isinstance(num_anchors, int) or not 1 <= num_anchors <= n:
+        raise ValueError(f"num_anchors={num_anchors!r} is not valid; expected an integer in [1, {n}] (N)")
+    check_ratio("global_ratio", global_ratio)
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= min(h, w):
+        raise ValueError(f"window={window!r} is not valid; expected an integer in [1, {min(h, w)}] (grid {h}x{w})")
+    budget = AnchorBudget(budget)
+
+    local_budget = int(num_anchors * (1.0 - global_ratio))
+    nh, nw = h // window, w // window
+    per_window = min(local_budget // (nh * nw), window * window)
+    mask = torch.zeros(f_, n, dtype=torch.bool, device=shallow_scores.device)
+    if per_window > 0:
+        tiles = shallow_scores.view(f_, h, w)[:, : nh * window, : nw * window]
+        tiles = tiles.reshape(f_, nh, window, nw, window).permute(0, 1, 3, 2, 4)
+        tiles = tiles.reshape(f_, nh * nw, window * window)  # (F, tiles, w*w)
+        top = tiles.topk(per_window, dim=-1).indices  # (F, tiles, k)
+        dev = shallow_scores.device
+        tile_row = torch.arange(nh, device=dev).repeat_interleave(nw) * window  # (tiles,)
+        tile_col = torch.arange(nw, device=dev).repeat(nh) * window
+        rows = tile_row[None, :, None] + top // window
+        cols = tile_col[None, :, None] + top % window
+        mask.scatter_(1, (rows * w + cols).reshape(f_, -1), True)
+    if budget is AnchorBudget.PAPER:
+        num_global = num_anchors - local_budget
+        masked = deep_scores.masked_fill(mask, 0.0)
+    else:
+        num_global = num_anchors - per_window * nh * nw
+        masked = deep_scores.masked_fill(mask, float("-inf"))
+    if num_global > 0:
+        mask.scatter_(1, masked.topk(num_global, dim=-1).indices, True)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Intra-frame OT merge
+
+
+def _grid_distances(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(N, N) Euclidean distance between token positions (col/(W-1), row/(H-1))."""
+    rows = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w) / max(h - 1, 1)
+    cols = torch.arange(w, device=device, dtype=torch.float32).repeat(h) / max(w - 1, 1)
+    pos = torch.stack([cols, rows], dim=-1)  # (N, 2) as (x, y)
+    return torch.cdist(pos[None], pos[None])[0]
+
+
+def _front_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions of True entries first (ascending), per row. Returns (index (F, k_max),
+    valid (F, k_max), counts (F,)) with k_max the largest count (one host sync)."""
+    counts = mask.sum(-1)
+    k_max = int(counts.max()) if mask.numel() else 0
+    order = torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)[:, :k_max]
+    valid = torch.arange(k_max, device=mask.device)[None, :] < counts[:, None]
+    return order, valid, counts
+
+
+def merge_intra_frame(
+    features: torch.Tensor,
+    anchor_mask: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    epsilon: float = 0.1,
+    position_weight: float = 0.5,
+    ot_weight: float = 0.9,
+    scale: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-2,
+    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
+    ot_mass: OTMass | str = OTMass.PAPER,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fold each frame's pruned tokens into its anchors with entropic OT plus a nearest-neighbour
+    update (SPEC section 2). Pruned positions keep their values; anchors are overwritten.
+
+    features: (F, N, D); anchor_mask: (F, N) bool. Returns (F, N, D) in the input dtype.
+    ``groups`` (F,) video id per frame: the Sinkhorn stopping rule is shared by the frames of one
+    video (as released) and independent across videos; ``None`` means one video.
+
+    Cost ``C = (1 - cos) + position_weight * |pos_i - pos_j|``, kernel ``exp(-C/epsilon)``, uniform
+    marginals. Anchor update ``ot_weight * (R + s T^T P)/(1 + s T^T 1) + (1 - ot_weight) *
+    (R + sum_NN P)/(1 + #NN)`` with ``s = scale``. Cosines come from one (F, N, n_r) product; no
+    (n_pruned, n_anchors, D) temporary is formed.
+    """
+    check_tensor("features", features, ndim=3, floating=True)
+    f_, n, d = features.shape
+    h, w = check_grid(grid, n)
+    mask = check_mask("anchor_mask", anchor_mask, (f_, n))
+    check_finite("features", features)
+    sinkhorn_stop, ot_mass = SinkhornStop(sinkhorn_stop), OTMass(ot_mass)
+
+    idx_r, valid_r, n_r = _front_indices(mask)  # (F, n_r), (F, n_r), (F,)
+    if idx_r.shape[1] == 0:
+        return features.clone()
+    k = idx_r.shape[1]
+    pruned = ~mask  # (F, N)
+    n_p = pruned.sum(-1)  # (F,)
+
+    anchors = features.gather(1, idx_r[..., None].expand(f_, k, d))  # (F, n_r, D)
+    x_norm = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32).clamp_min(1e-12)  # (F, N)
+    r_norm = x_norm.gather(1, idx_r)  # (F, n_r)
+    cos = torch.bmm(features, anchors.transpose(1, 2)).float()  # (F, N, n_r)
+    cos = cos / x_norm[:, :, None] / r_norm[:, None, :]
+    dist = _grid_distances(h, w, features.device).T[idx_r].transpose(1, 2)  # (F, N, n_r)
+    cost = (1.0 - cos) + position_weight * dist
+    present = pruned[:, :, None] & valid_r[:, None, :]  # (F, N, n_r)
+    kernel = torch.exp(-cost / epsilon) * present
+    row = pruned.float() / n_p.clamp_min(1)[:, None].float()  # (F, N)
+    col = valid_r.float() / n_r.clamp_min(1)[:, None].float()  # (F, n_r)
+    plan = sinkhorn(
+        kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=sinkhorn_stop.value
+    ).plan  # (F, N, n_r)
+    if ot_mass is OTMass.PER_TOKEN:
+        plan = plan * n_p[:, None, None].float()  # every pruned token carries mass 1
+
+    # nearest anchor by cosine, for pruned tokens only
+    nearest = cos.masked_fill(~valid_r[:, None, :], float("-inf")).argmax(-1)  # (F, N)
+    onehot = Fn.one_hot(nearest, k).float() * pruned[:, :, None]  # (F, N, n_r)
+
+    ot_mass_j = plan.sum(1)  # (F, n_r)
+    nn_count = onehot.sum(1)  # (F, n_r)
+    ot_den = 1.0 + scale * ot_mass_j
+    nn_den = 1.0 + nn_count
+    self_weight = ot_weight / ot_den + (1.0 - ot_weight) / nn_den  # (F, n_r)
+    weights = plan * (ot_weight * scale / ot_den)[:, None, :] + onehot * ((1.0 - ot_weight) / nn_den)[:, None, :]
+    context = torch.bmm(weights.transpose(1, 2).to(features.dtype), features)  # (F, n_r, D)
+    merged = (anchors.float() * self_weight[..., None] + context.float()).to(features.dtype)
+
+    out = features.clone()
+    if bool(valid_r.all()):
+        out.scatter_(1, idx_r[..., None].expand(f_, k, d), merged)
+    else:
+        flat = (idx_r + torch.arange(f_, device=features.device)[:, None] * n)[valid_r]
+        out.view(f_ * n, d)[flat] = merged[valid_r]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Pooling and newlines
+
+
+def pooled_grid(grid: tuple[int, int], *, mode: PoolMode | str = PoolMode.BILINEAR, stride: int = 2) -> tuple[int, int]:
+    """(h, w) after :func:`pool_frames`: ceil for ``bilinear``, floor for ``average``."""
+    h, w = grid
+    if PoolMode(mode) is PoolMode.BILINEAR:
+        return math.ceil(h / stride), math.ceil(w / stride)
+    return h // stride, w // stride
+
+
+def pool_frames(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    mode: PoolMode | str = "bilinear",
+    stride: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaVA-NeXT's 2D pooling of every frame, applied to features and (as a float map) to the mask.
+
+    features: (F, N, D); mask: (F, N) bool. Returns ``(pooled (F, n, D), pooled_mask (F, n) bool)``
+    where a pooled cell is kept when its pooled mask value is >= 0.5. ``bilinear`` interpolates to
+    ``ceil(H/stride) x ceil(W/stride)`` (align_corners=False); ``average`` is ``avg_pool2d(stride)``.
+    """
+    check_tensor("features", features, ndim=3, floating=True)
+    f_, n, d = features.shape
+    h, w = check_grid(grid, n)
+    mask = check_mask("mask", mask, (f_, n))
+    try:
+        mode = PoolMode(mode)
+    except ValueError:
+        raise ValueError(f"mode={mode!r} is not valid; expected 'bilinear' or 'average'") from None
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= min(h, w):
+        raise ValueError(f"stride={stride!r} is not valid; expected an integer in [1, {min(h, w)}]")
+    ph, pw = pooled_grid((h, w), mode=mode, stride=stride)
+
+    def pool(x: torch.Tensor) -> torch.Tensor:  # (F, C, H, W) -> (F, C, ph, pw)
+        if mode is PoolMode.BILINEAR:
+            return Fn.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=False)
+        return Fn.avg_pool2d(x, stride)
+
+    # (F, D, H, W) as a channels-last view: same arithmetic as LLaVA-NeXT's contiguous NCHW call
+    # (bit-identical), without the transpose copy and with the vectorised channels-last kernel.
+    x = features.contiguous().view(f_, h, w, d).permute(0, 3, 1, 2)
+    pooled = pool(x).permute(0, 2, 3, 1).reshape(f_, ph * pw, d)  # (F, n, D)
+    pooled_mask = pool(mask.to(torch.float32).view(f_, 1, h, w)).reshape(f_, ph * pw) >= 0.5
+    return pooled, pooled_mask
+
+
+def insert_newlines(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    image_newline: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    position: NewlinePosition | str = NewlinePosition.GRID,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append the learned newline after every row (``grid``: (F, h*(w+1), D)) or after every frame
+    (``frame``: (F, n+1, D)). Newline positions are always kept (mask True)."""
+    f_, n, d = features.shape
+    h, w = check_grid(grid, n, what="pooled tokens")
+    check_tensor("image_newline", image_newline, shape=(d,), floating=True)
+    position = NewlinePosition(position)
+    nl = image_newline.to(device=features.device, dtype=features.dtype)
+    if position is NewlinePosition.GRID:
+        x = torch.cat([features.view(f_, h, w, d), nl.expand(f_, h, 1, d)], dim=2).reshape(f_, h * (w + 1), d)
+        m = torch.cat([mask.view(f_, h, w), mask.new_ones(f_, h, 1)], dim=2).reshape(f_, h * (w + 1))
+        return x, m
+    if position is NewlinePosition.FRAME:
+        return torch.cat([features, nl.expand(f_, 1, d)], dim=1), torch.cat([mask, mask.new_ones(f_, 1)], dim=1)
+    raise ValueError(f"position={position.value!r} is not valid here; expected 'grid' or 'frame'")
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Inter-frame OT merge
+
+
+def uniform_segments(num_frames: int, num_clips: int) -> list[int]:
+    """Clip lengths for ``num_frames`` cut into ``num_clips`` clips as even as possible (longer
+    first). 32 frames / 8 clips -> 4 each, as released."""
+    if num_frames < num_clips:
+        raise ValueError(
+            f"frames={num_frames} is fewer than num_clips={num_clips}; expected at least one frame per clip"
+        )
+    base, extra = divmod(num_frames, num_clips)
+    return [base + (1 if i < extra else 0) for i in range(num_clips)]
+
+
+def dynamic_segments(features: torch.Tensor, *, num_clips: int = 8, threshold: float = 0.8) -> list[int]:
+    """FastVID-style dynamic segmentation (SPEC): frame embedding = L2-normalised mean token;
+    ``s_t = cos(e_t, e_{t+1})``; cut after the ``num_clips - 1`` lowest ``s_t`` and after every
+    ``s_t < threshold``. features: (F, N, D) or (F, D). Returns clip lengths (sum F)."""
+    check_tensor("features", features, ndim=(2, 3), floating=True)
+    emb = features.float().mean(1) if features.dim() == 3 else features.float()
+    f_ = emb.shape[0]
+    if f_ < num_clips:
+        raise ValueError(f"frames={f_} is fewer than num_clips={num_clips}; expected at least one frame per clip")
+    check_ratio("threshold", threshold)
+    if f_ == 1:
+        return [1]
+    emb = Fn.normalize(emb, dim=-1)
+    sim = (emb[:-1] * emb[1:]).sum(-1)  # (F-1,)
+    cut = sim < threshold
+    cut[torch.argsort(sim, stable=True)[: num_clips - 1]] = True
+    ends = (torch.nonzero(cut).flatten() + 1).tolist() + [f_]
+    return [e - s for s, e in zip([0] + ends[:-1], ends)]
+
+
+def _masked_quantile(values: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Tensor:
+    """Row-wise ``torch.quantile(values[valid], q)`` (linear interpolation, float64). (B, n) -> (B,)."""
+    v = values.double().masked_fill(~valid, float("inf")).sort(-1).values
+    count = valid.sum(-1)
+    rank = q * (count - 1).clamp_min(0).double()
+    below = rank.long()
+    above = rank.ceil().long()
+    lo = v.gather(1, below[:, None])[:, 0]
+    hi = v.gather(1, above[:, None])[:, 0]
+    return torch.lerp(lo, hi, rank - below.double())
+
+
+def inter_frame_step(
+    anchors: torch.Tensor,
+    sources: torch.Tensor,
+    *,
+    offset: int,
+    keep_ratio: float,
+    anchor_valid: torch.Tensor | None = None,
+    source_valid: torch.Tensor | None = None,
+    sigma: float = 1.5,
+    epsilon: float = 0.1,
+    scale: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-2,
+    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the inter-frame stage for a batch of independent clips (SPEC section 4, step 2).
+
+    anchors: (C, z, D) current keyframe anchors Z; sources: (C, q, D) tokens Q of the frame
+    ``offset`` frames after the keyframe; optional validity masks (C, z), (C, q) for padded clips.
+    Returns ``(merged_anchors (C, z, D) float32, keep (C, q) bool)``: ``keep`` marks distinct source
+    tokens (``max_j p_ij`` below the ``keep_ratio`` quantile); the rest are folded into Z.
+    """
+    check_tensor("anchors", anchors, ndim=3, floating=True)
+    c_, z, d = anchors.shape
+    check_tensor("sources", sources, shape=(c_, None, d), floating=True)
+    q = sources.shape[1]
+    keep_ratio = check_ratio("keep_ratio", keep_ratio)
+    zv = torch.ones(c_, z, dtype=torch.bool, device=anchors.device) if anchor_valid is None else anchor_valid
+    qv = torch.ones(c_, q, dtype=torch.bool, device=anchors.device) if source_valid is None else source_valid
+
+    zf, qf = anchors.float(), sources.float()
+    cos = torch.bmm(Fn.normalize(qf, dim=-1), Fn.normalize(zf, dim=-1).transpose(1, 2))  # (C, q, z)
+    c_sim = 1.0 - cos.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+    pair = qv[:, :, None] & zv[:, None, :]
+    c_sim = c_sim - c_sim.masked_fill(~pair, float("inf")).amin(dim=(1, 2))[:, None, None]
+    c_time = 1.0 - math.exp(-(offset**2) / (2.0 * sigma**2 + 1e-9))
+    kernel = torch.exp(-(c_sim * c_time) / epsilon) * pair
+    nq, nz = qv.sum(-1), zv.sum(-1)
+    row = qv.float() / nq.clamp_min(1)[:, None].float()
+    col = zv.float() / nz.clamp_min(1)[:, None].float()
+    groups = torch.arange(c_, device=anchors.device)  # every clip stops on its own
+    plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=SinkhornStop(sinkhorn_stop).value).plan
+    p = plan / plan.sum(-1, keepdim=True).clamp_min(1e-9)  # (C, q, z)
+    best = p.amax(-1)  # (C, q)
+    tau = _masked_quantile(best, qv, keep_ratio)  # (C,)
+    keep = ((best.double() < tau[:, None]) | (nz == 0)[:, None]) & qv
+    fold = p * (qv & ~keep)[:, :, None]
+    merged = (zf + scale * torch.bmm(fold.transpose(1, 2), qf)) / (1.0 + scale * fold.sum(1))[..., None]
+    return merged, keep
+
+
+@dataclass
+class _InterOut:
+    tokens: list[torch.Tensor]  # per video (T_v, D)
+    kept: torch.Tensor  # (sum F, n) bool: pre-inter positions emitted as distinct (or keyframe)
+
+
+def _inter_frame_batched(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    segments: Sequence[Sequence[int]],
+    *,
+    keep_ratio: float,
+    scale: float,
+    sigma: float,
+    epsilon: float,
+    max_iter: int,
+    tol: float,
+    sinkhorn_stop: SinkhornStop,
+    keyframe_emit: KeyframeEmit,
+) -> _InterOut:
+    """Inter-frame stage for several videos whose frames are concatenated along dim 0.
+
+    ``segments[v]`` lists clip lengths of video v. All clips of all videos advance together: step t
+    processes frame ``keyframe + t`` of every clip longer than t, so the loop runs over frame
+    offsets within a clip (at most the longest clip), never over frames or tokens.
+    """
+    total, n, d = features.shape
+    idx, valid, _ = _front_indices(mask)  # kept tokens first, row-major
+    k = idx.shape[1]
+    ys = features.gather(1, idx[..., None].expand(total, k, d))  # (sum F, k, D)
+
+    starts, lengths, clip_video = [], [], []
+    frame0 = 0
+    for v, segs in enumerate(segments):
+        for length in segs:
+            starts.append(frame0)
+            lengths.append(length)
+            clip_video.append(v)
+            frame0 += length
+    dev = features.device
+    key = torch.tensor(starts, device=dev, dtype=torch.long)
+    z = ys[key].float()  # (C, k, D)
+    zv = valid[key]  # (C, k)
+    emit = valid.clone()  # (sum F, k)
+    for t in range(1, max(lengths)):
+        live = [c for c, length in enumerate(lengths) if length > t]
+        live_t = torch.tensor(live, device=dev, dtype=torch.long)
+        src = key[live_t] + t
+        merged, keep = inter_frame_step(
+            z[live_t], ys[src], offset=t, keep_ratio=keep_ratio, anchor_valid=zv[live_t], source_valid=valid[src],
+            sigma=sigma, epsilon=epsilon, scale=scale, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop,
+        )
+        z[live_t] = merged
+        emit[src] = keep
+
+    # Order of pieces (x2 to leave room): frame f of clip c -> 2(f + c); merged Z after the clip
+    # (paper) or in place of the keyframe (merged_once).
+    once = keyframe_emit is KeyframeEmit.MERGED_ONCE
+    if once:
+        emit[key] = False
+    frame_pos, z_pos, piece_video = [], [], []
+    for c, (s, length) in enumerate(zip(starts, lengths)):
+        frame_pos += [2 * (f + c) for f in range(s, s + length)]
+        z_pos.append(2 * (s + c) - 1 if once else 2 * (s + length - 1 + c) + 1)
+    piece_video = [clip_video[c] for c in range(len(starts)) for _ in range(lengths[c])] + clip_video
+    order = sorted(range(len(frame_pos) + len(z_pos)), key=(frame_pos + z_pos).__getitem__)
+    order_t = torch.tensor(order, device=dev, dtype=torch.long)
+    pieces = torch.cat([ys, z.to(features.dtype)])[order_t]  # (pieces, k, D)
+    flags = torch.cat([emit, zv])[order_t]  # (pieces, k)
+    per_video = torch.zeros(len(segments), dtype=torch.long, device=dev).index_add_(
+        0, torch.tensor([piece_video[i] for i in order], device=dev), flags.sum(-1)
+    )
+    tokens = list(pieces[flags].split(per_video.tolist()))
+
+    kept = torch.zeros(total, n, dtype=torch.bool, device=dev)
+    kept.scatter_(1, idx, emit & valid)
+    if once:
+        kept[key] = mask[key]
+    return _InterOut(tokens=tokens, kept=kept)
+
+
+def _check_segments(segments: Sequence[int], num_frames: int) -> list[int]:
+    segs = list(segments)
+    if not segs or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in segs) or sum(segs) != num_frames:
+        raise ValueError(
+            f"segments={segs!r} is not valid; expected positive clip lengths summing to the {num_frames} frames"
+        )
+    return segs
+
+
+def merge_inter_frame(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    keep_ratio: float,
+    num_clips: int = 8,
+    segments: Sequence[int] | None = None,
+    scale: float = 1.0,
+    sigma: float = 1.5,
+    epsilon: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-2,
+    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
+    keyframe_emit: KeyframeEmit | str = KeyframeEmit.PAPER,
+) -> torch.Tensor:
+    """Inter-frame OT merge of one video (SPEC section 4).
+
+    features: (F, n, D) pooled tokens (with newlines already inserted for ``grid``); mask: (F, n)
+    bool, the tokens each frame keeps. Frames are cut into ``num_clips`` clips as even as possible,
+    or by ``segments`` (clip lengths). Per clip the keyframe's tokens become anchors Z; each later
+    frame's distinct tokens are emitted and the rest folded into Z. Returns tokens (T, D): per clip
+    the keyframe, the distinct tokens, then the merged Z (``keyframe_emit="paper"``, as released)
+    or merged Z followed by the distinct tokens (``"merged_once"``).
+    """
+    check_tensor("features", features, ndim=3, floating=True)
+    f_, n, d = features.shape
+    mask = check_mask("mask", mask, (f_, n))
+    check_finite("features", features)
+    keep_ratio = check_ratio("keep_ratio", keep_ratio)
+    if segments is None:
+        if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
+            raise ValueError(f"num_clips={num_clips!r} is not valid; expected an integer >= 1")
+        segs = uniform_segments(f_, num_clips)
+    else:
+        segs = _check_segments(segments, f_)
+    out = _inter_frame_batched(
+        features, mask, [segs], keep_ratio=keep_ratio, scale=scale, sigma=sigma, epsilon=epsilon,
+        max_iter=max_iter, tol=tol, sinkhorn_stop=SinkhornStop(sinkhorn_stop), keyframe_emit=KeyframeEmit(keyframe_emit),
+    )
+    return out.tokens[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole pipeline
+
+
+@dataclass
+class CompressionResult:
+    """What :func:`compress_video` returns for one video.
+
+    tokens:        (T, D) visual tokens for the LLM, input dtype
+    anchor_mask:   (F, N) bool, anchors chosen per frame
+    pooled_mask:   (F, n) bool, pooled cells kept (before newline insertion)
+    kept_mask:     (F, n') bool, positions of the pre-inter sequence (newlines included) that are
+                   emitted as they are: the keyframe and the distinct tokens (all kept ones when the
+                   inter-frame stage is off)
+    segments:      clip lengths used by the inter-frame stage ([] when it is off)
+    stage_tokens:  token count after each stage: input, anchors, pooled, newlines, output
+    retention:     paper definition: (T - newlines) / (F x pooled tokens per frame)
+    """
+
+    tokens: torch.Tensor
+    anchor_mask: torch.Tensor
+    pooled_mask: torch.Tensor
+    kept_mask: torch.Tensor
+    segments: list[int]
+    stage_tokens: dict[str, int] = field(default_factory=dict)
+    retention: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def _as_video_list(name: str, value: object, ndim: int) -> tuple[list[torch.Tensor], bool]:
+    """Split a single video, a stacked batch or a list of videos into a list; report if batched."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{name} is an empty list; expected at least one video")
+        for i, v in enumerate(value):
+            check_tensor(f"{name}[{i}]", v, ndim=ndim)
+        return list(value), True
+    check_tensor(name, value, ndim=(ndim, ndim + 1))
+    assert isinstance(value, torch.Tensor)
+    if value.dim() == ndim + 1:
+        return list(value.unbind(0)), True
+    return [value], False
+
+
+def compress_video(
+    features: torch.Tensor | Sequence[torch.Tensor],
+    shallow_scores: torch.Tensor | Sequence[torch.Tensor],
+    deep_scores: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    config: AOTConfig,
+    grid: tuple[int, int],
+    image_newline: torch.Tensor | None = None,
+) -> CompressionResult | list[CompressionResult]:
+    """Run AOT on one video or a batch of videos.
+
+    features: (F, N, D) projected frame tokens; shallow_scores, deep_scores: (F, N). A batch is
+    either stacked ((B, F, N, D) and (B, F, N)) or a list of per-video tensors with their own F.
+    ``image_newline`` (D,) is required for the ``grid`` and ``frame`` newline modes and for
+    ``one_token`` with ``one_token_newline="append"``.
+
+    Returns a :class:`CompressionResult` for a single video, a list of them for a batch. Each
+    video's result is the same as if it were compressed alone.
+    """
+    if not isinstance(config, AOTConfig):
+        raise ValueError(f"config must be an AOTConfig; got {type(config).__name__}")
+    feats, batched = _as_video_list("features", features, 3)
+    shal, _ = _as_video_list("shallow_scores", shallow_scores, 2)
+    deep, _ = _as_video_list("deep_scores", deep_scores, 2)
+    if not (len(feats) == len(shal) == len(deep)):
+        raise ValueError(
+            f"features, shallow_scores and deep_scores hold {len(feats)}, {len(shal)} and {len(deep)} videos; expected the same number"
+        )
+    n, d = feats[0].shape[1], feats[0].shape[2]
+    for i, (x, s, t) in enumerate(zip(feats, shal, deep)):
+        tag = f"[{i}]" if batched else ""
+        check_tensor(f"features{tag}", x, shape=(None, n, d), floating=True)
+        if x.shape[0] == 0:
+            raise ValueError(f"features{tag} has 0 frames; expected at least 1")
+        check_tensor(f"shallow_scores{tag}", s, shape=(x.shape[0], n))
+        check_tensor(f"deep_scores{tag}", t, shape=(x.shape[0], n))
+    h, w = check_grid(grid, n)
+    cfg = config
+    if cfg.num_anchors > n:
+        raise ValueError(f"config.num_anchors={cfg.num_anchors} exceeds N={n} tokens per frame; expected <= {n}")
+    nl_pos = cfg.newline_position
+    needs_newline = nl_pos in (NewlinePosition.GRID, NewlinePosition.FRAME) or (
+        nl_pos is NewlinePosition.ONE_TOKEN and cfg.one_token_newline is OneTokenNewline.APPEND
+    )
+    if needs_newline:
+        if image_newline is None:
+            raise ValueError(
+                f"image_newline is None; expected a ({d},) tensor for newline_position={nl_pos.value!r}"
+                + (" with one_token_newline='append'" if nl_pos is NewlinePosition.ONE_TOKEN else "")
+            )
+        check_tensor("image_newline", image_newline, shape=(d,), floating=True)
+        check_finite("image_newline", image_newline)
+
+    frames = [x.shape[0] for x in feats]
+    if cfg.inter_frame:
+        for i, f_ in enumerate(frames):
+            if f_ < cfg.num_clips:
+                tag = f" of video {i}" if batched else ""
+                raise ValueError(
+                    f"frames={f_}{tag} is fewer than num_clips={cfg.num_clips}; expected at least one frame per clip"
+                )
+
+    x = feats[0] if len(feats) == 1 else torch.cat(feats)  # (sum F, N, D)
+    s_sh = shal[0] if len(shal) == 1 else torch.cat(shal)
+    s_dp = deep[0] if len(deep) == 1 else torch.cat(deep)
+    dev = x.device
+    groups = torch.repeat_interleave(torch.arange(len(frames), device=dev), torch.tensor(frames, device=dev))
+
+    anchor_mask = select_anchors(
+        s_sh.to(dev), s_dp.to(dev), grid=(h, w), num_anchors=cfg.num_anchors, global_ratio=cfg.global_ratio,
+        window=min(cfg.window, h, w), budget=cfg.anchor_budget,
+    )
+    merged = merge_intra_frame(
+        x, anchor_mask, grid=(h, w), epsilon=cfg.intra_epsilon, position_weight=cfg.position_weight,
+        ot_weight=cfg.ot_weight, scale=cfg.effective_intra_scale, max_iter=cfg.sinkhorn_max_iter,
+        tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop, ot_mass=cfg.ot_mass, groups=groups,
+    )
+    pooled, pooled_mask = pool_frames(merged, anchor_mask, grid=(h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
+    del merged
+    ph, pw = pooled_grid((h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
+    seq, seq_mask = pooled, pooled_mask
+    newlines_per_frame = 0
+    if nl_pos in (NewlinePosition.GRID, NewlinePosition.FRAME):
+        assert image_newline is not None
+        seq, seq_mask = insert_newlines(pooled, pooled_mask, image_newline, grid=(ph, pw), position=nl_pos)
+        newlines_per_frame = ph if nl_pos is NewlinePosition.GRID else 1
+
+    if cfg.inter_frame:
+        segments = []
+        for i, f_ in enumerate(frames):
+            if cfg.segmentation is Segmentation.DYNAMIC:
+                segments.append(dynamic_segments(feats[i], num_clips=cfg.num_clips, threshold=cfg.segment_threshold))
+            else:
+                segments.append(uniform_segments(f_, cfg.num_clips))
+        inter = _inter_frame_batched(
+            seq, seq_mask, segments, keep_ratio=cfg.keep_ratio, scale=cfg.effective_inter_scale,
+            sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol,
+            sinkhorn_stop=cfg.sinkhorn_stop, keyframe_emit=cfg.keyframe_emit,
+        )
+        tokens, kept = inter.tokens, inter.kept
+    else:
+        segments = [[] for _ in frames]
+        per_frame = seq_mask.sum(-1)
+        per_video = torch.zeros(len(frames), dtype=torch.long, device=dev).index_add_(0, groups, per_frame)
+        tokens = list(seq[seq_mask].split(per_video.tolist()))
+        kept = seq_mask
+
+    append_one = nl_pos is NewlinePosition.ONE_TOKEN and cfg.one_token_newline is OneTokenNewline.APPEND
+    if append_one:
+        assert image_newline is not None
+        nl = image_newline.to(device=dev, dtype=x.dtype)[None]
+        tokens = [torch.cat([t, nl]) for t in tokens]
+
+    results = []
+    offsets = [0]
+    for f_ in frames:
+        offsets.append(offsets[-1] + f_)
+    for i, f_ in enumerate(frames):
+        sl = slice(offsets[i], offsets[i + 1])
+        am, pm = anchor_mask[sl], pooled_mask[sl]
+        newlines = newlines_per_frame * f_ + (1 if append_one else 0)
+        t = int(tokens[i].shape[0])
+        stage = {
+            "input": f_ * n,
+            "anchors": int(am.sum()),
+            "pooled": int(pm.sum()),
+            "newlines": newlines,
+            "output": t,
+        }
+        results.append(
+            CompressionResult(
+                tokens=tokens[i], anchor_mask=am, pooled_mask=pm, kept_mask=kept[sl], segments=segments[i],
+                stage_tokens=stage, retention=(t - newlines) / (f_ * ph * pw),
+            )
+        )
+    return results if batched else results[0]
