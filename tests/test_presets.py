@@ -1,0 +1,48 @@
+"""Presets: every YAML loads and validates; the calibrated ones land on their target retention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load_golden
+
+import visionzip as vz
+
+
+@pytest.mark.parametrize("name", vz.list_presets())
+def test_every_preset_loads(name):
+    cfg = vz.get_preset(name)
+    assert isinstance(cfg, vz.AOTConfig)
+    assert vz.load_config(name) == cfg
+    assert vz.load_config(vz.presets_dir() / f"{name}.yaml") == cfg
+    text = (vz.presets_dir() / f"{name}.yaml").read_text()
+    assert text.startswith("#"), "every preset opens with a comment saying what it is"
+
+
+def test_required_presets_exist():
+    names = set(vz.list_presets())
+    assert {"paper_ov_10pct", "paper_ov_10pct_long", "ov_15pct", "ov_20pct", "ov_25pct", "paper_video_k180"} <= names
+
+
+def test_paper_settings():
+    assert (vz.get_preset("paper_ov_10pct").num_anchors, vz.get_preset("paper_ov_10pct").keep_ratio) == (126, 0.3)
+    assert (vz.get_preset("paper_ov_10pct_long").num_anchors, vz.get_preset("paper_ov_10pct_long").keep_ratio) == (108, 0.1)
+    video = vz.get_preset("paper_video_k180")
+    assert (video.num_anchors, video.pool_mode, video.newline_position, video.inter_frame) == (
+        180, vz.PoolMode.AVERAGE, vz.NewlinePosition.GRID, False
+    )
+
+
+def _videos():
+    _, g = load_golden("ov_32f_k126_q0.3")
+    gen = torch.Generator().manual_seed(0)
+    rnd = (torch.randn(32, 729, 32, generator=gen), torch.rand(32, 729, generator=gen), torch.rand(32, 729, generator=gen))
+    return [(g["features"], g["shallow_scores"], g["deep_scores"]), rnd]
+
+
+@pytest.mark.parametrize(("name", "target"), [("paper_ov_10pct", 0.10), ("ov_15pct", 0.15), ("ov_20pct", 0.20), ("ov_25pct", 0.25)])
+def test_calibrated_retention(name, target):
+    cfg = vz.get_preset(name)
+    for video in _videos():
+        result = vz.compress_video(*video, config=cfg, grid=(27, 27))
+        assert abs(result.retention - target) <= 0.01, (name, result.retention)
