@@ -165,7 +165,8 @@ def merge_intra_frame(
     n_p = pruned.sum(-1)  # (F,)
 
     anchors = features.gather(1, idx_r[..., None].expand(f_, k, d))  # (F, n_r, D)
-    x_norm = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32).clamp_min(1e-12)  # (F, N)
+    wide = torch.promote_types(features.dtype, torch.float32)  # norms accumulate in >= float32
+    x_norm = torch.linalg.vector_norm(features, dim=-1, dtype=wide).float().clamp_min(1e-12)  # (F, N)
     r_norm = x_norm.gather(1, idx_r)  # (F, n_r)
     cos = torch.bmm(features, anchors.transpose(1, 2)).float()  # (F, N, n_r)
     cos = cos / x_norm[:, :, None] / r_norm[:, None, :]
