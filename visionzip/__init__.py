@@ -20,6 +20,7 @@ from .aot import (
 from .config import (
     AnchorBudget,
     AOTConfig,
+    InterKeep,
     KeyframeEmit,
     NewlinePosition,
     OneTokenNewline,
@@ -38,6 +39,7 @@ __all__ = [
     "AOTConfig",
     "AnchorBudget",
     "CompressionResult",
+    "InterKeep",
     "KeyframeEmit",
     "NewlinePosition",
     "OTMass",

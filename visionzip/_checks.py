@@ -3,7 +3,7 @@ was expected, so bad input never surfaces as a shape error deep inside torch."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ def check_tensor(
             raise ValueError(f"{name} has shape {tuple(value.shape)} (rank {value.dim()}); expected rank {want}")
     if shape is not None:
         if value.dim() != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ValueError(f"{name} has shape {tuple(value.shape)}; expected {want}")
     if floating and not value.is_floating_point():
         raise ValueError(f"{name} has dtype {value.dtype}; expected a floating-point tensor")
@@ -73,3 +73,14 @@ def check_ratio(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name}={value!r} is not valid; expected a number in [0, 1]")
     return float(value)
+
+
+def check_choice(name: str, value: object, enum: type) -> object:
+    """``enum(value)``, or a ValueError naming the argument and listing the choices."""
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in enum)
+        raise ValueError(f"{name}={value!r} is not valid; expected one of {choices}") from None

@@ -17,16 +17,17 @@ only per-video coupling of the release (the Sinkhorn stopping rule) stays inside
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as Fn
 
-from ._checks import check_finite, check_grid, check_mask, check_ratio, check_tensor
+from ._checks import check_choice, check_finite, check_grid, check_mask, check_ratio, check_tensor
 from .config import (
     AnchorBudget,
     AOTConfig,
+    InterKeep,
     KeyframeEmit,
     NewlinePosition,
     OneTokenNewline,
@@ -73,7 +74,7 @@ def select_anchors(
     check_ratio("global_ratio", global_ratio)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= min(h, w):
         raise ValueError(f"window={window!r} is not valid; expected an integer in [1, {min(h, w)}] (grid {h}x{w})")
-    budget = AnchorBudget(budget)
+    budget = check_choice("budget", budget, AnchorBudget)
 
     local_budget = int(num_anchors * (1.0 - global_ratio))
     nh, nw = h // window, w // window
@@ -123,43 +124,37 @@ def _front_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return order, valid, counts
 
 
-def merge_intra_frame(
+def _intra_anchor_update(
     features: torch.Tensor,
     anchor_mask: torch.Tensor,
     *,
     grid: tuple[int, int],
-    epsilon: float = 0.1,
-    position_weight: float = 0.5,
-    ot_weight: float = 0.9,
-    scale: float = 1.0,
-    max_iter: int = 100,
-    tol: float = 1e-2,
-    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
-    ot_mass: OTMass | str = OTMass.PAPER,
-    groups: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Fold each frame's pruned tokens into its anchors with entropic OT plus a nearest-neighbour
-    update (SPEC section 2). Pruned positions keep their values; anchors are overwritten.
+    epsilon: float,
+    position_weight: float,
+    ot_weight: float,
+    scale: float,
+    max_iter: int,
+    tol: float,
+    sinkhorn_stop: SinkhornStop | str,
+    ot_mass: OTMass | str,
+    groups: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Core of :func:`merge_intra_frame`: the new anchor values without writing them anywhere.
 
-    features: (F, N, D); anchor_mask: (F, N) bool. Returns (F, N, D) in the input dtype.
-    ``groups`` (F,) video id per frame: the Sinkhorn stopping rule is shared by the frames of one
-    video (as released) and independent across videos; ``None`` means one video.
-
-    Cost ``C = (1 - cos) + position_weight * |pos_i - pos_j|``, kernel ``exp(-C/epsilon)``, uniform
-    marginals. Anchor update ``ot_weight * (R + s T^T P)/(1 + s T^T 1) + (1 - ot_weight) *
-    (R + sum_NN P)/(1 + #NN)`` with ``s = scale``. Cosines come from one (F, N, n_r) product; no
-    (n_pruned, n_anchors, D) temporary is formed.
+    Returns ``(idx_r (F, k), valid_r (F, k), merged (F, k, D) float32, anchors (F, k, D))``:
+    anchor positions in ascending order padded to the largest anchor count, their new and old
+    values; or ``None`` when no frame has an anchor.
     """
     check_tensor("features", features, ndim=3, floating=True)
     f_, n, d = features.shape
     h, w = check_grid(grid, n)
     mask = check_mask("anchor_mask", anchor_mask, (f_, n))
-    check_finite("features", features)
-    sinkhorn_stop, ot_mass = SinkhornStop(sinkhorn_stop), OTMass(ot_mass)
+    sinkhorn_stop = check_choice("sinkhorn_stop", sinkhorn_stop, SinkhornStop)
+    ot_mass = check_choice("ot_mass", ot_mass, OTMass)
 
     idx_r, valid_r, n_r = _front_indices(mask)  # (F, n_r), (F, n_r), (F,)
     if idx_r.shape[1] == 0:
-        return features.clone()
+        return None
     k = idx_r.shape[1]
     pruned = ~mask  # (F, N)
     n_p = pruned.sum(-1)  # (F,)
@@ -193,9 +188,51 @@ def merge_intra_frame(
     self_weight = ot_weight / ot_den + (1.0 - ot_weight) / nn_den  # (F, n_r)
     weights = plan * (ot_weight * scale / ot_den)[:, None, :] + onehot * ((1.0 - ot_weight) / nn_den)[:, None, :]
     context = torch.bmm(weights.transpose(1, 2).to(features.dtype), features)  # (F, n_r, D)
-    merged = (anchors.float() * self_weight[..., None] + context.float()).to(features.dtype)
+    merged = anchors.float() * self_weight[..., None] + context.float()  # (F, n_r, D)
+    return idx_r, valid_r, merged, anchors
 
+
+
+def merge_intra_frame(
+    features: torch.Tensor,
+    anchor_mask: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    epsilon: float = 0.1,
+    position_weight: float = 0.5,
+    ot_weight: float = 0.9,
+    scale: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-2,
+    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
+    ot_mass: OTMass | str = OTMass.PAPER,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fold each frame's pruned tokens into its anchors with entropic OT plus a nearest-neighbour
+    update (SPEC section 2). Pruned positions keep their values; anchors are overwritten.
+
+    features: (F, N, D); anchor_mask: (F, N) bool. Returns (F, N, D) in the input dtype.
+    ``groups`` (F,) video id per frame: the Sinkhorn stopping rule is shared by the frames of one
+    video (as released) and independent across videos; ``None`` means one video.
+
+    Cost ``C = (1 - cos) + position_weight * |pos_i - pos_j|``, kernel ``exp(-C/epsilon)``, uniform
+    marginals. Anchor update ``ot_weight * (R + s T^T P)/(1 + s T^T 1) + (1 - ot_weight) *
+    (R + sum_NN P)/(1 + #NN)`` with ``s = scale``. Cosines come from one (F, N, n_r) product; no
+    (n_pruned, n_anchors, D) temporary is formed.
+    """
+    check_tensor("features", features, ndim=3, floating=True)
+    f_, n, d = features.shape
+    check_finite("features", features)
+    update = _intra_anchor_update(
+        features, anchor_mask, grid=grid, epsilon=epsilon, position_weight=position_weight, ot_weight=ot_weight,
+        scale=scale, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop, ot_mass=ot_mass, groups=groups,
+    )
     out = features.clone()
+    if update is None:
+        return out
+    idx_r, valid_r, merged, _ = update
+    merged = merged.to(features.dtype)
+    k = idx_r.shape[1]
     if bool(valid_r.all()):
         out.scatter_(1, idx_r[..., None].expand(f_, k, d), merged)
     else:
@@ -211,7 +248,7 @@ def merge_intra_frame(
 def pooled_grid(grid: tuple[int, int], *, mode: PoolMode | str = PoolMode.BILINEAR, stride: int = 2) -> tuple[int, int]:
     """(h, w) after :func:`pool_frames`: ceil for ``bilinear``, floor for ``average``."""
     h, w = grid
-    if PoolMode(mode) is PoolMode.BILINEAR:
+    if check_choice("mode", mode, PoolMode) is PoolMode.BILINEAR:
         return math.ceil(h / stride), math.ceil(w / stride)
     return h // stride, w // stride
 
@@ -234,10 +271,8 @@ def pool_frames(
     f_, n, d = features.shape
     h, w = check_grid(grid, n)
     mask = check_mask("mask", mask, (f_, n))
-    try:
-        mode = PoolMode(mode)
-    except ValueError:
-        raise ValueError(f"mode={mode!r} is not valid; expected 'bilinear' or 'average'") from None
+    mode = check_choice("mode", mode, PoolMode)
+    check_finite("features", features)
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= min(h, w):
         raise ValueError(f"stride={stride!r} is not valid; expected an integer in [1, {min(h, w)}]")
     ph, pw = pooled_grid((h, w), mode=mode, stride=stride)
@@ -255,6 +290,41 @@ def pool_frames(
     return pooled, pooled_mask
 
 
+def _pooling_matrix(grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.device) -> torch.Tensor:
+    """(n, N) float32 matrix of the pooling map: pooled = M @ frame, by pooling the identity."""
+    h, w = grid
+    n = h * w
+    eye = torch.eye(n, device=device, dtype=torch.float32).view(n, 1, h, w)
+    if mode is PoolMode.BILINEAR:
+        ph, pw = pooled_grid(grid, mode=mode, stride=stride)
+        pooled = Fn.interpolate(eye, size=(ph, pw), mode="bilinear", align_corners=False)
+    else:
+        pooled = Fn.avg_pool2d(eye, stride)
+    return pooled.reshape(n, -1).T
+
+
+def _pool_merged(
+    features: torch.Tensor,
+    anchor_mask: torch.Tensor,
+    update: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    *,
+    grid: tuple[int, int],
+    mode: PoolMode,
+    stride: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pool_frames`` of the anchor-merged features without building them: pooling is linear, so
+    pool(X with anchors replaced) = pool(X) + M[:, anchors] @ (merged - anchors). Saves the full
+    (F, N, D) copy that writing the anchors back would need."""
+    pooled, pooled_mask = pool_frames(features, anchor_mask, grid=grid, mode=mode, stride=stride)
+    if update is None:
+        return pooled, pooled_mask
+    idx_r, valid_r, merged, anchors = update
+    delta = (merged - anchors.float()) * valid_r[..., None]  # (F, k, D)
+    weights = _pooling_matrix(grid, mode, stride, features.device).T[idx_r]  # (F, k, n)
+    correction = torch.bmm(weights.transpose(1, 2), delta)  # (F, n, D)
+    return (pooled.float() + correction).to(features.dtype), pooled_mask
+
+
 def insert_newlines(
     features: torch.Tensor,
     mask: torch.Tensor,
@@ -268,7 +338,7 @@ def insert_newlines(
     f_, n, d = features.shape
     h, w = check_grid(grid, n, what="pooled tokens")
     check_tensor("image_newline", image_newline, shape=(d,), floating=True)
-    position = NewlinePosition(position)
+    position = check_choice("position", position, NewlinePosition)
     nl = image_newline.to(device=features.device, dtype=features.dtype)
     if position is NewlinePosition.GRID:
         x = torch.cat([features.view(f_, h, w, d), nl.expand(f_, h, 1, d)], dim=2).reshape(f_, h * (w + 1), d)
@@ -299,6 +369,7 @@ def dynamic_segments(features: torch.Tensor, *, num_clips: int = 8, threshold: f
     ``s_t = cos(e_t, e_{t+1})``; cut after the ``num_clips - 1`` lowest ``s_t`` and after every
     ``s_t < threshold``. features: (F, N, D) or (F, D). Returns clip lengths (sum F)."""
     check_tensor("features", features, ndim=(2, 3), floating=True)
+    check_finite("features", features)
     emb = features.float().mean(1) if features.dim() == 3 else features.float()
     f_ = emb.shape[0]
     if f_ < num_clips:
@@ -340,38 +411,54 @@ def inter_frame_step(
     max_iter: int = 100,
     tol: float = 1e-2,
     sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
+    keep_rule: InterKeep | str = InterKeep.PAPER,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the inter-frame stage for a batch of independent clips (SPEC section 4, step 2).
 
     anchors: (C, z, D) current keyframe anchors Z; sources: (C, q, D) tokens Q of the frame
     ``offset`` frames after the keyframe; optional validity masks (C, z), (C, q) for padded clips.
     Returns ``(merged_anchors (C, z, D) float32, keep (C, q) bool)``: ``keep`` marks distinct source
-    tokens (``max_j p_ij`` below the ``keep_ratio`` quantile); the rest are folded into Z.
+    tokens, those whose best transport share ``m_i = max_j p_ij`` is low (``keep_rule="paper"``:
+    ``m_i < quantile(m, keep_ratio)``; ``"exact"``: the ``round(keep_ratio * q)`` lowest); the rest
+    are folded into Z. A clip with no source token keeps Z; one with no anchor keeps every source.
     """
     check_tensor("anchors", anchors, ndim=3, floating=True)
     c_, z, d = anchors.shape
     check_tensor("sources", sources, shape=(c_, None, d), floating=True)
+    check_finite("anchors", anchors)
+    check_finite("sources", sources)
     q = sources.shape[1]
     keep_ratio = check_ratio("keep_ratio", keep_ratio)
-    zv = torch.ones(c_, z, dtype=torch.bool, device=anchors.device) if anchor_valid is None else anchor_valid
-    qv = torch.ones(c_, q, dtype=torch.bool, device=anchors.device) if source_valid is None else source_valid
+    keep_rule = check_choice("keep_rule", keep_rule, InterKeep)
+    dev = anchors.device
+    zv = torch.ones(c_, z, dtype=torch.bool, device=dev) if anchor_valid is None else check_mask("anchor_valid", anchor_valid, (c_, z))
+    qv = torch.ones(c_, q, dtype=torch.bool, device=dev) if source_valid is None else check_mask("source_valid", source_valid, (c_, q))
 
     zf, qf = anchors.float(), sources.float()
     cos = torch.bmm(Fn.normalize(qf, dim=-1), Fn.normalize(zf, dim=-1).transpose(1, 2))  # (C, q, z)
     c_sim = 1.0 - cos.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
     pair = qv[:, :, None] & zv[:, None, :]
-    c_sim = c_sim - c_sim.masked_fill(~pair, float("inf")).amin(dim=(1, 2))[:, None, None]
+    low = c_sim.masked_fill(~pair, float("inf")).amin(dim=(1, 2)) if q and z else c_sim.new_zeros(c_)
+    c_sim = c_sim - torch.where(torch.isfinite(low), low, torch.zeros_like(low))[:, None, None]
     c_time = 1.0 - math.exp(-(offset**2) / (2.0 * sigma**2 + 1e-9))
     kernel = torch.exp(-(c_sim * c_time) / epsilon) * pair
     nq, nz = qv.sum(-1), zv.sum(-1)
     row = qv.float() / nq.clamp_min(1)[:, None].float()
     col = zv.float() / nz.clamp_min(1)[:, None].float()
-    groups = torch.arange(c_, device=anchors.device)  # every clip stops on its own
-    plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=SinkhornStop(sinkhorn_stop).value).plan
+    groups = torch.arange(c_, device=dev)  # every clip stops on its own
+    stop = check_choice("sinkhorn_stop", sinkhorn_stop, SinkhornStop).value
+    plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=stop).plan
     p = plan / plan.sum(-1, keepdim=True).clamp_min(1e-9)  # (C, q, z)
-    best = p.amax(-1)  # (C, q)
-    tau = _masked_quantile(best, qv, keep_ratio)  # (C,)
-    keep = ((best.double() < tau[:, None]) | (nz == 0)[:, None]) & qv
+    best = p.amax(-1) if z else p.new_zeros(c_, q)  # (C, q)
+    if keep_rule is InterKeep.PAPER:
+        tau = _masked_quantile(best, qv, keep_ratio)  # (C,)
+        keep = best.double() < tau[:, None]
+    else:
+        # rank of each token by (m, position); keep the round(ratio * n) lowest
+        order = torch.argsort(best.masked_fill(~qv, float("inf")), dim=-1, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(q, device=dev).expand(c_, q))
+        keep = rank < torch.round(keep_ratio * nq.double()).long()[:, None]
+    keep = (keep | (nz == 0)[:, None]) & qv
     fold = p * (qv & ~keep)[:, :, None]
     merged = (zf + scale * torch.bmm(fold.transpose(1, 2), qf)) / (1.0 + scale * fold.sum(1))[..., None]
     return merged, keep
@@ -379,14 +466,14 @@ def inter_frame_step(
 
 @dataclass
 class _InterOut:
-    tokens: list[torch.Tensor]  # per video (T_v, D)
-    kept: torch.Tensor  # (sum F, n) bool: pre-inter positions emitted as distinct (or keyframe)
+    tokens: torch.Tensor  # (T, D)
+    kept: torch.Tensor  # (F, n) bool: positions emitted as they are (keyframe, distinct tokens)
 
 
-def _inter_frame_batched(
+def _inter_frame_video(
     features: torch.Tensor,
     mask: torch.Tensor,
-    segments: Sequence[Sequence[int]],
+    segments: Sequence[int],
     *,
     keep_ratio: float,
     scale: float,
@@ -396,66 +483,51 @@ def _inter_frame_batched(
     tol: float,
     sinkhorn_stop: SinkhornStop,
     keyframe_emit: KeyframeEmit,
+    keep_rule: InterKeep,
 ) -> _InterOut:
-    """Inter-frame stage for several videos whose frames are concatenated along dim 0.
+    """Inter-frame stage of one video (features (F, n, D), mask (F, n), clip lengths).
 
-    ``segments[v]`` lists clip lengths of video v. All clips of all videos advance together: step t
-    processes frame ``keyframe + t`` of every clip longer than t, so the loop runs over frame
-    offsets within a clip (at most the longest clip), never over frames or tokens.
+    All clips advance together: step t processes frame ``keyframe + t`` of every clip longer than t,
+    so the loop runs over frame offsets within a clip, never over frames or tokens. Tokens are
+    padded to this video's widest frame only, so the result never depends on other videos.
     """
-    total, n, d = features.shape
+    f_, n, d = features.shape
+    dev = features.device
     idx, valid, _ = _front_indices(mask)  # kept tokens first, row-major
     k = idx.shape[1]
-    ys = features.gather(1, idx[..., None].expand(total, k, d))  # (sum F, k, D)
-
-    starts, lengths, clip_video = [], [], []
-    frame0 = 0
-    for v, segs in enumerate(segments):
-        for length in segs:
-            starts.append(frame0)
-            lengths.append(length)
-            clip_video.append(v)
-            frame0 += length
-    dev = features.device
+    if k == 0:  # no frame keeps a token: nothing to emit
+        return _InterOut(tokens=features.new_zeros(0, d), kept=torch.zeros_like(mask))
+    ys = features.gather(1, idx[..., None].expand(f_, k, d))  # (F, k, D)
+    starts = [sum(segments[:c]) for c in range(len(segments))]
     key = torch.tensor(starts, device=dev, dtype=torch.long)
     z = ys[key].float()  # (C, k, D)
     zv = valid[key]  # (C, k)
-    emit = valid.clone()  # (sum F, k)
-    for t in range(1, max(lengths)):
-        live = [c for c, length in enumerate(lengths) if length > t]
-        live_t = torch.tensor(live, device=dev, dtype=torch.long)
-        src = key[live_t] + t
+    emit = valid.clone()  # (F, k)
+    for t in range(1, max(segments)):
+        live = torch.tensor([c for c, length in enumerate(segments) if length > t], device=dev, dtype=torch.long)
+        src = key[live] + t
         merged, keep = inter_frame_step(
-            z[live_t], ys[src], offset=t, keep_ratio=keep_ratio, anchor_valid=zv[live_t], source_valid=valid[src],
+            z[live], ys[src], offset=t, keep_ratio=keep_ratio, anchor_valid=zv[live], source_valid=valid[src],
             sigma=sigma, epsilon=epsilon, scale=scale, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop,
+            keep_rule=keep_rule,
         )
-        z[live_t] = merged
+        z[live] = merged
         emit[src] = keep
 
-    # Order of pieces (x2 to leave room): frame f of clip c -> 2(f + c); merged Z after the clip
-    # (paper) or in place of the keyframe (merged_once).
+    # Order of the pieces, doubled to leave room: frame f of clip c at 2(f + c); the merged Z after
+    # the clip (paper) or in place of the keyframe (merged_once).
     once = keyframe_emit is KeyframeEmit.MERGED_ONCE
     if once:
         emit[key] = False
-    frame_pos, z_pos, piece_video = [], [], []
-    for c, (s, length) in enumerate(zip(starts, lengths)):
-        frame_pos += [2 * (f + c) for f in range(s, s + length)]
-        z_pos.append(2 * (s + c) - 1 if once else 2 * (s + length - 1 + c) + 1)
-    piece_video = [clip_video[c] for c in range(len(starts)) for _ in range(lengths[c])] + clip_video
-    order = sorted(range(len(frame_pos) + len(z_pos)), key=(frame_pos + z_pos).__getitem__)
-    order_t = torch.tensor(order, device=dev, dtype=torch.long)
-    pieces = torch.cat([ys, z.to(features.dtype)])[order_t]  # (pieces, k, D)
-    flags = torch.cat([emit, zv])[order_t]  # (pieces, k)
-    per_video = torch.zeros(len(segments), dtype=torch.long, device=dev).index_add_(
-        0, torch.tensor([piece_video[i] for i in order], device=dev), flags.sum(-1)
-    )
-    tokens = list(pieces[flags].split(per_video.tolist()))
-
-    kept = torch.zeros(total, n, dtype=torch.bool, device=dev)
-    kept.scatter_(1, idx, emit & valid)
+    position = [2 * (f + c) for c, (s, length) in enumerate(zip(starts, segments)) for f in range(s, s + length)]
+    position += [2 * (s + c) - 1 if once else 2 * (s + length + c) - 1 for c, (s, length) in enumerate(zip(starts, segments))]
+    order = torch.tensor(sorted(range(len(position)), key=position.__getitem__), device=dev, dtype=torch.long)
+    pieces = torch.cat([ys, z.to(features.dtype)])[order]  # (F + C, k, D)
+    flags = torch.cat([emit, zv])[order]  # (F + C, k)
+    kept = torch.zeros(f_, n, dtype=torch.bool, device=dev).scatter_(1, idx, emit & valid)
     if once:
         kept[key] = mask[key]
-    return _InterOut(tokens=tokens, kept=kept)
+    return _InterOut(tokens=pieces[flags], kept=kept)
 
 
 def _check_segments(segments: Sequence[int], num_frames: int) -> list[int]:
@@ -481,6 +553,7 @@ def merge_inter_frame(
     tol: float = 1e-2,
     sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
     keyframe_emit: KeyframeEmit | str = KeyframeEmit.PAPER,
+    keep_rule: InterKeep | str = InterKeep.PAPER,
 ) -> torch.Tensor:
     """Inter-frame OT merge of one video (SPEC section 4).
 
@@ -489,7 +562,8 @@ def merge_inter_frame(
     or by ``segments`` (clip lengths). Per clip the keyframe's tokens become anchors Z; each later
     frame's distinct tokens are emitted and the rest folded into Z. Returns tokens (T, D): per clip
     the keyframe, the distinct tokens, then the merged Z (``keyframe_emit="paper"``, as released)
-    or merged Z followed by the distinct tokens (``"merged_once"``).
+    or merged Z followed by the distinct tokens (``"merged_once"``). ``keep_rule`` see
+    :func:`inter_frame_step`.
     """
     check_tensor("features", features, ndim=3, floating=True)
     f_, n, d = features.shape
@@ -502,11 +576,12 @@ def merge_inter_frame(
         segs = uniform_segments(f_, num_clips)
     else:
         segs = _check_segments(segments, f_)
-    out = _inter_frame_batched(
-        features, mask, [segs], keep_ratio=keep_ratio, scale=scale, sigma=sigma, epsilon=epsilon,
-        max_iter=max_iter, tol=tol, sinkhorn_stop=SinkhornStop(sinkhorn_stop), keyframe_emit=KeyframeEmit(keyframe_emit),
-    )
-    return out.tokens[0]
+    return _inter_frame_video(
+        features, mask, segs, keep_ratio=keep_ratio, scale=scale, sigma=sigma, epsilon=epsilon,
+        max_iter=max_iter, tol=tol, sinkhorn_stop=check_choice("sinkhorn_stop", sinkhorn_stop, SinkhornStop),
+        keyframe_emit=check_choice("keyframe_emit", keyframe_emit, KeyframeEmit),
+        keep_rule=check_choice("keep_rule", keep_rule, InterKeep),
+    ).tokens
 
 
 # --------------------------------------------------------------------------------------------------
@@ -590,8 +665,11 @@ def compress_video(
         check_tensor(f"features{tag}", x, shape=(None, n, d), floating=True)
         if x.shape[0] == 0:
             raise ValueError(f"features{tag} has 0 frames; expected at least 1")
-        check_tensor(f"shallow_scores{tag}", s, shape=(x.shape[0], n))
-        check_tensor(f"deep_scores{tag}", t, shape=(x.shape[0], n))
+        check_tensor(f"shallow_scores{tag}", s, shape=(x.shape[0], n), floating=True)
+        check_tensor(f"deep_scores{tag}", t, shape=(x.shape[0], n), floating=True)
+        check_finite(f"features{tag}", x)
+        check_finite(f"shallow_scores{tag}", s)
+        check_finite(f"deep_scores{tag}", t)
     h, w = check_grid(grid, n)
     cfg = config
     if cfg.num_anchors > n:
@@ -628,13 +706,13 @@ def compress_video(
         s_sh.to(dev), s_dp.to(dev), grid=(h, w), num_anchors=cfg.num_anchors, global_ratio=cfg.global_ratio,
         window=min(cfg.window, h, w), budget=cfg.anchor_budget,
     )
-    merged = merge_intra_frame(
+    update = _intra_anchor_update(
         x, anchor_mask, grid=(h, w), epsilon=cfg.intra_epsilon, position_weight=cfg.position_weight,
         ot_weight=cfg.ot_weight, scale=cfg.effective_intra_scale, max_iter=cfg.sinkhorn_max_iter,
         tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop, ot_mass=cfg.ot_mass, groups=groups,
     )
-    pooled, pooled_mask = pool_frames(merged, anchor_mask, grid=(h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
-    del merged
+    pooled, pooled_mask = _pool_merged(x, anchor_mask, update, grid=(h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
+    del update
     ph, pw = pooled_grid((h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
     seq, seq_mask = pooled, pooled_mask
     newlines_per_frame = 0
@@ -643,19 +721,26 @@ def compress_video(
         seq, seq_mask = insert_newlines(pooled, pooled_mask, image_newline, grid=(ph, pw), position=nl_pos)
         newlines_per_frame = ph if nl_pos is NewlinePosition.GRID else 1
 
+    offsets = [0]
+    for f_ in frames:
+        offsets.append(offsets[-1] + f_)
     if cfg.inter_frame:
-        segments = []
-        for i, f_ in enumerate(frames):
+        segments, tokens, kept_parts = [], [], []
+        for i, f_ in enumerate(frames):  # per video: padding widths never mix videos
             if cfg.segmentation is Segmentation.DYNAMIC:
                 segments.append(dynamic_segments(feats[i], num_clips=cfg.num_clips, threshold=cfg.segment_threshold))
             else:
                 segments.append(uniform_segments(f_, cfg.num_clips))
-        inter = _inter_frame_batched(
-            seq, seq_mask, segments, keep_ratio=cfg.keep_ratio, scale=cfg.effective_inter_scale,
-            sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol,
-            sinkhorn_stop=cfg.sinkhorn_stop, keyframe_emit=cfg.keyframe_emit,
-        )
-        tokens, kept = inter.tokens, inter.kept
+            sl = slice(offsets[i], offsets[i + 1])
+            inter = _inter_frame_video(
+                seq[sl], seq_mask[sl], segments[i], keep_ratio=cfg.keep_ratio, scale=cfg.effective_inter_scale,
+                sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon, max_iter=cfg.sinkhorn_max_iter,
+                tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop, keyframe_emit=cfg.keyframe_emit,
+                keep_rule=cfg.inter_keep,
+            )
+            tokens.append(inter.tokens)
+            kept_parts.append(inter.kept)
+        kept = torch.cat(kept_parts)
     else:
         segments = [[] for _ in frames]
         per_frame = seq_mask.sum(-1)
@@ -670,9 +755,6 @@ def compress_video(
         tokens = [torch.cat([t, nl]) for t in tokens]
 
     results = []
-    offsets = [0]
-    for f_ in frames:
-        offsets.append(offsets[-1] + f_)
     for i, f_ in enumerate(frames):
         sl = slice(offsets[i], offsets[i + 1])
         am, pm = anchor_mask[sl], pooled_mask[sl]

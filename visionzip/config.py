@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
+
+from ._checks import check_choice
 
 
 class PoolMode(str, Enum):
@@ -75,6 +78,15 @@ class Segmentation(str, Enum):
     DYNAMIC = "dynamic"  # FastVID-style cuts at low consecutive-frame similarity (SPEC)
 
 
+class InterKeep(str, Enum):
+    """How many tokens of a later frame the inter-frame stage keeps as distinct. The release keeps
+    ``m_i < quantile(m, keep_ratio)``, which keeps about ``keep_ratio * (n - 1)`` and always folds
+    the most redundant token, even at ``keep_ratio = 1``."""
+
+    PAPER = "paper"
+    EXACT = "exact"  # exactly round(keep_ratio * n) tokens with the lowest m (ties: earlier first)
+
+
 class AnchorBudget(str, Enum):
     """Quirk 6: with the local budget not divisible by the window count the release selects fewer
     than ``num_anchors`` anchors (and may pick a local anchor again as a global one)."""
@@ -93,17 +105,8 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "ot_mass": OTMass,
     "segmentation": Segmentation,
     "anchor_budget": AnchorBudget,
+    "inter_keep": InterKeep,
 }
-
-
-def _coerce_enum(name: str, value: Any, enum: type[Enum]) -> Enum:
-    if isinstance(value, enum):
-        return value
-    try:
-        return enum(value)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in enum)
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {choices}") from None
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,11 @@ class AOTConfig:
     ot_mass: OTMass = OTMass.PAPER
     segmentation: Segmentation = Segmentation.UNIFORM
     anchor_budget: AnchorBudget = AnchorBudget.PAPER
+    inter_keep: InterKeep = InterKeep.PAPER
 
     def __post_init__(self) -> None:
         for name, enum in _ENUM_FIELDS.items():
-            object.__setattr__(self, name, _coerce_enum(name, getattr(self, name), enum))
+            object.__setattr__(self, name, check_choice(name, getattr(self, name), enum))
         for name in ("num_anchors", "window", "pool_stride", "num_clips", "sinkhorn_max_iter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -184,7 +188,7 @@ class AOTConfig:
             return self.effective_intra_scale  # the release's grid path read the intra scale
         return float(self.inter_scale)
 
-    def replace(self, **overrides: Any) -> "AOTConfig":
+    def replace(self, **overrides: Any) -> AOTConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **overrides)
 
@@ -196,7 +200,7 @@ class AOTConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "AOTConfig":
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> AOTConfig:
         data = dict(data)
         method = data.pop("method", "aot")
         if method != "aot":
@@ -210,7 +214,7 @@ class AOTConfig:
         return cls(**data)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "AOTConfig":
+    def from_yaml(cls, path: str | Path) -> AOTConfig:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config path {str(path)!r} does not exist; expected a YAML file")

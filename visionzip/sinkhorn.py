@@ -28,8 +28,9 @@ class SinkhornResult:
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    # Entries with zero marginal are absent from the problem: their scaling is 0, never 0/0.
-    return torch.where(num > 0, num / den, torch.zeros_like(num))
+    # Absent entries (zero marginal) and entries facing only absent ones (zero denominator) get
+    # scaling 0, never 0/0 or b/0: a frame with no pruned token, say, yields a zero plan.
+    return torch.where((num > 0) & (den > 0), num / den, torch.zeros_like(num))
 
 
 def sinkhorn(
@@ -59,22 +60,25 @@ def sinkhorn(
     whole and is frozen while others continue, so no group's result depends on another's. ``None``
     puts all B problems in one group, as the release does for the frames of one video.
     """
+    check_tensor("kernel", kernel, ndim=(2, 3), floating=True)
     squeeze = kernel.dim() == 2
+    want = (kernel.shape[-2],) if squeeze else kernel.shape[:2]
+    check_tensor("row_marginal", row_marginal, shape=tuple(want), floating=True)
+    want = (kernel.shape[-1],) if squeeze else (kernel.shape[0], kernel.shape[2])
+    check_tensor("col_marginal", col_marginal, shape=tuple(want), floating=True)
     if squeeze:
         kernel, row_marginal, col_marginal = kernel[None], row_marginal[None], col_marginal[None]
-    check_tensor("kernel", kernel, ndim=3)
     b_, n, m = kernel.shape
-    check_tensor("row_marginal", row_marginal, shape=(b_, n))
-    check_tensor("col_marginal", col_marginal, shape=(b_, m))
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter={max_iter!r} is not valid; expected an integer >= 1")
     if not tol > 0:
         raise ValueError(f"tol={tol!r} is not valid; expected a number > 0")
     if stop not in ("paper", "marginal"):
         raise ValueError(f"stop={stop!r} is not valid; expected 'paper' or 'marginal'")
-    check_finite("kernel", kernel)
-    if (kernel < 0).any():
-        raise ValueError("kernel has negative entries; expected a non-negative kernel exp(-C/eps)")
+    for name, value in (("kernel", kernel), ("row_marginal", row_marginal), ("col_marginal", col_marginal)):
+        check_finite(name, value)
+        if bool((value < 0).any()):
+            raise ValueError(f"{name} has negative entries (min {float(value.min()):.3g}); expected values >= 0")
 
     K = kernel.float()
     a = row_marginal.float()
@@ -93,8 +97,9 @@ def sinkhorn(
     count = torch.zeros(num_groups, device=device).index_add_(0, groups, row_present.sum(-1).float())
     mass = torch.zeros(num_groups, device=device).index_add_(0, groups, a.sum(-1))
 
-    u = torch.ones_like(a)
-    v = torch.ones_like(b)
+    # The release starts from u = 1, v = 1; absent entries start (and stay) at 0.
+    u = row_present.float()
+    v = (b > 0).float()
     active = torch.ones(num_groups, dtype=torch.bool, device=device)
     iterations = torch.zeros(num_groups, dtype=torch.long, device=device)
     # Products as multiply-and-reduce rather than batched matrix-vector calls: each problem's
@@ -103,7 +108,7 @@ def sinkhorn(
         u_new = _safe_div(a, (K * v[:, None, :]).sum(-1))  # (B, n)
         v_new = _safe_div(b, (K * u_new[:, :, None]).sum(1))  # (B, m)
         if stop == "paper":
-            err = (u_new - u).abs().sum(-1)
+            err = ((u_new - u).abs() * row_present).sum(-1)
             err = torch.zeros(num_groups, device=device).index_add_(0, groups, err) / count.clamp_min(1)
         else:
             viol = (u_new * (K * v_new[:, None, :]).sum(-1) - a).abs().sum(-1)
