@@ -30,6 +30,7 @@ from .config import (
     Segmentation,
     SinkhornStop,
 )
+from .flops import prefill_flops
 from .presets import get_preset, list_presets, load_config, presets_dir
 from .sinkhorn import SinkhornResult, sinkhorn
 
@@ -59,6 +60,7 @@ __all__ = [
     "merge_inter_frame",
     "merge_intra_frame",
     "pool_frames",
+    "prefill_flops",
     "pooled_grid",
     "presets_dir",
     "select_anchors",

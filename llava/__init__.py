@@ -1,0 +1,1 @@
+"""LLaVA-NeXT-compatible model stack with AOT compression at one seam (after the projector)."""

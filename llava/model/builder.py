@@ -1,0 +1,177 @@
+"""``load_pretrained_model``: LLaVA-NeXT's loader, for checkpoints in the original layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
+from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float32": torch.float32, "fp32": torch.float32}
+
+
+class CheckpointLayoutError(ValueError):
+    """A checkpoint folder that is not in LLaVA-NeXT's original on-disk layout."""
+
+
+def resolve_model_path(model_path: str | Path) -> Path:
+    """A local folder as is; otherwise a hub id resolved through the local Hugging Face cache (or a
+    download where the machine can reach the hub)."""
+    path = Path(model_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointLayoutError(f"model path {str(model_path)!r} is a file; expected a checkpoint folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model_path), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as exc:  # noqa: BLE001 - report what the hub said, whatever it was
+        raise CheckpointLayoutError(
+            f"model path {str(model_path)!r} is neither a local folder nor a reachable hub id ({exc.__class__.__name__}: {exc})"
+        ) from exc
+
+
+def load_llava_config(model_path: str | Path, *, overwrite_config: dict | None = None) -> LlavaQwenConfig:
+    """Read ``config.json`` of an original-layout checkpoint as a Qwen2 config plus the ``mm_*`` keys
+    (transformers' ``AutoConfig`` would read ``model_type: "llava"`` as its own, wrong, LlavaConfig)."""
+    path = resolve_model_path(model_path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointLayoutError(f"{path}: no config.json; expected a LLaVA-NeXT checkpoint folder")
+    data = json.loads(cfg_file.read_text())
+    if "text_config" in data and "mm_vision_tower" not in data:
+        raise CheckpointLayoutError(
+            f"{path}: config.json is in the llava-hf conversion layout (model_type {data.get('model_type')!r} with "
+            "text_config); expected the original LLaVA-NeXT layout (model_type 'llava' with mm_* keys), e.g. "
+            "lmms-lab/llava-onevision-qwen2-7b-ov"
+        )
+    missing = [k for k in ("mm_vision_tower", "mm_projector_type", "hidden_size", "vocab_size") if k not in data]
+    if missing:
+        raise CheckpointLayoutError(f"{path}: config.json lacks {missing}; expected a LLaVA-NeXT (Qwen2) multimodal config")
+    data.pop("model_type", None)
+    cfg = LlavaQwenConfig(**data)
+    for key, value in (overwrite_config or {}).items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def _weight_keys(path: Path) -> list[str]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return list(json.loads(index.read_text())["weight_map"])
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise CheckpointLayoutError(f"{path}: no *.safetensors weights; expected model.safetensors or shards with an index")
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for f in files:
+        with safe_open(f, "pt") as fh:
+            keys += list(fh.keys())
+    return keys
+
+
+def check_checkpoint_keys(model: torch.nn.Module, path: Path) -> None:
+    """Compare the checkpoint's tensor names with the model's; fail listing every difference."""
+    on_disk = set(_weight_keys(path))
+    expected = {k for k in model.state_dict() if not k.endswith("inv_freq")}
+    if getattr(model.config, "tie_word_embeddings", False):
+        expected.discard("lm_head.weight")
+        on_disk.discard("lm_head.weight")
+    missing, unexpected = sorted(expected - on_disk), sorted(on_disk - expected)
+    if missing or unexpected:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:20]) + (f" ... ({len(keys)} in all)" if len(keys) > 20 else "")
+
+        raise CheckpointLayoutError(
+            f"{path}: checkpoint keys do not match LlavaQwenForCausalLM; missing: [{show(missing)}]; "
+            f"unexpected: [{show(unexpected)}]; expected LLaVA-NeXT's original key names "
+            "(model.layers.*, model.mm_projector.*, model.image_newline, model.vision_tower.vision_tower.vision_model.*)"
+        )
+
+
+def _attn_implementation(requested: str | None) -> str:
+    if requested in (None, "sdpa", "eager"):
+        return requested or "sdpa"
+    if requested == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401
+
+            if torch.cuda.is_available():
+                return requested
+        except ImportError:
+            pass
+        warnings.warn("flash_attention_2 is not available here (needs flash-attn and a GPU); using sdpa", stacklevel=3)
+        return "sdpa"
+    raise ValueError(f"attn_implementation={requested!r} is not valid; expected 'flash_attention_2', 'sdpa' or 'eager'")
+
+
+def load_pretrained_model(
+    model_path: str | Path,
+    model_base: str | None,
+    model_name: str,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map: Any = "auto",
+    torch_dtype: str | torch.dtype = "float16",
+    attn_implementation: str | None = "flash_attention_2",
+    customized_config: Any = None,
+    overwrite_config: dict | None = None,
+    multimodal: bool = True,
+    **kwargs: Any,
+):
+    """LLaVA-NeXT's loader. Returns ``(tokenizer, model, image_processor, context_len)``.
+
+    ``overwrite_config`` sets config attributes before the model is built, as in LLaVA-NeXT; its
+    key ``aot_compression`` (preset name, YAML path or dict of AOTConfig fields) switches AOT on.
+    ``device_map="auto"`` places the model on the GPU when there is one, else on the CPU.
+    """
+    if load_8bit or load_4bit:
+        raise ValueError("load_8bit / load_4bit are not supported; expected full-precision loading (torch_dtype)")
+    if model_base is not None:
+        raise ValueError(
+            f"model_base={model_base!r}: loading a LoRA adapter over a base model is not supported by this "
+            "version; expected model_base=None and a full checkpoint in model_path"
+        )
+    path = resolve_model_path(model_path)
+    if customized_config is not None:
+        cfg = customized_config if isinstance(customized_config, LlavaQwenConfig) else LlavaQwenConfig(**customized_config.to_dict())
+        for key, value in (overwrite_config or {}).items():
+            setattr(cfg, key, value)
+    else:
+        cfg = load_llava_config(path, overwrite_config=overwrite_config)
+    dtype = _DTYPES.get(torch_dtype, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
+    if isinstance(dtype, str) and dtype != "auto":
+        raise ValueError(f"torch_dtype={torch_dtype!r} is not valid; expected one of {sorted(_DTYPES)} or 'auto'")
+    attn = _attn_implementation(attn_implementation)
+    cuda = torch.cuda.is_available()
+    if device_map == "auto" and not cuda:
+        device_map = None
+    load_kwargs: dict[str, Any] = {"config": cfg, "dtype": dtype, "attn_implementation": attn}
+    if device_map is not None:
+        load_kwargs["device_map"] = device_map
+    model, info = LlavaQwenForCausalLM.from_pretrained(str(path), output_loading_info=True, **load_kwargs)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        check_checkpoint_keys(model, path)  # names the keys; shape mismatches fall through to here
+        raise CheckpointLayoutError(f"{path}: checkpoint does not load cleanly: {problems}")
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=kwargs.pop("use_fast", True))
+    tower = model.get_vision_tower()
+    image_processor = SigLipImageProcessor.from_config(tower.config)
+    tower.image_processor = image_processor
+    context_len = getattr(cfg, "tokenizer_model_max_length", None) or getattr(cfg, "max_sequence_length", None) or 2048
+    if not multimodal:
+        logger.info("multimodal=False: the vision tower is loaded all the same (LLaVA checkpoints carry it)")
+    return tokenizer, model, image_processor, context_len

@@ -1,0 +1,343 @@
+"""LLaVA-NeXT's multimodal architecture (vision tower -> projector -> pooling/newlines -> splice into
+the LLM's input embeddings), with AOT compression at one seam.
+
+The seam: for video samples, after the projector and before the visual embeddings are spliced, the
+frames' features and the tower's attention scores go to :func:`visionzip.compress_video` when a
+compression config is set on the model instance. Without one, the path is LLaVA-NeXT's exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as Fn
+
+import visionzip
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.model.multimodal_encoder.builder import build_vision_tower
+from llava.model.multimodal_projector.builder import build_vision_projector
+
+
+def resolve_compression(spec: Any) -> visionzip.AOTConfig | None:
+    """A compression setting as users give it (preset name, YAML path, dict of AOTConfig fields,
+    AOTConfig, or None / "none") -> AOTConfig or None."""
+    if isinstance(spec, dict):
+        return visionzip.AOTConfig.from_dict(spec, source="aot_compression")
+    return visionzip.load_config(spec)
+
+
+def unpad_image(tensor: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+    """Remove the padding anyres added around an image. tensor: (C, H, W); original_size (W, H)."""
+    original_width, original_height = original_size
+    current_height, current_width = tensor.shape[1:]
+    if original_width / original_height > current_width / current_height:
+        new_height = int(original_height * (current_width / original_width))
+        padding = (current_height - new_height) // 2
+        return tensor[:, padding : current_height - padding, :]
+    new_width = int(original_width * (current_height / original_height))
+    padding = (current_width - new_width) // 2
+    return tensor[:, :, padding : current_width - padding]
+
+
+@dataclass
+class VisualStats:
+    """What the visual path did for one sample (runtime values, never written into the config)."""
+
+    modality: str
+    frames: int
+    tokens_plain: int  # tokens LLaVA-NeXT would splice without compression
+    tokens: int  # tokens actually spliced
+    stage_tokens: dict[str, int] = field(default_factory=dict)
+    retention: float = 1.0
+    vision_ms: float = 0.0
+    compression_ms: float = 0.0
+    result: visionzip.CompressionResult | None = None  # masks and counts of AOT, when it ran
+
+
+class LlavaMetaModel:
+    """Mixin for the inner model: builds the vision tower, projector and newline parameter."""
+
+    def _init_multimodal(self, config) -> None:
+        if getattr(config, "mm_vision_tower", None) is None:
+            return
+        self.vision_tower = build_vision_tower(config)
+        config.mm_hidden_size = self.vision_tower.hidden_size
+        self.mm_projector = build_vision_projector(config)
+        if "unpad" in getattr(config, "mm_patch_merge_type", ""):
+            self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
+
+    def get_vision_tower(self):
+        return getattr(self, "vision_tower", None)
+
+
+class LlavaMetaForCausalLM:
+    """Mixin for the causal LM: encoding of images and videos and their splicing into the prompt."""
+
+    # -- compression (a per-instance setting; the class is never patched)
+    def set_compression(self, spec: Any) -> visionzip.AOTConfig | None:
+        """Switch AOT on (preset name, YAML path, dict, AOTConfig) or off (None / "none") for this
+        model instance. The setting is also recorded in ``config.aot_compression`` so that a saved
+        checkpoint keeps it."""
+        cfg = resolve_compression(spec)
+        self._aot_config = cfg
+        self.config.aot_compression = None if cfg is None else cfg.to_dict()
+        if cfg is not None:
+            model_mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
+            model_newline = getattr(self.config, "mm_newline_position", "one_token")
+            if (cfg.pool_mode.value, cfg.newline_position.value) != (model_mode, model_newline):
+                warnings.warn(
+                    f"compression uses pool_mode={cfg.pool_mode.value!r}, newline_position="
+                    f"{cfg.newline_position.value!r} while the model is configured with "
+                    f"mm_spatial_pool_mode={model_mode!r}, mm_newline_position={model_newline!r}; "
+                    "the compression config's values are used for compressed videos",
+                    stacklevel=2,
+                )
+        return cfg
+
+    @property
+    def compression(self) -> visionzip.AOTConfig | None:
+        return getattr(self, "_aot_config", None)
+
+    def get_vision_tower(self):
+        return self.get_model().get_vision_tower()
+
+    # -- encoders
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> projected features (B, N, D)."""
+        return self.get_model().mm_projector(self.get_vision_tower()(images))
+
+    def get_2dPool(self, image_feature: torch.Tensor, stride: int = 2) -> torch.Tensor:
+        """LLaVA-NeXT's per-frame 2D pooling, (F, N, D) -> (F, n, D)."""
+        side = self.get_vision_tower().num_patches_per_side
+        num_frames, _, dim = image_feature.shape
+        # channels-last view of (F, D, H, W): the same arithmetic as a contiguous NCHW tensor
+        x = image_feature.contiguous().view(num_frames, side, side, dim).permute(0, 3, 1, 2)
+        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
+        if mode == "average":
+            x = Fn.avg_pool2d(x, stride)
+        elif mode == "max":
+            x = Fn.max_pool2d(x, stride)
+        elif mode == "bilinear":
+            x = Fn.interpolate(x, size=[math.ceil(side / stride), math.ceil(side / stride)], mode="bilinear")
+        else:
+            raise ValueError(f"mm_spatial_pool_mode={mode!r} is not supported; expected 'average', 'max' or 'bilinear'")
+        return x.permute(0, 2, 3, 1).reshape(num_frames, -1, dim)
+
+    def _video_tokens_plain(self, frames: torch.Tensor) -> torch.Tensor:
+        """LLaVA-NeXT without compression: pooled frames with the configured newlines, (T, D)."""
+        pooled = self.get_2dPool(frames)  # (F, n, D)
+        newline = getattr(self.get_model(), "image_newline", None)
+        position = getattr(self.config, "mm_newline_position", "one_token")
+        if position == "grid":
+            side = int(math.sqrt(pooled.shape[1]))
+            mask = torch.ones(pooled.shape[:2], dtype=torch.bool, device=pooled.device)
+            return visionzip.insert_newlines(pooled, mask, newline, grid=(side, side), position="grid")[0].flatten(0, 1)
+        if position == "frame":
+            return torch.cat([pooled, newline[None, None].expand(pooled.shape[0], 1, -1).to(pooled.dtype)], 1).flatten(0, 1)
+        if position == "one_token":
+            flat = pooled.flatten(0, 1)
+            if "unpad" in getattr(self.config, "mm_patch_merge_type", "") and newline is not None:
+                flat = torch.cat([flat, newline[None].to(flat.dtype)], 0)
+            return flat
+        if position == "no_token":
+            return pooled.flatten(0, 1)
+        raise ValueError(f"mm_newline_position={position!r} is not supported; expected grid, frame, one_token or no_token")
+
+    def _plain_video_token_count(self, frames: int) -> int:
+        """How many tokens :meth:`_video_tokens_plain` gives for ``frames`` frames."""
+        side = self.get_vision_tower().num_patches_per_side
+        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
+        ph = pw = math.ceil(side / 2) if mode == "bilinear" else side // 2
+        position = getattr(self.config, "mm_newline_position", "one_token")
+        newlines = {"grid": frames * ph, "frame": frames, "no_token": 0}.get(
+            position, int("unpad" in getattr(self.config, "mm_patch_merge_type", ""))
+        )
+        return frames * ph * pw + newlines
+
+    def _image_tokens(self, feature: torch.Tensor, image_size: Any) -> torch.Tensor:
+        """LLaVA-NeXT's single-image / anyres merge for one image, (P, N, D) -> (T, D)."""
+        from llava.mm_utils import get_anyres_image_grid_shape
+
+        merge = getattr(self.config, "mm_patch_merge_type", "flat")
+        newline = getattr(self.get_model(), "image_newline", None)
+        if merge == "flat":
+            return feature.flatten(0, 1)
+        if feature.shape[0] == 1:
+            out = feature[0]
+            if "unpad" in merge:
+                out = torch.cat([out, newline[None].to(out.dtype)], 0)
+            return out
+        base, patches = feature[0], feature[1:]
+        side = self.get_vision_tower().num_patches_per_side
+        aspect = getattr(self.config, "image_aspect_ratio", "square")
+        max_match = re.match(r"anyres_max_(\d+)", aspect or "")
+        if aspect == "anyres" or max_match:
+            if image_size is None:
+                raise ValueError("image_sizes is required for anyres images; expected (width, height) per image")
+            gw, gh = get_anyres_image_grid_shape(image_size, self.config.image_grid_pinpoints, self.get_vision_tower().image_size)
+            patches = patches.view(gh, gw, side, side, -1)
+        else:
+            patches = patches.view(2, 2, side, side, -1)
+        if "unpad" in merge:
+            x = patches.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)  # (D, H', W')
+            x = unpad_image(x, image_size)
+            if max_match:
+                c, h, w = x.shape
+                times = math.sqrt(h * w / (int(max_match.group(1)) * side**2))
+                if times > 1.1:
+                    x = Fn.interpolate(x[None], [int(h // times), int(w // times)], mode="bilinear")[0]
+            x = torch.cat([x, newline[:, None, None].expand(*x.shape[:-1], 1).to(x.dtype)], -1)
+            patches = x.flatten(1, 2).transpose(0, 1)
+        else:
+            patches = patches.permute(0, 2, 1, 3, 4).contiguous().flatten(0, 3)
+        return patches if "nobase" in merge else torch.cat([base, patches], 0)
+
+    def encode_multimodal(
+        self, images: list[torch.Tensor] | torch.Tensor, modalities: list[str], image_sizes: list | None = None
+    ) -> tuple[list[torch.Tensor], list[VisualStats]]:
+        """Visual tokens per sample. ``images``: one tensor per sample ((F, 3, H, W) for a video,
+        (P, 3, H, W) or (3, H, W) for an image); ``modalities``: "video" or "image" per sample."""
+        if isinstance(images, torch.Tensor):
+            images = list(images) if images.dim() == 5 else [images]
+        images = [x.unsqueeze(0) if x.dim() == 3 else x for x in images]
+        if len(modalities) != len(images):
+            if len(modalities) == 1:
+                modalities = modalities * len(images)
+            else:
+                raise ValueError(f"modalities has {len(modalities)} entries for {len(images)} visual inputs; expected one per input")
+        for i, m in enumerate(modalities):
+            if m not in ("image", "video"):
+                raise ValueError(f"modalities[{i}]={m!r} is not valid; expected 'image' or 'video'")
+        tower = self.get_vision_tower()
+        projector = self.get_model().mm_projector
+        cfg = self.compression
+        sizes = [x.shape[0] for x in images]
+        batch = torch.cat(images).to(device=tower.device, dtype=tower.dtype)
+        sync = batch.is_cuda
+        t0 = time.perf_counter()
+        use_scores = cfg is not None and "video" in modalities
+        if use_scores:
+            feats, scores = tower.forward_with_scores(batch, score_layers=(cfg.shallow_layer, cfg.deep_layer))
+            shallow_all, deep_all = (s.split(sizes) for s in scores)
+        else:
+            feats = tower(batch)
+        feats = projector(feats)  # (sum F, N, D)
+        if sync:
+            torch.cuda.synchronize()
+        vision_ms = (time.perf_counter() - t0) * 1000 / len(images)
+        per_sample = list(feats.split(sizes))
+
+        tokens: list[torch.Tensor | None] = [None] * len(images)
+        stats: list[VisualStats | None] = [None] * len(images)
+        videos = [i for i, m in enumerate(modalities) if m == "video"]
+        if cfg is not None and videos:
+            side = tower.num_patches_per_side
+            t0 = time.perf_counter()
+            results = visionzip.compress_video(
+                [per_sample[i] for i in videos], [shallow_all[i] for i in videos], [deep_all[i] for i in videos],
+                config=cfg, grid=(side, side), image_newline=getattr(self.get_model(), "image_newline", None),
+            )
+            if sync:
+                torch.cuda.synchronize()
+            comp_ms = (time.perf_counter() - t0) * 1000 / len(videos)
+            for i, res in zip(videos, results):
+                tokens[i] = res.tokens
+                stats[i] = VisualStats("video", sizes[i], self._plain_video_token_count(sizes[i]), res.num_tokens,
+                                       dict(res.stage_tokens), res.retention, vision_ms, comp_ms, res)
+        else:
+            for i in videos:
+                tokens[i] = self._video_tokens_plain(per_sample[i])
+                stats[i] = VisualStats("video", sizes[i], tokens[i].shape[0], tokens[i].shape[0], vision_ms=vision_ms)
+        for i, m in enumerate(modalities):
+            if m == "image":
+                size = image_sizes[i] if image_sizes is not None and i < len(image_sizes) else None
+                tokens[i] = self._image_tokens(per_sample[i], size)
+                stats[i] = VisualStats("image", 1, tokens[i].shape[0], tokens[i].shape[0], vision_ms=vision_ms)
+        self.last_visual_stats = stats
+        return tokens, stats  # type: ignore[return-value]
+
+    # -- splicing
+    def prepare_inputs_labels_for_multimodal(
+        self, input_ids, position_ids, attention_mask, past_key_values, labels, images,
+        modalities=("image",), image_sizes=None, padding_side: str | None = None,
+    ):
+        """LLaVA-NeXT's splice: replace each ``IMAGE_TOKEN_INDEX`` of a prompt by the visual tokens of
+        the next visual input. Returns ``(None, position_ids, attention_mask, past_key_values,
+        inputs_embeds, labels)``. ``padding_side`` "left" is what batched generation needs; the
+        default follows ``config.tokenizer_padding_side`` ("right"), as in training."""
+        vision_tower = self.get_vision_tower()
+        if vision_tower is None or images is None or input_ids.shape[1] == 1:
+            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+        modalities = list(modalities) if not isinstance(modalities, str) else [modalities]
+        features, _ = self.encode_multimodal(images, modalities, image_sizes)
+
+        given_labels, given_mask, given_pos = labels, attention_mask, position_ids
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        else:
+            attention_mask = attention_mask.bool()
+        if labels is None:
+            labels = torch.full_like(input_ids, IGNORE_INDEX)
+        ids_list = [ids[m] for ids, m in zip(input_ids, attention_mask)]
+        labels_list = [lab[m] for lab, m in zip(labels, attention_mask)]
+
+        counts = [int((ids == IMAGE_TOKEN_INDEX).sum()) for ids in ids_list]
+        if sum(counts) != len(features):
+            raise ValueError(
+                f"the prompts hold {sum(counts)} image placeholder(s) ({IMAGE_TOKEN_INDEX}) but {len(features)} "
+                "visual input(s) were given; expected one placeholder per image or video"
+            )
+        embed = self.get_model().embed_tokens
+        new_embeds, new_labels = [], []
+        feature_idx = 0
+        for ids, lab in zip(ids_list, labels_list):
+            where = torch.where(ids == IMAGE_TOKEN_INDEX)[0].tolist()
+            bounds = [-1] + where + [ids.shape[0]]
+            text_ids = [ids[bounds[i] + 1 : bounds[i + 1]] for i in range(len(bounds) - 1)]
+            text_labels = [lab[bounds[i] + 1 : bounds[i + 1]] for i in range(len(bounds) - 1)]
+            text_embeds = embed(torch.cat(text_ids)).split([t.shape[0] for t in text_ids])
+            pieces, piece_labels = [], []
+            for i in range(len(text_ids)):
+                pieces.append(text_embeds[i])
+                piece_labels.append(text_labels[i])
+                if i < len(where):
+                    feat = features[feature_idx].to(text_embeds[i].dtype)
+                    feature_idx += 1
+                    pieces.append(feat)
+                    piece_labels.append(torch.full((feat.shape[0],), IGNORE_INDEX, device=lab.device, dtype=lab.dtype))
+            new_embeds.append(torch.cat(pieces))
+            new_labels.append(torch.cat(piece_labels))
+
+        max_len = getattr(self.config, "tokenizer_model_max_length", None)
+        if max_len is not None:
+            new_embeds = [x[:max_len] for x in new_embeds]
+            new_labels = [x[:max_len] for x in new_labels]
+
+        side = padding_side or getattr(self.config, "tokenizer_padding_side", "right")
+        longest = max(x.shape[0] for x in new_embeds)
+        bsz, dim = len(new_embeds), new_embeds[0].shape[1]
+        device, dtype = new_embeds[0].device, new_embeds[0].dtype
+        embeds = torch.zeros(bsz, longest, dim, dtype=dtype, device=device)
+        out_labels = torch.full((bsz, longest), IGNORE_INDEX, dtype=new_labels[0].dtype, device=device)
+        out_mask = torch.zeros(bsz, longest, dtype=torch.bool, device=device)
+        out_pos = torch.zeros(bsz, longest, dtype=torch.long, device=device)
+        for i, (x, lab) in enumerate(zip(new_embeds, new_labels)):
+            n = x.shape[0]
+            sl = slice(longest - n, longest) if side == "left" else slice(0, n)
+            embeds[i, sl], out_labels[i, sl], out_mask[i, sl] = x, lab, True
+            out_pos[i, sl] = torch.arange(n, device=device)
+        return (
+            None,
+            None if given_pos is None else out_pos,
+            None if given_mask is None and side != "left" and bsz == 1 else out_mask.to(given_mask.dtype if given_mask is not None else torch.long),
+            past_key_values,
+            embeds,
+            None if given_labels is None else out_labels,
+        )
