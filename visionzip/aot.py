@@ -38,6 +38,8 @@ from .config import (
 )
 from .sinkhorn import sinkhorn
 
+_D = AOTConfig()  # the one place the defaults live: function defaults below read them from here
+
 # --------------------------------------------------------------------------------------------------
 # 1. Anchor selection
 
@@ -48,9 +50,9 @@ def select_anchors(
     *,
     grid: tuple[int, int],
     num_anchors: int,
-    global_ratio: float = 0.5,
-    window: int = 9,
-    budget: AnchorBudget | str = AnchorBudget.PAPER,
+    global_ratio: float = _D.global_ratio,
+    window: int = _D.window,
+    budget: AnchorBudget | str = _D.anchor_budget,
 ) -> torch.Tensor:
     """Pick ``num_anchors`` anchor tokens per frame: local ones from ``shallow_scores`` inside
     non-overlapping ``window x window`` tiles, global ones from ``deep_scores`` over the frame.
@@ -198,14 +200,14 @@ def merge_intra_frame(
     anchor_mask: torch.Tensor,
     *,
     grid: tuple[int, int],
-    epsilon: float = 0.1,
-    position_weight: float = 0.5,
-    ot_weight: float = 0.9,
-    scale: float = 1.0,
-    max_iter: int = 100,
-    tol: float = 1e-2,
-    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
-    ot_mass: OTMass | str = OTMass.PAPER,
+    epsilon: float = _D.intra_epsilon,
+    position_weight: float = _D.position_weight,
+    ot_weight: float = _D.ot_weight,
+    scale: float = _D.intra_scale,
+    max_iter: int = _D.sinkhorn_max_iter,
+    tol: float = _D.sinkhorn_tol,
+    sinkhorn_stop: SinkhornStop | str = _D.sinkhorn_stop,
+    ot_mass: OTMass | str = _D.ot_mass,
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fold each frame's pruned tokens into its anchors with entropic OT plus a nearest-neighbour
@@ -259,7 +261,7 @@ def pool_frames(
     *,
     grid: tuple[int, int],
     mode: PoolMode | str = "bilinear",
-    stride: int = 2,
+    stride: int = _D.pool_stride,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LLaVA-NeXT's 2D pooling of every frame, applied to features and (as a float map) to the mask.
 
@@ -364,7 +366,7 @@ def uniform_segments(num_frames: int, num_clips: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(num_clips)]
 
 
-def dynamic_segments(features: torch.Tensor, *, num_clips: int = 8, threshold: float = 0.8) -> list[int]:
+def dynamic_segments(features: torch.Tensor, *, num_clips: int = _D.num_clips, threshold: float = 0.8) -> list[int]:
     """FastVID-style dynamic segmentation (SPEC): frame embedding = L2-normalised mean token;
     ``s_t = cos(e_t, e_{t+1})``; cut after the ``num_clips - 1`` lowest ``s_t`` and after every
     ``s_t < threshold``. features: (F, N, D) or (F, D). Returns clip lengths (sum F)."""
@@ -405,13 +407,13 @@ def inter_frame_step(
     keep_ratio: float,
     anchor_valid: torch.Tensor | None = None,
     source_valid: torch.Tensor | None = None,
-    sigma: float = 1.5,
-    epsilon: float = 0.1,
-    scale: float = 1.0,
-    max_iter: int = 100,
-    tol: float = 1e-2,
-    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
-    keep_rule: InterKeep | str = InterKeep.PAPER,
+    sigma: float = _D.inter_sigma,
+    epsilon: float = _D.inter_epsilon,
+    scale: float = _D.inter_scale,
+    max_iter: int = _D.sinkhorn_max_iter,
+    tol: float = _D.sinkhorn_tol,
+    sinkhorn_stop: SinkhornStop | str = _D.sinkhorn_stop,
+    keep_rule: InterKeep | str = _D.inter_keep,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the inter-frame stage for a batch of independent clips (SPEC section 4, step 2).
 
@@ -544,16 +546,16 @@ def merge_inter_frame(
     mask: torch.Tensor,
     *,
     keep_ratio: float,
-    num_clips: int = 8,
+    num_clips: int = _D.num_clips,
     segments: Sequence[int] | None = None,
-    scale: float = 1.0,
-    sigma: float = 1.5,
-    epsilon: float = 0.1,
-    max_iter: int = 100,
-    tol: float = 1e-2,
-    sinkhorn_stop: SinkhornStop | str = SinkhornStop.PAPER,
-    keyframe_emit: KeyframeEmit | str = KeyframeEmit.PAPER,
-    keep_rule: InterKeep | str = InterKeep.PAPER,
+    scale: float = _D.inter_scale,
+    sigma: float = _D.inter_sigma,
+    epsilon: float = _D.inter_epsilon,
+    max_iter: int = _D.sinkhorn_max_iter,
+    tol: float = _D.sinkhorn_tol,
+    sinkhorn_stop: SinkhornStop | str = _D.sinkhorn_stop,
+    keyframe_emit: KeyframeEmit | str = _D.keyframe_emit,
+    keep_rule: InterKeep | str = _D.inter_keep,
 ) -> torch.Tensor:
     """Inter-frame OT merge of one video (SPEC section 4).
 
