@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
-from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
+from transformers.models.siglip.modeling_siglip import SiglipAttention, SiglipEncoderLayer
 
 __all__ = ["SigLipVisionTower", "so400m_vision_config"]
 
@@ -194,8 +194,8 @@ class SigLipVisionTower(nn.Module):
             score_layers: encoder layer indices, 0-based; negative ones count from the stored
                 layers (-2 is layer 24 of 26).
         Returns:
-            ``(features, scores)``: features (B, N, C) in the tower's dtype, exactly as
-            :meth:`forward`; ``scores`` one float32 (B, N) tensor per entry of ``score_layers``,
+            ``(features, scores)``: features (B, N, C) in the tower's dtype, those of :meth:`forward`
+            up to rounding (the score layers' attention is computed here, not by SDPA); ``scores`` one float32 (B, N) tensor per entry of ``score_layers``,
             ``scores[b, j] = mean_h Σ_i softmax(q_i · k_j / sqrt(d))[b, h, i, j]`` (each frame's
             scores sum to N). Scores carry no gradient.
         """
@@ -203,9 +203,6 @@ class SigLipVisionTower(nn.Module):
         pixel_values, _ = self._prepare(images)
         features, scores = self._encode(pixel_values, frozenset(layers))
         return features, tuple(scores[layer] for layer in layers)
-
-    # ----------------------------------------------------------------------------------------------
-    # Internals
 
     def resolve_score_layers(self, score_layers: Sequence[int]) -> tuple[int, ...]:
         """Non-negative layer indices, in the order given; ValueError naming ``score_layers`` otherwise."""
@@ -223,6 +220,9 @@ class SigLipVisionTower(nn.Module):
                 )
             resolved.append(int(layer) % n)
         return tuple(resolved)
+
+    # ----------------------------------------------------------------------------------------------
+    # Internals
 
     def _prepare(self, images: ImageInput) -> tuple[torch.Tensor, bool]:
         """Validate and batch the input: (pixel values (B, 3, S, S) on the tower's device and dtype,
@@ -262,32 +262,38 @@ class SigLipVisionTower(nn.Module):
         return hidden, scores
 
     def _layer_with_scores(self, layer: SiglipEncoderLayer, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``SiglipEncoderLayer.forward`` with eager attention whose softmax runs in query chunks.
+        """``SiglipEncoderLayer.forward`` with :meth:`_attention_with_scores` as its attention.
 
-        hidden (B, N, C) → (layer output (B, N, C), float32 scores (B, N)). Per chunk of ``c`` queries:
-        logits (B, h, c, N) in the tower's dtype, float32 softmax (as transformers' eager attention),
-        its column sums added to a float32 (B, h, N) buffer, and the same weights times V.
+        hidden (B, N, C) → (layer output (B, N, C), float32 scores (B, N)).
         """
-        attn = layer.self_attn
-        batch, tokens, _ = hidden.shape
-        residual = hidden
-        normed = layer.layer_norm1(hidden)
+        attn_out, scores = self._attention_with_scores(layer.self_attn, layer.layer_norm1(hidden))
+        hidden = hidden + attn_out
+        hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
+        return hidden, scores
+
+    def _attention_with_scores(self, attn: SiglipAttention, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``SiglipAttention.forward`` with eager attention whose softmax runs in query chunks.
+
+        normed (B, N, C) → (attention output after ``out_proj`` (B, N, C), float32 scores (B, N)). Per
+        chunk of ``c`` queries: logits (B, h, c, N) in the tower's dtype, float32 softmax (as transformers'
+        eager attention), its column sums added to a float32 (B, h, N) buffer, and the same weights
+        times V written into the (B, N, h, d) context.
+        """
+        batch, tokens, _ = normed.shape
         heads_shape = (batch, tokens, attn.num_heads, attn.head_dim)
         queries = attn.q_proj(normed).view(heads_shape).transpose(1, 2)  # (B, h, N, d)
-        keys_t = attn.k_proj(normed).view(heads_shape).permute(0, 2, 3, 1)  # (B, h, d, N)
-        values = attn.v_proj(normed).view(heads_shape).transpose(1, 2)  # (B, h, N, d)
+        keys_t = attn.k_proj(normed).view(heads_shape).permute(0, 2, 3, 1).contiguous()  # (B, h, d, N)
+        values = attn.v_proj(normed).view(heads_shape).transpose(1, 2).contiguous()  # (B, h, N, d)
 
-        received = torch.zeros(batch, attn.num_heads, tokens, dtype=torch.float32, device=hidden.device)
-        outputs = []
+        received = torch.zeros(batch, attn.num_heads, tokens, dtype=torch.float32, device=normed.device)
+        context = values.new_empty(heads_shape)  # (B, N, h, d)
         for start in range(0, tokens, self.score_chunk_size):
-            logits = torch.matmul(queries[:, :, start : start + self.score_chunk_size], keys_t)  # (B, h, c, N)
+            stop = min(start + self.score_chunk_size, tokens)
+            logits = torch.matmul(queries[:, :, start:stop], keys_t)  # (B, h, c, N)
             logits.mul_(attn.scale)
             probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # (B, h, c, N)
             del logits
             received += probs.detach().sum(dim=2)
             weights = nn.functional.dropout(probs.to(values.dtype), p=attn.dropout, training=attn.training)
-            outputs.append(torch.matmul(weights, values))  # (B, h, c, d)
-        attn_out = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, tokens, -1)  # (B, N, C)
-        hidden = residual + attn.out_proj(attn_out)
-        hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
-        return hidden, received.mean(dim=1)
+            context[:, start:stop] = torch.matmul(weights, values).transpose(1, 2)  # (B, c, h, d)
+        return attn.out_proj(context.view(batch, tokens, -1)), received.mean(dim=1)
