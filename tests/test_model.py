@@ -321,3 +321,42 @@ def test_aot_demo_cli(tmp_path):
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stats = json.loads((tmp_path / "demo_stats.json").read_text())
     assert stats["paper_ov_10pct"]["tokens"] < stats["none"]["tokens"]
+
+
+# -- what lmms-eval's built-in llava_onevision / llava_vid adapters (0.7.3) import and call
+
+
+LMMS_EVAL_BUILTIN_IMPORTS = [
+    ("llava.constants", ["DEFAULT_IMAGE_TOKEN", "DEFAULT_IM_END_TOKEN", "DEFAULT_IM_START_TOKEN", "IGNORE_INDEX",
+                         "IMAGE_TOKEN_INDEX"]),
+    ("llava.conversation", ["SeparatorStyle", "conv_templates"]),
+    ("llava.mm_utils", ["KeywordsStoppingCriteria", "get_model_name_from_path", "process_images", "tokenizer_image_token"]),
+    ("llava.model.builder", ["load_pretrained_model"]),
+    ("llava.model.language_model.llava_llama", ["LlavaConfig"]),
+    ("llava.model.language_model.llava_qwen", ["LlavaQwenConfig"]),
+]
+
+
+@pytest.mark.parametrize(("module", "names"), LMMS_EVAL_BUILTIN_IMPORTS)
+def test_names_the_lmms_eval_builtin_adapters_import(module, names):
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert all(hasattr(mod, n) for n in names)
+
+
+def test_builtin_adapter_call_shape(ckpt, videos):
+    """llava_onevision's call: multimodal=True, attn_implementation, customized_config as a JSON path,
+    overwrite_config with the pool keys; frames .half() on a CPU model; right-padded batch."""
+    tokenizer, model, processor, _ = load_pretrained_model(
+        str(ckpt), None, "llava_qwen", device_map="cpu", multimodal=True, attn_implementation="sdpa",
+        customized_config=str(ckpt / "config.json"), torch_dtype="float32",
+        overwrite_config={"mm_spatial_pool_stride": 2, "mm_spatial_pool_mode": "bilinear"})
+    frames = processor.preprocess(load_video(str(videos[0]), max_frames=FRAMES).frames, return_tensors="pt")["pixel_values"].half()
+    out = generate(model, tokenizer, [prompt_ids(tokenizer, "Q?")], [frames])
+    assert out.shape[0] == 1
+
+
+def test_missing_customized_config(ckpt):
+    with pytest.raises(CheckpointLayoutError, match="customized_config"):
+        load_pretrained_model(str(ckpt), None, "x", customized_config=str(ckpt / "nope.json"))

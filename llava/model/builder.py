@@ -42,11 +42,19 @@ def resolve_model_path(model_path: str | Path) -> Path:
         ) from exc
 
 
-def load_llava_config(model_path: str | Path, *, overwrite_config: dict | None = None) -> LlavaQwenConfig:
-    """Read ``config.json`` of an original-layout checkpoint as a Qwen2 config plus the ``mm_*`` keys
-    (transformers' ``AutoConfig`` would read ``model_type: "llava"`` as its own, wrong, LlavaConfig)."""
-    path = resolve_model_path(model_path)
-    cfg_file = path / "config.json"
+def load_llava_config(
+    model_path: str | Path, *, overwrite_config: dict | None = None, config_file: str | Path | None = None
+) -> LlavaQwenConfig:
+    """Read ``config.json`` of an original-layout checkpoint (or ``config_file``, a JSON of the same
+    form) as a Qwen2 config plus the ``mm_*`` keys (transformers' ``AutoConfig`` would read
+    ``model_type: "llava"`` as its own, wrong, LlavaConfig)."""
+    if config_file is not None:
+        cfg_file, path = Path(config_file), Path(config_file).parent
+        if not cfg_file.is_file():
+            raise CheckpointLayoutError(f"customized_config {str(config_file)!r} does not exist; expected a JSON config file")
+    else:
+        path = resolve_model_path(model_path)
+        cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointLayoutError(f"{path}: no config.json; expected a LLaVA-NeXT checkpoint folder")
     data = json.loads(cfg_file.read_text())
@@ -145,7 +153,9 @@ def load_pretrained_model(
             "version; expected model_base=None and a full checkpoint in model_path"
         )
     path = resolve_model_path(model_path)
-    if customized_config is not None:
+    if isinstance(customized_config, (str, Path)):  # lmms-eval passes a path to a JSON config
+        cfg = load_llava_config(path, overwrite_config=overwrite_config, config_file=customized_config)
+    elif customized_config is not None:
         cfg = customized_config if isinstance(customized_config, LlavaQwenConfig) else LlavaQwenConfig(**customized_config.to_dict())
         for key, value in (overwrite_config or {}).items():
             setattr(cfg, key, value)
@@ -154,6 +164,8 @@ def load_pretrained_model(
     dtype = _DTYPES.get(torch_dtype, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
     if isinstance(dtype, str) and dtype != "auto":
         raise ValueError(f"torch_dtype={torch_dtype!r} is not valid; expected one of {sorted(_DTYPES)} or 'auto'")
+    if kwargs.pop("use_flash_attention_2", False) in (True, "True", "true"):
+        attn_implementation = "flash_attention_2"
     attn = _attn_implementation(attn_implementation)
     cuda = torch.cuda.is_available()
     if device_map == "auto" and not cuda:
