@@ -25,3 +25,18 @@ def test_two_commands_first_and_ci_uses_the_test_one():
     assert main_job.endswith("aot demo")
     assert main_job.startswith("bash scripts/setup.sh && ") and tests.startswith("bash scripts/setup.sh && ")
     assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_llava_example_runs_on_the_tiny_checkpoint(tmp_path):
+    from llava.tiny_checkpoint import write_tiny_checkpoint
+    from llava.video import write_synthetic_video
+
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    code = next(b for b in blocks if "load_pretrained_model" in b)
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
+    video = write_synthetic_video(tmp_path / "clip.mp4", frames=40)
+    code = code.replace('"lmms-lab/llava-onevision-qwen2-7b-ov"', repr(str(ckpt))).replace('"clip.mp4"', repr(str(video)))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    stats = scope["model"].last_visual_stats[0]
+    assert stats.frames == 32 and 0 < stats.retention < 0.2
