@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -23,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 import visionzip
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import get_conv_template
+from llava.eval.efficiency import FirstTokenClock, peak_memory_mb, prefill_tflops
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.video import VideoClip, load_video
@@ -51,26 +51,6 @@ class InferStats:
     peak_memory_kind: str = ""
 
 
-class _FirstTokenClock(StoppingCriteria):
-    """Records when the first generated token exists (end of prefill); never stops generation."""
-
-    def __init__(self) -> None:
-        self.first: float | None = None
-
-    def __call__(self, input_ids, scores, **kwargs):
-        if self.first is None:
-            if input_ids.is_cuda:
-                torch.cuda.synchronize()
-            self.first = time.perf_counter()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
-def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
-
-
 def answer_video(tokenizer, model, image_processor, video: str | VideoClip, question: str, *, max_frames: int = 32,
                  conv_template: str = "qwen_1_5", max_new_tokens: int = 16, compression_name: str = "none"):
     """One question about one video (a path or a decoded clip) through LLaVA-NeXT's public API.
@@ -84,7 +64,7 @@ def answer_video(tokenizer, model, image_processor, video: str | VideoClip, ques
     input_ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
     input_ids = input_ids.to(model.device)
     stop_words = [conv.sep if conv.sep_style.name != "TWO" else conv.sep2]
-    clock = _FirstTokenClock()
+    clock = FirstTokenClock()
     criteria = StoppingCriteriaList([clock, KeywordsStoppingCriteria(stop_words, tokenizer, input_ids)])
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -98,12 +78,11 @@ def answer_video(tokenizer, model, image_processor, video: str | VideoClip, ques
     vs = model.last_visual_stats[0]
     cfg = model.config
     first = clock.first or end
-    peak, kind = _peak_memory_mb(model.device)
+    peak, kind = peak_memory_mb(model.device)
     stats = InferStats(
         compression=compression_name, frames=vs.frames, tokens_plain=vs.tokens_plain, tokens=vs.tokens,
         stage_tokens=vs.stage_tokens, retention=vs.retention,
-        prefill_tflops=visionzip.prefill_flops(vs.tokens, layers=cfg.num_hidden_layers, hidden=cfg.hidden_size,
-                                               ffn=cfg.intermediate_size) / 1e12,
+        prefill_tflops=prefill_tflops(vs.tokens, cfg),
         vision_ms=vs.vision_ms, compression_ms=vs.compression_ms,
         prefill_ms=(first - start) * 1000 - vs.vision_ms - vs.compression_ms, decode_ms=(end - first) * 1000,
         new_tokens=int(out.shape[1]), peak_memory_mb=peak, peak_memory_kind=kind,

@@ -46,6 +46,8 @@ def tiny_config(vocab_size: int, *, newline_position: str = "one_token", pool_mo
         "mm_newline_position": newline_position,
         "mm_spatial_pool_mode": pool_mode,
         "mm_spatial_pool_stride": 2,
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
         "image_aspect_ratio": "anyres_max_9",
         "image_grid_pinpoints": PINPOINTS,
         "add_faster_video": False,

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Set up the project on a fresh machine: a virtual environment at .venv with the package (editable)
-# and its test tools. Re-running is quick: it reinstalls only when pyproject.toml changed.
-#   bash scripts/setup.sh            # core + dev
-#   AOT_EXTRAS=dev,eval bash scripts/setup.sh
-#   AOT_TORCH="torch==2.13.0" ...    # the torch requirement to install first (default below)
+# Set up the project on a fresh machine: a virtual environment at .venv with the package (editable),
+# its test tools and lmms-eval. Re-running is quick: it reinstalls only when pyproject.toml changed.
+#   bash scripts/setup.sh                      # core + dev + eval (lmms-eval)
+#   AOT_EXTRAS=dev,eval,train bash scripts/setup.sh
+#   AOT_TORCH="torch==2.13.0" ...              # the torch requirement (default below)
+# torch is pinned in the same pip call as the extras: lmms-eval pulls torchvision, and resolved on its
+# own that would replace the installed torch with the newest CUDA build (several GB).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python=${PYTHON:-python3}
-extras=${AOT_EXTRAS:-dev}
+extras=${AOT_EXTRAS:-dev,eval}
 torch_req=${AOT_TORCH:-torch==2.13.0}
 
 if [ ! -x .venv/bin/python ]; then
@@ -24,7 +26,17 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing $torch_req"
   "${pip[@]}" "$torch_req"
 fi
-echo "[setup] installing aot-video[$extras] (editable)"
-"${pip[@]}" -e ".[$extras]"
+echo "[setup] installing aot-video[$extras] (editable) with $torch_req"
+"${pip[@]}" "$torch_req" -e ".[$extras]"
+# PyPI's torchvision is built against CUDA torch; next to a CPU-only torch (the CPU wheel on machines
+# without a GPU) its compiled ops cannot load and `import torchvision` raises, which breaks every
+# `import transformers.pipelines` (lmms-eval imports it). Nothing here needs torchvision, and
+# transformers works without it, so it is removed in that one case.
+if .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is None)" \
+   && ! .venv/bin/python -c "import torchvision" >/dev/null 2>&1 \
+   && .venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then
+  echo "[setup] removing torchvision: its CUDA build cannot load next to CPU-only torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"
+  .venv/bin/python -m pip uninstall --quiet --yes torchvision
+fi
 touch "$stamp"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, visionzip; print("torch", torch.__version__, "| visionzip", visionzip.__version__)')"

@@ -16,6 +16,9 @@ class LlavaQwenConfig(Qwen2Config):
     ``vision_config`` dict (SigLIP geometry; so400m when absent) and ``aot_compression``."""
 
     model_type = "llava_qwen"
+    # read by LLaVA-NeXT code (and lmms-eval's llava_vid) on every checkpoint; released configs set both False
+    mm_use_im_start_end = False
+    mm_use_im_patch_token = False
 
 
 class LlavaQwenModel(LlavaMetaModel, Qwen2Model):

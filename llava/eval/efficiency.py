@@ -1,0 +1,262 @@
+"""Efficiency accounting for lmms-eval runs: what each sample cost, and a per-run summary.
+
+Per sample, the plugin models (:mod:`llava.eval.lmms_models`) return lmms-eval's own
+``GenerationResult`` with a ``TokenCounts`` whose ``input_tokens`` (prefill length: prompt text plus
+visual tokens) and ``output_tokens`` lmms-eval aggregates itself (``results["efficiency"]``); the same
+object carries the fields of :class:`SampleEfficiency`, so with ``--log_samples`` every line of
+``<date>_samples_<task>.jsonl`` holds them under ``token_counts``.
+
+Per run, :func:`write_run_summary` writes ``<date>_aot_efficiency.json`` next to
+``<date>_results.json``: per task and overall, samples, failed samples (with their doc ids), the
+task's scores, and means of the per-sample fields. The plugin writes it when the run ends; ``aot
+report DIR`` (re)builds it for any results file under ``DIR`` and prints the table.
+
+Definitions:
+
+* ``visual_tokens_plain``: visual tokens LLaVA-NeXT would feed without compression (newlines included).
+* ``visual_tokens``: visual tokens fed to the LLM.
+* ``retention``: the paper's definition (visual tokens into the LLM, newlines excluded, over frames ×
+  pooled tokens per frame); 1.0 without compression.
+* ``prefill_tflops``: the paper's formula over the visual tokens (:func:`visionzip.prefill_flops`).
+* ``vision_ms`` / ``compression_ms``: vision tower + projector, and AOT, per sample of its batch.
+* ``ttft_ms``: from the call to ``generate`` (pixels ready) to the first generated token, for the
+  sample's batch; ``load_ms``: decoding and preprocessing the sample's frames.
+* ``peak_memory_mb``: CUDA max allocated during the sample's batch on a GPU; process peak RSS on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "aot-efficiency/1"
+
+#: Per-sample fields averaged in the summary (``<name>_mean``); ``peak_memory_mb`` gets ``_max``.
+MEAN_FIELDS = (
+    "frames", "visual_tokens_plain", "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms",
+    "compression_ms", "ttft_ms", "input_tokens", "output_tokens",
+)
+
+
+@dataclass
+class SampleEfficiency:
+    """What one sample cost (see the module docstring for each field)."""
+
+    task: str
+    doc_id: Any
+    compression: str
+    failed: bool = False
+    error: str | None = None
+    modality: str = "video"
+    frames: int = 0
+    visual_tokens_plain: int = 0
+    visual_tokens: int = 0
+    retention: float = 1.0
+    prefill_tflops: float = 0.0
+    load_ms: float = 0.0
+    vision_ms: float = 0.0
+    compression_ms: float = 0.0
+    ttft_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+    peak_memory_kind: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stage_tokens: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FirstTokenClock:
+    """A ``generate`` stopping criterion that records when the first generated token exists (the end
+    of prefill) and never stops generation."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import time
+
+        import torch
+
+        if self.first is None:
+            if input_ids.is_cuda:
+                torch.cuda.synchronize()
+            self.first = time.perf_counter()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def peak_memory_mb(device: Any) -> tuple[float, str]:
+    """(MB, what was measured): CUDA max allocated on a GPU, the process's peak RSS otherwise."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max allocated"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+
+
+def prefill_tflops(visual_tokens: int, config: Any) -> float:
+    """The paper's prefill TFLOPs for ``visual_tokens`` through the LLM described by ``config``."""
+    import visionzip
+
+    return visionzip.prefill_flops(int(visual_tokens), layers=config.num_hidden_layers, hidden=config.hidden_size,
+                                   ffn=config.intermediate_size) / 1e12
+
+
+# ---------------------------------------------------------------------------------------------------
+# summaries
+# ---------------------------------------------------------------------------------------------------
+def _date_prefix(results_path: Path) -> str:
+    name = results_path.name
+    if not name.endswith("_results.json"):
+        raise ValueError(f"{results_path}: expected an lmms-eval results file named <date>_results.json")
+    return name[: -len("_results.json")]
+
+
+def summary_path(results_path: str | Path) -> Path:
+    """``<date>_aot_efficiency.json`` next to ``<date>_results.json``."""
+    path = Path(results_path)
+    return path.with_name(f"{_date_prefix(path)}_aot_efficiency.json")
+
+
+def _compression_of(model_args: str) -> str:
+    match = re.search(r"(?:^|,)\s*compression\s*=\s*([^,]+)", model_args or "")
+    return match.group(1).strip() if match else "none"
+
+
+def _samples_from_files(results_path: Path, tasks: list[str]) -> dict[str, list[dict]] | None:
+    prefix = _date_prefix(results_path)
+    out: dict[str, list[dict]] = {}
+    for task in tasks:
+        file = results_path.with_name(f"{prefix}_samples_{task}.jsonl")
+        if not file.is_file():
+            return None
+        rows = []
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            sample = json.loads(line)
+            counts = sample.get("token_counts") or []
+            entry = counts[0] if isinstance(counts, list) and counts else None
+            if isinstance(entry, dict) and "visual_tokens" in entry:
+                rows.append(entry | {"doc_id": sample.get("doc_id", entry.get("doc_id"))})
+            else:
+                rows.append({"doc_id": sample.get("doc_id"), "missing": True})
+        out[task] = rows
+    return out
+
+
+def _aggregate(rows: list[dict]) -> dict[str, Any]:
+    ok = [r for r in rows if not r.get("failed") and not r.get("missing")]
+    failed = [r for r in rows if r.get("failed")]
+    agg: dict[str, Any] = {
+        "samples": len(rows),
+        "failed": len(failed),
+        "failed_doc_ids": [r.get("doc_id") for r in failed],
+        "without_accounting": sum(1 for r in rows if r.get("missing")),
+    }
+    for name in MEAN_FIELDS:
+        values = [float(r[name]) for r in ok if isinstance(r.get(name), (int, float)) and math.isfinite(float(r[name]))]
+        agg[f"{name}_mean"] = sum(values) / len(values) if values else None
+    peaks = [float(r["peak_memory_mb"]) for r in ok if isinstance(r.get("peak_memory_mb"), (int, float))]
+    agg["peak_memory_mb_max"] = max(peaks) if peaks else None
+    kinds = sorted({r.get("peak_memory_kind") for r in ok if r.get("peak_memory_kind")})
+    agg["peak_memory_kind"] = ", ".join(kinds) if kinds else None
+    return agg
+
+
+def build_run_summary(results_path: str | Path, records: list[dict] | None = None) -> dict[str, Any]:
+    """The per-run summary for one lmms-eval results file.
+
+    Per-sample figures come from the run's ``--log_samples`` files (every rank's samples) when they
+    exist, else from ``records`` (this process's :class:`SampleEfficiency` dicts)."""
+    path = Path(results_path)
+    results = json.loads(path.read_text(encoding="utf-8"))
+    config = results.get("config", {}) or {}
+    model_args = config.get("model_args", "")
+    if isinstance(model_args, dict):
+        model_args = ",".join(f"{k}={v}" for k, v in model_args.items())
+    tasks = sorted((results.get("results") or {}).keys())
+    per_task = _samples_from_files(path, tasks)
+    source = "samples"
+    if per_task is None:
+        source = "process"
+        per_task = {t: [r for r in (records or []) if r.get("task") == t] for t in tasks}
+    summary: dict[str, Any] = {
+        "format": FORMAT,
+        "results_file": path.name,
+        "model": config.get("model"),
+        "model_args": model_args,
+        "compression": _compression_of(model_args),
+        "source": source,
+        "tasks": {},
+    }
+    all_rows: list[dict] = []
+    for task in tasks:
+        rows = per_task.get(task, [])
+        all_rows += rows
+        scores = {
+            k: v for k, v in (results["results"].get(task) or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in k
+        }
+        summary["tasks"][task] = _aggregate(rows) | {"scores": scores}
+    summary["overall"] = _aggregate(all_rows)
+    return summary
+
+
+def write_run_summary(results_path: str | Path, records: list[dict] | None = None) -> Path:
+    """Build the summary of ``results_path`` and write it next to it; returns the written path."""
+    out = summary_path(results_path)
+    out.write_text(json.dumps(build_run_summary(results_path, records), indent=2, default=str), encoding="utf-8")
+    return out
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A Markdown table of one run: a row per task with its scores and efficiency columns."""
+    head = ("| task | compression | score | samples | failed | frames | visual tokens (plain → kept) | retention "
+            "| prefill TFLOPs | vision ms | compression ms | TTFT ms | peak MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for task, t in summary["tasks"].items():
+        score = ", ".join(f"{k} {v:.4g}" for k, v in t.get("scores", {}).items()) or "—"
+        plain, kept = t.get("visual_tokens_plain_mean"), t.get("visual_tokens_mean")
+        tokens = "—" if kept is None else f"{plain:.0f} → {kept:.0f}"
+        lines.append(
+            f"| {task} | {summary['compression']} | {score} | {t['samples']} | {t['failed']} | "
+            f"{_fmt(t.get('frames_mean'), '.0f')} | {tokens} | {_fmt(t.get('retention_mean'), '.4f')} | "
+            f"{_fmt(t.get('prefill_tflops_mean'), '.4g')} | {_fmt(t.get('vision_ms_mean'), '.1f')} | "
+            f"{_fmt(t.get('compression_ms_mean'), '.1f')} | {_fmt(t.get('ttft_ms_mean'), '.1f')} | "
+            f"{_fmt(t.get('peak_memory_mb_max'), '.0f')} |"
+        )
+    failed = summary["overall"]["failed"]
+    if failed:
+        ids = {task: t["failed_doc_ids"] for task, t in summary["tasks"].items() if t["failed"]}
+        lines.append(f"\n{failed} sample(s) failed and were scored as wrong: {ids}")
+    return "\n".join(lines)
+
+
+def find_results(root: str | Path, newer_than: float | None = None) -> list[Path]:
+    """Every ``*_results.json`` under ``root`` (modified after ``newer_than``, a POSIX time), oldest first."""
+    files = [p for p in Path(root).rglob("*_results.json") if newer_than is None or p.stat().st_mtime >= newer_than]
+    return sorted(files, key=lambda p: p.stat().st_mtime)
+
+
+def report(root: str | Path, *, rebuild: bool = False) -> list[dict[str, Any]]:
+    """Write the summary of every results file under ``root`` that lacks one (all with ``rebuild``);
+    returns the summaries, oldest run first."""
+    summaries = []
+    for results in find_results(root):
+        out = summary_path(results)
+        if rebuild or not out.is_file():
+            write_run_summary(results)
+        summaries.append(json.loads(out.read_text(encoding="utf-8")) | {"path": str(out)})
+    return summaries

@@ -1,0 +1,76 @@
+"""End to end through the real lmms-eval command line (CPU, tiny checkpoint, the offline smoke task):
+the plugin models load from the entry point, results and samples are saved, the per-run efficiency
+summary is written next to the results, and bad videos fail alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lmms_eval")
+
+from llava.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_TASK = ROOT / "lmms_eval_tasks" / "aot_smoke"
+
+
+def _lmms_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "lmms_eval", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _only(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.rglob(pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+def test_bad_videos_are_counted_and_the_run_finishes(tmp_path):
+    """A task with a missing and a corrupt video: both samples fail alone (empty answer, scored wrong),
+    the others are answered, and the summary reports the failures."""
+    task_dir = tmp_path / "tasks" / "bad"
+    shutil.copytree(SMOKE_TASK, task_dir, ignore=shutil.ignore_patterns("*.mp4", "README.md", "__pycache__"))
+    shutil.copy(SMOKE_TASK / "red_right.mp4", task_dir / "red_right.mp4")
+    (task_dir / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x13" * 200)
+    yaml = (task_dir / "aot_smoke_mcq.yaml").read_text().replace("task: aot_smoke_mcq", "task: aot_test_bad_videos")
+    (task_dir / "aot_smoke_mcq.yaml").write_text(yaml)
+    docs = [json.loads(line) for line in (SMOKE_TASK / "data.jsonl").read_text().splitlines() if line.strip()]
+    good = [d for d in docs if d["video"] == "red_right.mp4"][:2]
+    bad = [dict(good[0], id="missing", video="missing.mp4"), dict(good[0], id="corrupt", video="corrupt.mp4")]
+    (task_dir / "data.jsonl").write_text("".join(json.dumps(d) + "\n" for d in [good[0], *bad, good[1]]))
+
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny")
+    out = tmp_path / "out"
+    proc = _lmms_eval(
+        "--model", "aot_llava_onevision",
+        "--model_args", f"pretrained={ckpt},compression=paper_ov_10pct,max_frames_num=8,model_name=llava_qwen,torch_dtype=float32",
+        "--tasks", "aot_test_bad_videos", "--include_path", str(tmp_path / "tasks"),
+        "--batch_size", "2", "--device", "cpu", "--output_path", str(out), "--log_samples",
+        cwd=tmp_path,
+    )
+    results = json.loads(_only(out, "*_results.json").read_text())
+    assert results["config"]["model"] == "aot_llava_onevision"
+    assert results["n-samples"]["aot_test_bad_videos"]["effective"] == 4
+    samples = [json.loads(x) for x in _only(out, "*_samples_aot_test_bad_videos.jsonl").read_text().splitlines()]
+    by_doc = {s["doc_id"]: s for s in samples}
+    for doc_id in (1, 2):
+        counts = by_doc[doc_id]["token_counts"][0]
+        assert counts["failed"] is True and by_doc[doc_id]["acc"] == 0.0 and by_doc[doc_id]["filtered_resps"] == ""
+    assert "missing.mp4" in by_doc[1]["token_counts"][0]["error"]
+    assert "corrupt.mp4" in by_doc[2]["token_counts"][0]["error"]
+    for doc_id in (0, 3):
+        counts = by_doc[doc_id]["token_counts"][0]
+        assert counts["failed"] is False and 0 < counts["visual_tokens"] < counts["visual_tokens_plain"]
+
+    summary = json.loads(_only(out, "*_aot_efficiency.json").read_text())
+    task = summary["tasks"]["aot_test_bad_videos"]
+    assert (task["samples"], task["failed"], sorted(task["failed_doc_ids"])) == (4, 2, [1, 2])
+    assert summary["source"] == "samples" and summary["compression"] == "paper_ov_10pct"
+    assert "2 sample(s) failed and were scored as wrong" in proc.stdout
