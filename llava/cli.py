@@ -4,6 +4,7 @@
         --question "What happens in the video?" --compression paper_ov_10pct
     aot infer --model ./ckpt --video clip.mp4 --question Q --compression none --json stats.json
     aot demo --out runs/demo          # tiny model + synthetic video, on CPU, no download
+    aot report runs/eval              # efficiency summary of lmms-eval runs (tokens, retention, FLOPs, ms, memory)
 
 ``infer`` prints the answer and a stats table: frames; visual tokens before and after each stage;
 retention; prefill FLOPs (visual tokens, the paper's formula); vision, compression, prefill and
@@ -203,6 +204,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from llava.eval import efficiency
+
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"{args.dir} is not a folder; expected an lmms-eval --output_path")
+    summaries = efficiency.report(args.dir, rebuild=args.rebuild)
+    if not summaries:
+        raise FileNotFoundError(f"no lmms-eval results (*_results.json) under {args.dir}")
+    for summary in summaries:
+        print(f"{summary['path']}\n{efficiency.format_summary(summary)}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=32)
     demo.add_argument("--compression", default="paper_ov_10pct")
     demo.set_defaults(func=cmd_demo)
+    report = sub.add_parser("report", help="efficiency summary of lmms-eval runs: writes <date>_aot_efficiency.json "
+                            "next to each results file that lacks one and prints the tables")
+    report.add_argument("dir", help="an lmms-eval --output_path (searched recursively)")
+    report.add_argument("--rebuild", action="store_true", help="rewrite existing summaries too")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -74,3 +74,18 @@ def test_bad_videos_are_counted_and_the_run_finishes(tmp_path):
     assert (task["samples"], task["failed"], sorted(task["failed_doc_ids"])) == (4, 2, [1, 2])
     assert summary["source"] == "samples" and summary["compression"] == "paper_ov_10pct"
     assert "2 sample(s) failed and were scored as wrong" in proc.stdout
+
+    # `aot report` rebuilds the same summary from the saved results and samples
+    from llava.cli import main
+
+    written = _only(out, "*_aot_efficiency.json")
+    written.unlink()
+    assert main(["report", str(out)]) == 0
+    assert json.loads(written.read_text()) == summary
+
+
+def test_report_refuses_a_folder_without_results(tmp_path, capsys):
+    from llava.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no lmms-eval results" in capsys.readouterr().err
