@@ -1,0 +1,333 @@
+"""Collect the lmms-eval results of a paper table into the paper's layout: Markdown, JSON and a plot.
+
+    python -m llava.eval.gather llava_ov_7b                       # reads runs/eval/llava_ov_7b/
+    python -m llava.eval.gather smoke_tiny --runs /tmp/smoke --out t.md --json t.json --plot t.png
+
+For each (row, column) the newest ``*_results.json`` under ``<runs>/<row_slug>/<column_slug>/``
+(lmms-eval writes ``<output_path>/<model>/<date>_results.json``) gives the score
+``results["results"][task][metric]`` (in percent; see :data:`llava.eval.tables.SCALES`), and the
+plugin's ``<date>_aot_efficiency.json`` next to it gives the measured retention, prefill TFLOPs and
+failed samples. Per row: ``Avg`` over the columns (only when all are there), ``Retention`` and
+``TFLOPs`` as the mean over the columns' runs, ``Failed`` as their sum. Where no run of a row has an
+efficiency summary, retention is the row's nominal value and TFLOPs the paper's formula at that
+retention (shown with ``≈``). Missing runs show ``—`` and are listed; nothing here raises on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from llava.eval.tables import Column, Row, Table, load_table
+
+EFFICIENCY_FORMAT = "aot-efficiency/1"
+DASH = "—"
+_NO_COMPRESSION = ("none", "off")
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def newest_results(run_dir: Path) -> Path | None:
+    """The newest ``*_results.json`` below ``run_dir`` (lmms-eval's ``<date>_`` prefix sorts by time)."""
+    if not run_dir.is_dir():
+        return None
+    found = [p for p in run_dir.rglob("*_results.json") if p.is_file()]
+    return max(found, key=lambda p: (p.name, p.stat().st_mtime)) if found else None
+
+
+def efficiency_path(results_path: Path) -> Path:
+    """``<date>_aot_efficiency.json`` next to ``<date>_results.json``."""
+    return results_path.with_name(results_path.name[: -len("_results.json")] + "_aot_efficiency.json")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def read_score(results: dict, column: Column) -> tuple[float | None, str | None]:
+    """(score in percent, None) or (None, why not) for ``column`` in an lmms-eval results dict."""
+    table = results.get("results")
+    if not isinstance(table, dict) or column.task not in table:
+        have = sorted(table) if isinstance(table, dict) else []
+        return None, f"task {column.task!r} not in results; it has {have}"
+    entry = table[column.task]
+    raw = _number(entry.get(column.metric)) if isinstance(entry, dict) else None
+    if raw is None and column.aggregate == "subtask_mean":
+        subtasks = (results.get("group_subtasks") or {}).get(column.task) or []
+        values = [_number((table.get(t) or {}).get(column.metric)) for t in subtasks]
+        if not subtasks or any(v is None for v in values):
+            missing = [t for t, v in zip(subtasks, values) if v is None]
+            return None, f"group {column.task!r}: no {column.metric!r} for subtasks {missing or '(none listed)'}"
+        raw = sum(values) / len(values)
+    if raw is None:
+        keys = sorted(k for k in entry if k != "alias") if isinstance(entry, dict) else []
+        return None, f"no numeric {column.metric!r} in results[{column.task!r}]; it has {keys}"
+    if column.scale == "fraction":
+        if raw > 1.0 + 1e-9:
+            return raw, f"{column.metric!r} = {raw} is above 1 but the column's scale is 'fraction'; shown as is"
+        return 100.0 * raw, None
+    return raw, None
+
+
+def read_efficiency(results_path: Path, column: Column) -> tuple[dict | None, str | None]:
+    """The run's efficiency stats (the summary's ``overall``: one run is one column), or a reason."""
+    path = efficiency_path(results_path)
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"{path}: unreadable ({err})"
+    if not isinstance(data, dict) or data.get("format") != EFFICIENCY_FORMAT:
+        return None, f"{path}: format {data.get('format') if isinstance(data, dict) else None!r}, expected {EFFICIENCY_FORMAT!r}"
+    stats = data.get("overall")
+    if not isinstance(stats, dict):
+        stats = (data.get("tasks") or {}).get(column.task)
+    if not isinstance(stats, dict):
+        return None, f"{path}: no 'overall' and no task {column.task!r}"
+    note = None
+    if data.get("results_file") not in (None, results_path.name):
+        note = f"{path}: written for {data['results_file']!r}, not {results_path.name!r}"
+    return stats, note
+
+
+# ------------------------------------------------------------------------------------------ gathering
+
+
+def _is_full(row: Row) -> bool:
+    return row.compression.lower() in _NO_COMPRESSION and not row.per_column
+
+
+def _estimated_tflops(table: Table, retention: float) -> float | None:
+    from visionzip.flops import prefill_flops
+
+    frames = table.frames()
+    if frames is None:
+        return None
+    shape = table.model_shape
+    tokens = round(retention * frames * shape.tokens_per_frame)
+    return prefill_flops(tokens, layers=shape.layers, hidden=shape.hidden, ffn=shape.ffn) / 1e12
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str]) -> dict[str, Any]:
+    run_dir = runs / row.slug / column.slug
+    cell: dict[str, Any] = {"run_dir": str(run_dir), "compression": row.compression_for(column.label),
+                            "results_file": None, "score": None}
+    results_path = newest_results(run_dir)
+    if results_path is None:
+        return cell
+    cell["results_file"] = str(results_path)
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, ValueError) as err:
+        problems.append(f"{row.label} / {column.label}: {results_path}: unreadable ({err})")
+        return cell
+    score, why = read_score(results if isinstance(results, dict) else {}, column)
+    cell["score"] = score
+    if why:
+        problems.append(f"{row.label} / {column.label}: {results_path}: {why}")
+    stats, note = read_efficiency(results_path, column)
+    if note:
+        problems.append(f"{row.label} / {column.label}: {note}")
+    if stats is not None:
+        cell["efficiency_file"] = str(efficiency_path(results_path))
+        for key in ("samples", "failed"):
+            cell[key] = stats.get(key) if isinstance(stats.get(key), int) else None
+        for key in ("retention_mean", "prefill_tflops_mean", "visual_tokens_mean", "visual_tokens_plain_mean",
+                    "frames_mean", "ttft_ms_mean", "vision_ms_mean", "compression_ms_mean", "peak_memory_mb_max"):
+            cell[key] = _number(stats.get(key))
+        if cell["prefill_tflops_mean"] is None and cell["visual_tokens_mean"] is not None:
+            from visionzip.flops import prefill_flops
+
+            shape = table.model_shape
+            cell["prefill_tflops_mean"] = prefill_flops(
+                round(cell["visual_tokens_mean"]), layers=shape.layers, hidden=shape.hidden, ffn=shape.ffn) / 1e12
+    return cell
+
+
+def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]:
+    """The table's data: per row its cells, Avg, retention, TFLOPs, failed samples and the paper's
+    numbers; plus the missing runs and the problems met (unreadable files, absent metrics)."""
+    if not isinstance(table, Table):
+        table = load_table(table)
+    runs = Path(runs if runs is not None else table.output_dir)
+    problems: list[str] = []
+    missing: list[str] = []
+    rows = []
+    for row in table.rows:
+        cells = {c.label: _cell(table, row, c, runs, problems) for c in table.columns}
+        for c in table.columns:
+            if cells[c.label]["results_file"] is None:
+                missing.append(f"{row.label} / {c.label}: no *_results.json under {cells[c.label]['run_dir']}")
+        scores = [cells[c.label]["score"] for c in table.columns]
+        retention = _mean([x["retention_mean"] for x in cells.values() if x.get("retention_mean") is not None])
+        tflops = _mean([x["prefill_tflops_mean"] for x in cells.values() if x.get("prefill_tflops_mean") is not None])
+        failed = [x["failed"] for x in cells.values() if x.get("failed") is not None]
+        paper = {c.label: row.paper_score(c.label) for c in table.columns if row.paper_score(c.label) is not None}
+        avg = _mean(scores) if all(s is not None for s in scores) else None
+        paper_avg = _mean(list(paper.values())) if len(paper) == len(table.columns) else None
+        rows.append({
+            "label": row.label,
+            "slug": row.slug,
+            "full_tokens": _is_full(row),
+            "retention_nominal": row.retention,
+            "cells": cells,
+            "avg": avg,
+            "retention": retention if retention is not None else row.retention,
+            "retention_source": "measured" if retention is not None else "nominal",
+            "tflops": tflops if tflops is not None else _estimated_tflops(table, row.retention),
+            "tflops_source": "measured" if tflops is not None else "estimated",
+            "failed": sum(failed) if failed else None,
+            "paper": paper or None,
+            "paper_avg": paper_avg,
+            "delta_vs_paper": {k: cells[k]["score"] - v for k, v in paper.items() if cells[k]["score"] is not None} or None,
+        })
+    return {"table": table.name, "title": table.title, "source": table.source, "runs": str(runs),
+            "columns": [{"label": c.label, "task": c.task, "metric": c.metric, "scale": c.scale} for c in table.columns],
+            "rows": rows, "missing": missing, "problems": problems}
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+def _fmt_score(value: float | None) -> str:
+    return DASH if value is None else f"{value:.1f}"
+
+
+def _fmt_delta(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return "0.0" if round(value, 1) == 0 else f"{value:+.1f}"
+
+
+def _fmt_tflops(value: float | None) -> str:
+    if value is None:
+        return DASH
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The table in the paper's layout, with the paper's numbers and the gap beneath their rows."""
+    labels = [c["label"] for c in data["columns"]]
+    head = ["Method", *labels, "Avg", "Retention", "TFLOPs", "Failed"]
+    lines = [f"### {data['title']}", "", "| " + " | ".join(head) + " |",
+             "|---|" + "---:|" * (len(head) - 1)]
+    estimated = False
+    for row in data["rows"]:
+        retention = f"{100 * row['retention']:.1f} %"
+        tflops = _fmt_tflops(row["tflops"])
+        if row["retention_source"] == "nominal":
+            retention, estimated = f"≈{100 * row['retention']:.0f} %", True
+        if row["tflops_source"] == "estimated" and row["tflops"] is not None:
+            tflops, estimated = f"≈{tflops}", True
+        failed = DASH if row["failed"] is None else str(row["failed"])
+        cells = [_fmt_score(row["cells"][k]["score"]) for k in labels]
+        lines.append("| " + " | ".join([row["label"], *cells, _fmt_score(row["avg"]), retention, tflops, failed]) + " |")
+        if row["paper"]:
+            paper = [_fmt_score(row["paper"].get(k)) for k in labels]
+            lines.append("| ↳ paper | " + " | ".join([*paper, _fmt_score(row["paper_avg"]), "", "", ""]) + " |")
+        if row["delta_vs_paper"]:
+            delta = row["delta_vs_paper"]
+            avg_delta = row["avg"] - row["paper_avg"] if row["avg"] is not None and row["paper_avg"] is not None else None
+            lines.append("| ↳ Δ vs paper | " + " | ".join([*(_fmt_delta(delta.get(k)) for k in labels),
+                                                           _fmt_delta(avg_delta), "", "", ""]) + " |")
+    lines.append("")
+    notes = ["Scores in %; Avg only when every benchmark has a result. Retention: visual tokens into the LLM "
+             "(newlines excluded) over frames × pooled tokens per frame; TFLOPs: prefill over the visual "
+             "tokens (the paper's formula); both the mean over the row's runs. Failed: samples that failed."]
+    if estimated:
+        notes.append("≈: no efficiency summary for the row; retention is nominal and TFLOPs computed from it.")
+    lines += notes
+    return "\n".join(lines) + "\n"
+
+
+def render_plot(data: dict[str, Any], path: str | Path) -> Path:
+    """Two panels: average accuracy vs retention and vs prefill TFLOPs, the full-token row as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (("retention", "retention (%)", 100.0), ("tflops", "prefill TFLOPs", 1.0))
+    rows = [r for r in data["rows"] if r["avg"] is not None]
+    full = next((r for r in data["rows"] if r["full_tokens"]), None)
+    for ax, (key, xlabel, factor) in zip(axes, panels):
+        points = [(r[key] * factor, r["avg"], r["label"]) for r in rows if r[key] is not None]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C0", label="measured")
+            for x, y, label in points:
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        paper = [(r[key] * factor, r["paper_avg"]) for r in data["rows"] if r["paper_avg"] is not None and r[key] is not None]
+        if paper:
+            ax.plot([p[0] for p in paper], [p[1] for p in paper], "s", mfc="none", color="C3", label="paper")
+        if full is not None and full["avg"] is not None:
+            ax.axhline(full["avg"], color="gray", ls="--", lw=1, label=f"{full['label']} ({full['avg']:.1f})")
+        if not points and not paper:
+            ax.text(0.5, 0.5, "no complete row yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("average accuracy (%)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(data["title"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.gather", description=__doc__.split("\n\n")[0])
+    parser.add_argument("table", help="table name (configs/eval/<name>.yaml) or path to a table YAML")
+    parser.add_argument("--runs", help="results folder (default: the table's output_dir)")
+    parser.add_argument("--out", help="Markdown file (default: <runs>/table.md)")
+    parser.add_argument("--json", help="JSON file (default: <runs>/table.json)")
+    parser.add_argument("--plot", help="PNG file (default: <runs>/table.png)")
+    args = parser.parse_args(argv)
+    try:
+        table = load_table(args.table)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runs = Path(args.runs or table.output_dir)
+    data = gather(table, runs)
+    markdown = render_markdown(data)
+    out = Path(args.out or runs / "table.md")
+    out_json = Path(args.json or runs / "table.json")
+    out_plot = Path(args.plot or runs / "table.png")
+    for path in (out, out_json):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    out_json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    render_plot(data, out_plot)
+    print(markdown)
+    if data["missing"]:
+        print(f"Missing runs ({len(data['missing'])}):")
+        print("\n".join(f"  {m}" for m in data["missing"]))
+    if data["problems"]:
+        print(f"Problems ({len(data['problems'])}):")
+        print("\n".join(f"  {p}" for p in data["problems"]))
+    print(f"wrote {out}, {out_json}, {out_plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Paper tables as data: ``configs/eval/<name>.yaml`` loaded into validated, frozen dataclasses.
+
+A table is a model with its lmms-eval arguments, a list of benchmark columns (lmms-eval task and the
+metric key read from its results) and a list of rows (compression settings). :mod:`llava.eval.plan`
+turns a table into lmms-eval commands, :mod:`llava.eval.gather` turns the results into the table.
+
+Every error names the file, the field, the value and what was expected::
+
+    >>> from llava.eval.tables import list_tables, load_table
+    >>> list_tables()                       # ['llava_ov_7b', 'llava_video_7b', 'smoke_tiny']
+    >>> t = load_table("llava_ov_7b")       # or a path to a YAML file
+    >>> t.rows[-1].compression_for("VideoMME")
+    'paper_ov_10pct_long'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LAUNCHERS = ("accelerate", "python")
+#: How a metric is stored in lmms-eval's results: ``fraction`` (0-1) or ``percent`` (0-100).
+SCALES = ("fraction", "percent")
+#: ``subtask_mean``: the task is a group whose results carry no metric of its own (mvbench in
+#: lmms-eval 0.7.3); its score is the unweighted mean of its subtasks' metric.
+AGGREGATES = ("none", "subtask_mean")
+#: Flags each planned command sets itself; ``lmms_args`` may not repeat them.
+RESERVED_FLAGS = ("model", "model_args", "tasks", "batch_size", "output_path", "log_samples")
+
+_SOURCE_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"
+_NO_COMPRESSION = ("none", "off")
+
+
+def tables_dir() -> Path:
+    """The folder holding the table YAML files (the repository's, or the installed copy)."""
+    if _SOURCE_DIR.is_dir():
+        return _SOURCE_DIR
+    from importlib.resources import files
+
+    return Path(str(files("aot_configs") / "eval"))
+
+
+def list_tables() -> list[str]:
+    """Names of all tables, sorted."""
+    return sorted(p.stem for p in tables_dir().glob("*.yaml"))
+
+
+def slugify(label: str) -> str:
+    """Folder name of a row or column label: ``"AOT 10 %"`` -> ``"aot_10pct"``."""
+    text = re.sub(r"\s*%", "pct", label.strip().lower())
+    return re.sub(r"[^a-z0-9.]+", "_", text).strip("_.")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """LLM sizes for the paper's prefill-FLOPs formula, and pooled visual tokens per frame (the
+    retention denominator), used to estimate FLOPs for runs without an efficiency summary."""
+
+    layers: int
+    hidden: int
+    ffn: int
+    tokens_per_frame: int
+
+
+@dataclass(frozen=True)
+class Column:
+    """One benchmark: ``results["results"][task][metric]`` of an lmms-eval run of ``task``."""
+
+    label: str
+    task: str
+    metric: str
+    scale: str
+    aggregate: str = "none"
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.label)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compression setting. ``compression`` is a preset name, a YAML path or ``none``;
+    ``per_column`` overrides it for some columns (label -> compression)."""
+
+    label: str
+    retention: float
+    compression: str
+    per_column: tuple[tuple[str, str], ...] = ()
+    paper: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.label)
+
+    def compression_for(self, column: str) -> str:
+        """The compression this row uses for the column labelled ``column``."""
+        return dict(self.per_column).get(column, self.compression)
+
+    def paper_score(self, column: str) -> float | None:
+        """The paper's number for ``column``, or None where the paper gives none."""
+        return dict(self.paper).get(column)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A paper table: what to run (model, lmms-eval arguments) and how to lay out the results."""
+
+    name: str
+    title: str
+    model: str
+    model_args: tuple[tuple[str, Any], ...]
+    launcher: str
+    batch_size: int
+    lmms_args: tuple[tuple[str, Any], ...]
+    output_dir: str
+    model_shape: ModelShape
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    source: str = ""
+
+    def column(self, label: str) -> Column:
+        return _pick(self.columns, label, "column")
+
+    def row(self, label: str) -> Row:
+        return _pick(self.rows, label, "row")
+
+    def frames(self) -> int | None:
+        """``max_frames_num`` of the model arguments, when given."""
+        value = dict(self.model_args).get("max_frames_num")
+        return int(value) if value is not None else None
+
+
+def _pick(items, label: str, kind: str):
+    for item in items:
+        if label in (item.label, item.slug):
+            return item
+    raise ValueError(f"unknown {kind} {label!r}; expected one of {[i.label for i in items]} (or their slugs {[i.slug for i in items]})")
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+class TableError(ValueError):
+    """A table YAML that does not validate; the message names the file and the field."""
+
+
+_TOP_KEYS = {"name": True, "title": True, "model": True, "model_args": True, "launcher": True, "batch_size": False,
+             "lmms_args": False, "output_dir": True, "model_shape": True, "columns": True, "rows": True}
+_COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False}
+_ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False}
+_SHAPE_KEYS = {"layers": True, "hidden": True, "ffn": True, "tokens_per_frame": True}
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, field: str, message: str) -> TableError:
+        return TableError(f"{self.source}: {field}: {message}")
+
+    def mapping(self, value: Any, field: str, keys: dict[str, bool]) -> Mapping:
+        if not isinstance(value, Mapping):
+            raise self.fail(field, f"expected a mapping with keys {sorted(keys)}, got {value!r}")
+        unknown = sorted(set(value) - set(keys))
+        if unknown:
+            raise self.fail(field, f"unknown key(s) {unknown}; expected keys among {sorted(keys)}")
+        missing = sorted(k for k, required in keys.items() if required and k not in value)
+        if missing:
+            raise self.fail(field, f"missing key(s) {missing}")
+        return value
+
+    def free_mapping(self, value: Any, field: str) -> Mapping:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(field, f"expected a mapping name -> value, got {value!r}")
+        return value
+
+    def text(self, value: Any, field: str) -> str:
+        if not isinstance(value, str) or not value.strip() or any(c in value for c in "\t\n\r"):
+            raise self.fail(field, f"expected a non-empty one-line string, got {value!r}")
+        return value
+
+    def choice(self, value: Any, field: str, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.fail(field, f"unknown value {value!r}; expected one of {list(choices)}")
+        return value
+
+    def positive_int(self, value: Any, field: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(field, f"expected a positive integer, got {value!r}")
+        return value
+
+    def scalar(self, value: Any, field: str) -> Any:
+        if isinstance(value, bool | int | float) and not (isinstance(value, float) and not math.isfinite(value)):
+            return value
+        if isinstance(value, str) and value and not any(c in value for c in ",=\t\n\r"):
+            return value
+        raise self.fail(field, f"expected a number, a boolean or a string without ',', '=' or line breaks, got {value!r}")
+
+    def unique(self, labels: list[str], field: str) -> None:
+        for attr, values in (("label", labels), ("folder name (slug)", [slugify(v) for v in labels])):
+            seen = [v for i, v in enumerate(values) if v in values[:i]]
+            if seen:
+                raise self.fail(field, f"duplicate {attr} {seen[0]!r}; every entry needs its own")
+        if any(not slugify(v) for v in labels):
+            raise self.fail(field, f"label without letters or digits in {labels}")
+
+
+def _check_compression(ck: _Checker, value: Any, field: str) -> str:
+    """A preset name, an existing YAML path (absolute or relative to the repository), or ``none``."""
+    import visionzip
+
+    if not isinstance(value, str) or not value.strip():
+        raise ck.fail(field, f"expected a preset name, a YAML path or 'none', got {value!r}")
+    if value.lower() in _NO_COMPRESSION:
+        return value
+    if "," in value or "=" in value:
+        raise ck.fail(field, f"{value!r} cannot go into lmms-eval's model_args (no ',' or '=')")
+    spec = value
+    if value.endswith((".yaml", ".yml")) and not Path(value).is_absolute():
+        root_relative = Path(__file__).resolve().parents[2] / value
+        spec = str(root_relative) if root_relative.is_file() else value
+    try:
+        visionzip.load_config(spec)
+    except (ValueError, TypeError) as err:
+        raise ck.fail(field, f"{err} (a preset name, a YAML path or 'none')") from None
+    return value
+
+
+def _load_columns(ck: _Checker, value: Any) -> tuple[Column, ...]:
+    if not isinstance(value, list) or not value:
+        raise ck.fail("columns", f"expected a non-empty list of columns, got {value!r}")
+    columns = []
+    for i, entry in enumerate(value):
+        f = f"columns[{i}]"
+        entry = ck.mapping(entry, f, _COLUMN_KEYS)
+        columns.append(Column(
+            label=ck.text(entry["label"], f + ".label"),
+            task=ck.text(entry["task"], f + ".task"),
+            metric=ck.text(entry["metric"], f + ".metric"),
+            scale=ck.choice(entry["scale"], f + ".scale", SCALES),
+            aggregate=ck.choice(entry.get("aggregate", "none"), f + ".aggregate", AGGREGATES),
+        ))
+    ck.unique([c.label for c in columns], "columns")
+    return tuple(columns)
+
+
+def _load_rows(ck: _Checker, value: Any, columns: tuple[Column, ...]) -> tuple[Row, ...]:
+    if not isinstance(value, list) or not value:
+        raise ck.fail("rows", f"expected a non-empty list of rows, got {value!r}")
+    labels = [c.label for c in columns]
+    rows = []
+    for i, entry in enumerate(value):
+        f = f"rows[{i}]"
+        entry = ck.mapping(entry, f, _ROW_KEYS)
+        label = ck.text(entry["label"], f + ".label")
+        retention = entry["retention"]
+        if isinstance(retention, bool) or not isinstance(retention, int | float) or not 0 < retention <= 1:
+            raise ck.fail(f + ".retention", f"expected the nominal retention as a fraction in (0, 1], got {retention!r}")
+        compression = entry["compression"]
+        per_column: dict[str, str] = {}
+        if isinstance(compression, Mapping):
+            unknown = sorted(k for k in compression if k != "default" and k not in labels)
+            if unknown:
+                raise ck.fail(f + ".compression", f"unknown column label(s) {unknown}; expected 'default' or one of {labels}")
+            per_column = {k: _check_compression(ck, v, f"{f}.compression.{k}") for k, v in compression.items() if k != "default"}
+            if "default" in compression:
+                default = _check_compression(ck, compression["default"], f + ".compression.default")
+            elif set(per_column) == set(labels):
+                default = per_column[labels[0]]
+            else:
+                missing = [c for c in labels if c not in per_column]
+                raise ck.fail(f + ".compression", f"no 'default' and no entry for column(s) {missing}")
+        else:
+            default = _check_compression(ck, compression, f + ".compression")
+        paper = entry.get("paper") or {}
+        if not isinstance(paper, Mapping):
+            raise ck.fail(f + ".paper", f"expected a mapping column label -> score in percent, got {paper!r}")
+        for key, score in paper.items():
+            if key not in labels:
+                raise ck.fail(f + ".paper", f"unknown column label {key!r}; expected one of {labels}")
+            if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 100:
+                raise ck.fail(f"{f}.paper.{key}", f"expected a score in percent (0-100), got {score!r}")
+        rows.append(Row(
+            label=label, retention=float(retention), compression=default,
+            per_column=tuple((c, per_column[c]) for c in labels if c in per_column and per_column[c] != default),
+            paper=tuple((c, float(paper[c])) for c in labels if c in paper),
+        ))
+    ck.unique([r.label for r in rows], "rows")
+    return tuple(rows)
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    text = str(path_or_name)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file() or "/" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"table file {text!r} does not exist; expected a YAML file or one of {list_tables()}")
+        return path
+    path = tables_dir() / f"{text}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown table {text!r}; expected one of {list_tables()} or a path to a YAML file")
+    return path
+
+
+def load_table(path_or_name: str | Path) -> Table:
+    """Load and validate a table by name (``configs/eval/<name>.yaml``) or path."""
+    path = _resolve(path_or_name)
+    ck = _Checker(str(path))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise TableError(f"{path}: not valid YAML: {err}") from None
+    data = ck.mapping(data, "top level", _TOP_KEYS)
+    name = ck.text(data["name"], "name")
+    if name != path.stem:
+        raise ck.fail("name", f"{name!r} differs from the file name; expected {path.stem!r}")
+    model_args = ck.free_mapping(data["model_args"], "model_args")
+    if "compression" in model_args:
+        raise ck.fail("model_args.compression", "set per row (rows[*].compression), not in model_args")
+    if "pretrained" not in model_args:
+        raise ck.fail("model_args", "missing key ['pretrained']")
+    lmms_args = ck.free_mapping(data.get("lmms_args"), "lmms_args")
+    for flag in lmms_args:
+        if flag in RESERVED_FLAGS:
+            raise ck.fail(f"lmms_args.{flag}", f"set by the plan itself; lmms_args may not contain any of {list(RESERVED_FLAGS)}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(flag)):
+            raise ck.fail(f"lmms_args.{flag}", "expected an lmms-eval flag name without dashes, e.g. include_path")
+    shape = ck.mapping(data["model_shape"], "model_shape", _SHAPE_KEYS)
+    columns = _load_columns(ck, data["columns"])
+    return Table(
+        name=name,
+        title=ck.text(data["title"], "title"),
+        model=ck.text(data["model"], "model"),
+        model_args=tuple((str(k), ck.scalar(v, f"model_args.{k}")) for k, v in model_args.items()),
+        launcher=ck.choice(data["launcher"], "launcher", LAUNCHERS),
+        batch_size=ck.positive_int(data.get("batch_size", 1), "batch_size"),
+        lmms_args=tuple((str(k), ck.scalar(v, f"lmms_args.{k}")) for k, v in lmms_args.items()),
+        output_dir=ck.text(data["output_dir"], "output_dir"),
+        model_shape=ModelShape(**{k: ck.positive_int(shape[k], f"model_shape.{k}") for k in _SHAPE_KEYS}),
+        columns=columns,
+        rows=_load_rows(ck, data["rows"], columns),
+        source=str(path),
+    )

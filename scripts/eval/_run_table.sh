@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Run every lmms-eval command of one paper table in order: shared by the table scripts in this folder.
+#   bash scripts/eval/_run_table.sh TABLE          # TABLE: a name under configs/eval/ or a YAML path
+# Environment (all optional):
+#   PYTHON=.venv/bin/python   interpreter of the commands (with lmms-eval and this package installed)
+#   NUM_GPUS=N                processes for `accelerate launch` (default: GPUs visible, else 1)
+#   MAIN_PORT=29500           accelerate's main process port (change it to run two tables at once)
+#   ROWS="Full tokens,AOT 10 %"   COLUMNS="MVBench,VideoMME"   only these (labels or slugs)
+#   OUTPUT_DIR=DIR            results under DIR instead of the table's output_dir
+#   DRY_RUN=1                 print the commands, run nothing
+#   FORCE=1                   re-run runs that already have a *_results.json
+# A run that fails is logged and the table goes on; the script exits 1 at the end listing the failed runs.
+# Each run's console output is kept in <output_path>/lmms_eval.log.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: bash scripts/eval/_run_table.sh TABLE   (a name under configs/eval/ or a YAML path)" >&2
+    exit 2
+fi
+table="$1"
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+PYTHON="${PYTHON:-.venv/bin/python}"
+if [[ -z "${NUM_GPUS:-}" ]]; then
+    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+        NUM_GPUS=$(awk -F, '{print NF}' <<<"$CUDA_VISIBLE_DEVICES")
+    elif command -v nvidia-smi >/dev/null 2>&1; then
+        NUM_GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    fi
+    [[ "${NUM_GPUS:-0}" -ge 1 ]] || NUM_GPUS=1
+fi
+export PYTHON NUM_GPUS
+
+plan_args=("$table" --format tsv --expand)
+[[ -n "${ROWS:-}" ]] && plan_args+=(--rows "$ROWS")
+[[ -n "${COLUMNS:-}" ]] && plan_args+=(--columns "$COLUMNS")
+[[ -n "${OUTPUT_DIR:-}" ]] && plan_args+=(--output_dir "$OUTPUT_DIR")
+plan=$("$PYTHON" -m llava.eval.plan "${plan_args[@]}")
+mapfile -t lines <<<"$plan"
+
+finished() {  # a run is finished when lmms-eval wrote its results file
+    [[ -d "$1" ]] && [[ -n "$(find "$1" -name '*_results.json' -print -quit)" ]]
+}
+
+total=${#lines[@]}
+failed=()
+skipped=0
+done_now=0
+i=0
+for line in "${lines[@]}"; do
+    i=$((i + 1))
+    IFS=$'\t' read -r row column out cmd <<<"$line"
+    eval "argv=($cmd)"   # the planned command (shell-quoted by the plan) as an array
+    if [[ "${FORCE:-0}" != 1 ]] && finished "$out"; then
+        skipped=$((skipped + 1))
+        if [[ "${DRY_RUN:-0}" == 1 ]]; then
+            echo "# [$i/$total] $row / $column: finished, skipped ($out)"
+        else
+            echo "[$i/$total] $row / $column: finished, skipped ($out)"
+        fi
+        continue
+    fi
+    if [[ "${DRY_RUN:-0}" == 1 ]]; then
+        echo "# [$i/$total] $row / $column"
+        echo "$cmd"
+        continue
+    fi
+    echo "[$i/$total] $row / $column -> $out"
+    mkdir -p "$out"
+    if "${argv[@]}" </dev/null 2>&1 | tee "$out/lmms_eval.log"; then
+        if finished "$out"; then
+            done_now=$((done_now + 1))
+        else
+            failed+=("$row / $column: exited 0 but wrote no *_results.json (log: $out/lmms_eval.log)")
+        fi
+    else
+        failed+=("$row / $column: exit code ${PIPESTATUS[0]} (log: $out/lmms_eval.log)")
+    fi
+done
+
+[[ "${DRY_RUN:-0}" == 1 ]] && exit 0
+echo
+echo "$table: $total runs, $done_now finished now, $skipped already finished, ${#failed[@]} failed"
+gather="$PYTHON -m llava.eval.gather $table${OUTPUT_DIR:+ --runs $OUTPUT_DIR}"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    printf '  failed: %s\n' "${failed[@]}"
+    echo "Re-launch the same command to retry them (finished runs are skipped); render what there is: $gather"
+    exit 1
+fi
+echo "Render the table: $gather"

@@ -1,0 +1,358 @@
+"""Paper-table configs (configs/eval/*.yaml), their validation, the lmms-eval plan and the launch scripts."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import visionzip as vz
+from llava.eval import plan as plan_mod
+from llava.eval.plan import plan_commands
+from llava.eval.tables import TableError, list_tables, load_table, slugify, tables_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts" / "eval"
+OV_ARGS = ("pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,"
+           "max_frames_num=32,mm_spatial_pool_mode=bilinear")
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+def test_tables_listed():
+    assert {"llava_ov_7b", "llava_video_7b", "smoke_tiny"} <= set(list_tables())
+    assert tables_dir() == ROOT / "configs" / "eval"
+
+
+@pytest.mark.parametrize("name", list_tables())
+def test_every_table_loads(name):
+    table = load_table(name)
+    assert table.name == name
+    assert load_table(tables_dir() / f"{name}.yaml") == table
+    text = (tables_dir() / f"{name}.yaml").read_text()
+    assert text.startswith("#"), "every table opens with a comment saying what it reproduces"
+    header = text.split("\nname:")[0]
+    assert "bash scripts/eval/" in header, "the opening comment gives the command that launches the table"
+    for row in table.rows:
+        for column in table.columns:
+            vz.load_config(row.compression_for(column.label))   # every compression resolves
+
+
+def test_ov_table_matches_the_paper():
+    table = load_table("llava_ov_7b")
+    assert [c.label for c in table.columns] == ["MVBench", "EgoSchema", "LongVideoBench", "VideoMME"]
+    assert [(c.task, c.metric, c.scale) for c in table.columns] == [
+        ("mvbench", "mvbench_accuracy,none", "percent"),
+        ("egoschema_subset", "score,none", "fraction"),
+        ("longvideobench_val_v", "lvb_acc,none", "fraction"),
+        ("videomme", "videomme_perception_score,none", "percent"),
+    ]
+    assert table.columns[0].aggregate == "subtask_mean"
+    assert [r.label for r in table.rows] == ["Full tokens", "AOT 25 %", "AOT 20 %", "AOT 15 %", "AOT 10 %"]
+    full, *_, ten = table.rows
+    assert dict(full.paper) == {"MVBench": 58.3, "EgoSchema": 60.4, "LongVideoBench": 56.4, "VideoMME": 58.6}
+    assert dict(ten.paper) == {"MVBench": 57.0, "EgoSchema": 60.6, "LongVideoBench": 54.2, "VideoMME": 56.1}
+    assert all(not r.paper for r in table.rows[1:4]), "the paper's numbers are known only for full tokens and 10 %"
+    assert [ten.compression_for(c.label) for c in table.columns] == [
+        "paper_ov_10pct", "paper_ov_10pct", "paper_ov_10pct_long", "paper_ov_10pct_long"]
+
+
+def test_tiny_model_shape_matches_the_checkpoint():
+    from llava.tiny_checkpoint import tiny_config
+
+    cfg = tiny_config(100)
+    shape = load_table("smoke_tiny").model_shape
+    assert (shape.layers, shape.hidden, shape.ffn) == (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["intermediate_size"])
+    grid = cfg["vision_config"]["image_size"] // cfg["vision_config"]["patch_size"]
+    h, w = vz.pooled_grid((grid, grid), mode="bilinear", stride=cfg["mm_spatial_pool_stride"])
+    assert shape.tokens_per_frame == h * w
+
+
+def test_slugify():
+    assert slugify("AOT 10 %") == "aot_10pct"
+    assert slugify("Full tokens") == "full_tokens"
+    assert slugify("LongVideoBench") == "longvideobench"
+
+
+# ---------------------------------------------------------------------------------------- validation
+
+BASE = {
+    "name": "t",
+    "title": "T",
+    "model": "aot_llava_onevision",
+    "model_args": {"pretrained": "x/y", "max_frames_num": 32},
+    "launcher": "accelerate",
+    "output_dir": "runs/t",
+    "model_shape": {"layers": 2, "hidden": 64, "ffn": 128, "tokens_per_frame": 196},
+    "columns": [{"label": "A", "task": "a", "metric": "acc,none", "scale": "fraction"},
+                {"label": "B", "task": "b", "metric": "acc,none", "scale": "percent"}],
+    "rows": [{"label": "Full", "retention": 1.0, "compression": "none"}],
+}
+
+
+def _write(tmp_path: Path, **changes) -> Path:
+    data = {**BASE, **changes}
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text("# test table\n" + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_valid_base(tmp_path):
+    table = load_table(_write(tmp_path))
+    assert table.batch_size == 1 and table.lmms_args == ()
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"launcher": "slurm"}, ["launcher", "'slurm'", "accelerate", "python"]),
+    ({"rows": [{"label": "X", "retention": 0.1, "compression": "ov_99pct"}]},
+     ["rows[0].compression", "'ov_99pct'", "paper_ov_10pct", "ov_25pct"]),
+    ({"rows": [{"label": "X", "retention": 0.1, "compression": {"default": "ov_25pct", "C": "ov_15pct"}}]},
+     ["rows[0].compression", "['C']", "'A'", "'B'"]),
+    ({"rows": [{"label": "X", "retention": 0.1, "compression": {"A": "ov_25pct"}}]},
+     ["rows[0].compression", "no 'default'", "['B']"]),
+    ({"rows": [{"label": "X", "retention": 0.1, "compression": "none"}, {"label": "X", "retention": 0.2, "compression": "none"}]},
+     ["rows", "duplicate", "'X'"]),
+    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "fraction"},
+                  {"label": "a", "task": "b", "metric": "m", "scale": "fraction"}]}, ["columns", "duplicate", "slug"]),
+    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "ratio"}]}, ["columns[0].scale", "'ratio'", "fraction"]),
+    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "fraction", "weight": 2}]}, ["columns[0]", "['weight']"]),
+    ({"rows": [{"label": "X", "retention": 1.5, "compression": "none"}]}, ["rows[0].retention", "1.5", "(0, 1]"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"C": 50.0}}]}, ["rows[0].paper", "'C'"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 0.5, "B": 150}}]}, ["rows[0].paper.B", "150"]),
+    ({"name": "other"}, None),
+    ({"lmms_args": {"output_path": "x"}}, ["lmms_args.output_path", "set by the plan"]),
+    ({"model_args": {"pretrained": "x", "compression": "ov_25pct"}}, ["model_args.compression", "per row"]),
+    ({"model_args": {"pretrained": "a,b"}}, ["model_args.pretrained", "','"]),
+    ({"batch_size": 0}, ["batch_size", "positive integer"]),
+    ({"model_shape": {"layers": 2, "hidden": 64, "ffn": 128}}, ["model_shape", "['tokens_per_frame']"]),
+    ({"colums": []}, ["top level", "['colums']"]),
+])
+def test_validation_errors_name_file_field_and_expectation(tmp_path, changes, expected):
+    if "name" in changes:   # the name must match the file name
+        path = _write(tmp_path)
+        path.write_text(path.read_text().replace("name: t\n", "name: other\n"))
+        expected = ["name", "'other'", "'t'"]
+    else:
+        path = _write(tmp_path, **changes)
+    with pytest.raises(TableError) as err:
+        load_table(path)
+    message = str(err.value)
+    assert message.startswith(str(path)), message
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_compression_yaml_path_accepted(tmp_path):
+    rows = [{"label": "Y", "retention": 0.25, "compression": "configs/compression/ov_25pct.yaml"}]
+    table = load_table(_write(tmp_path, rows=rows))
+    assert table.rows[0].compression == "configs/compression/ov_25pct.yaml"
+    with pytest.raises(TableError, match=r"rows\[0\].compression.*does not exist"):
+        load_table(_write(tmp_path, rows=[{"label": "Y", "retention": 0.25, "compression": "nowhere/x.yaml"}]))
+
+
+def test_unknown_table_lists_the_tables():
+    with pytest.raises(ValueError, match="llava_ov_7b"):
+        load_table("llava_ov_8b")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_table("nowhere/table.yaml")
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+def test_plan_ov_table():
+    runs = plan_commands("llava_ov_7b")
+    assert len(runs) == 20
+    assert [(r.row, r.column) for r in runs[:5]] == [
+        ("Full tokens", "MVBench"), ("Full tokens", "EgoSchema"), ("Full tokens", "LongVideoBench"),
+        ("Full tokens", "VideoMME"), ("AOT 25 %", "MVBench")]
+    assert len({r.output_path for r in runs}) == 20
+    run = next(r for r in runs if (r.row, r.column) == ("AOT 10 %", "VideoMME"))
+    assert list(run.argv) == [
+        "$PYTHON", "-m", "accelerate.commands.launch", "--num_processes", "$NUM_GPUS",
+        "--main_process_port", "${MAIN_PORT:-29500}", "-m", "lmms_eval",
+        "--model", "aot_llava_onevision",
+        "--model_args", OV_ARGS + ",compression=paper_ov_10pct_long",
+        "--tasks", "videomme", "--batch_size", "1",
+        "--output_path", "runs/eval/llava_ov_7b/aot_10pct/videomme", "--log_samples",
+    ]
+    ten = {r.column: r.compression for r in runs if r.row == "AOT 10 %"}
+    assert ten == {"MVBench": "paper_ov_10pct", "EgoSchema": "paper_ov_10pct",
+                   "LongVideoBench": "paper_ov_10pct_long", "VideoMME": "paper_ov_10pct_long"}
+    for r in runs:
+        assert f"compression={r.compression}" in r.argv[r.argv.index("--model_args") + 1]
+    assert {r.compression for r in runs if r.row == "AOT 25 %"} == {"ov_25pct"}
+    assert {r.compression for r in runs if r.row == "Full tokens"} == {"none"}
+
+
+def test_plan_shell_line_quotes_and_keeps_variables():
+    run = plan_commands("llava_ov_7b", rows=["AOT 10 %"], columns=["MVBench"], output_dir="/tmp/my runs")[0]
+    line = run.shell()
+    assert line.startswith('"$PYTHON" -m accelerate.commands.launch --num_processes "$NUM_GPUS" '
+                           '--main_process_port "${MAIN_PORT:-29500}" -m lmms_eval ')
+    assert "'/tmp/my runs/aot_10pct/mvbench'" in line
+    assert shlex.split(line) == list(run.argv)
+    expanded = run.expand({"PYTHON": "/usr/bin/python3", "NUM_GPUS": "4"})
+    assert expanded[:7] == ["/usr/bin/python3", "-m", "accelerate.commands.launch", "--num_processes", "4",
+                            "--main_process_port", "29500"]
+    with pytest.raises(ValueError, match="NUM_GPUS"):
+        run.expand({"PYTHON": "python"})
+
+
+def test_plan_selection_and_smoke_table():
+    runs = plan_commands("llava_ov_7b", rows=["aot_10pct", "Full tokens"], columns=["VideoMME"])
+    assert [(r.row, r.column) for r in runs] == [("Full tokens", "VideoMME"), ("AOT 10 %", "VideoMME")]
+    with pytest.raises(ValueError, match="unknown column 'MLVU'.*MVBench"):
+        plan_commands("llava_ov_7b", columns=["MLVU"])
+    smoke = plan_commands("smoke_tiny")
+    assert [r.compression for r in smoke] == ["none", "paper_ov_10pct"]
+    assert list(smoke[1].argv) == [
+        "$PYTHON", "-m", "lmms_eval", "--model", "aot_llava_onevision",
+        "--model_args", "pretrained=runs/smoke/tiny-llava-ov,max_frames_num=32,torch_dtype=float32,conv_template=qwen_1_5,"
+                        "model_name=llava_qwen,compression=paper_ov_10pct",
+        "--tasks", "aot_smoke_mcq", "--batch_size", "2", "--device", "cpu", "--limit", "4",
+        "--include_path", "lmms_eval_tasks", "--output_path", "runs/smoke/aot_10pct/smoke", "--log_samples",
+    ]
+
+
+def test_plan_video_table_model_args():
+    runs = plan_commands("llava_video_7b")
+    assert len(runs) == 12
+    args = runs[0].argv[runs[0].argv.index("--model_args") + 1]
+    assert args == ("pretrained=lmms-lab/LLaVA-Video-7B-Qwen2,conv_template=qwen_1_5,max_frames_num=64,"
+                    "mm_spatial_pool_mode=average,mm_newline_position=grid,force_sample=True,"
+                    "add_time_instruction=True,compression=none")
+
+
+def test_plan_cli(capsys):
+    assert plan_mod.main(["llava_ov_7b", "--rows", "AOT 10 %,Full tokens", "--columns", "MVBench"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith('"$PYTHON" -m accelerate.commands.launch') for line in lines)
+    assert plan_mod.main(["smoke_tiny", "--format", "tsv"]) == 0
+    row, column, out, command = capsys.readouterr().out.splitlines()[0].split("\t")
+    assert (row, column, out) == ("Full tokens", "Smoke", "runs/smoke/full_tokens/smoke")
+    assert command.startswith('"$PYTHON" -m lmms_eval ')
+    assert plan_mod.main(["smoke_tiny", "--rows", "nope"]) == 2
+    assert "unknown row 'nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- scripts
+
+
+def _script(name: str, tmp_path: Path | None = None, **env) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("ROWS", "COLUMNS", "FORCE", "DRY_RUN", "OUTPUT_DIR")}
+    full_env.setdefault("PYTHON", sys.executable)
+    full_env.update(env)
+    return subprocess.run(["bash", str(SCRIPTS / name)], env=full_env, capture_output=True, text=True,
+                          cwd=tmp_path or ROOT, timeout=300)
+
+
+def _commands(stdout: str) -> list[list[str]]:
+    return [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "smoke.sh"])
+def test_scripts_open_with_their_commands(name):
+    text = (SCRIPTS / name).read_text()
+    assert text.startswith("#!/usr/bin/env bash\n#")
+    assert "set -euo pipefail" in text
+    if name != "_run_table.sh":
+        assert "DRY_RUN=1" in text and "llava.eval.gather" in text
+
+
+def test_dry_run_prints_the_planned_commands(tmp_path):
+    proc = _script("llava_ov_7b.sh", tmp_path, DRY_RUN="1", NUM_GPUS="8", PYTHON=sys.executable)
+    assert proc.returncode == 0, proc.stderr
+    commands = _commands(proc.stdout)
+    expected = [r.expand({"PYTHON": sys.executable, "NUM_GPUS": "8"}) for r in plan_commands("llava_ov_7b")]
+    assert commands == expected
+    assert commands[0][:5] == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "8"]
+    assert proc.stdout.splitlines()[0] == "# [1/20] Full tokens / MVBench"
+
+
+def test_dry_run_selection_and_default_interpreter():
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env.update(DRY_RUN="1", NUM_GPUS="2", ROWS="AOT 10 %", COLUMNS="LongVideoBench,VideoMME", MAIN_PORT="29611")
+    proc = subprocess.run(["bash", str(SCRIPTS / "llava_ov_7b.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    commands = _commands(proc.stdout)
+    assert len(commands) == 2
+    assert commands[0][:7] == [".venv/bin/python", "-m", "accelerate.commands.launch", "--num_processes", "2",
+                               "--main_process_port", "29611"]
+    assert all("compression=paper_ov_10pct_long" in c[c.index("--model_args") + 1] for c in commands)
+
+
+def test_finished_runs_are_skipped_unless_forced(tmp_path):
+    out = tmp_path / "runs"
+    done = out / "aot_10pct" / "mvbench" / "lmms-lab__llava-onevision-qwen2-7b-ov"
+    done.mkdir(parents=True)
+    (done / "20260101_120000_results.json").write_text("{}")
+    (out / "full_tokens" / "mvbench").mkdir(parents=True)   # a folder without results is not finished
+    proc = _script("llava_ov_7b.sh", DRY_RUN="1", NUM_GPUS="8", OUTPUT_DIR=str(out))
+    assert proc.returncode == 0, proc.stderr
+    commands = _commands(proc.stdout)
+    assert len(commands) == 19
+    assert all(c[c.index("--output_path") + 1].startswith(str(out)) for c in commands)
+    assert str(out / "aot_10pct" / "mvbench") not in [c[c.index("--output_path") + 1] for c in commands]
+    assert "AOT 10 % / MVBench: finished, skipped" in proc.stdout
+    forced = _script("llava_ov_7b.sh", DRY_RUN="1", NUM_GPUS="8", OUTPUT_DIR=str(out), FORCE="1")
+    assert len(_commands(forced.stdout)) == 20
+
+
+FAKE_PYTHON = """\
+#!/usr/bin/env bash
+# Stands in for the interpreter: lmms-eval runs are faked (a run with compression=paper_ov_10pct fails),
+# anything else goes to the real interpreter.
+if [[ "$1" == "-m" && "$2" == "lmms_eval" ]]; then
+    args="$*"
+    out=""
+    while [[ $# -gt 0 ]]; do [[ "$1" == "--output_path" ]] && out="$2"; shift; done
+    echo "fake lmms_eval $args"
+    if [[ "$args" == *compression=paper_ov_10pct* ]]; then echo "boom" >&2; exit 3; fi
+    mkdir -p "$out/model" && echo '{"results": {}}' > "$out/model/20260101_120000_results.json"
+    exit 0
+fi
+exec {real} "$@"
+"""
+
+
+def test_a_failed_run_does_not_stop_the_table(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.replace("{real}", shlex.quote(sys.executable)))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHON": str(fake), "OUTPUT_DIR": str(out)}
+    proc = subprocess.run(["bash", str(SCRIPTS / "_run_table.sh"), "smoke_tiny"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 finished now, 0 already finished, 1 failed" in proc.stdout
+    assert "AOT 10 % / Smoke: exit code 3" in proc.stdout
+    assert (out / "full_tokens" / "smoke" / "model" / "20260101_120000_results.json").is_file()
+    assert "boom" in (out / "aot_10pct" / "smoke" / "lmms_eval.log").read_text()
+    again = subprocess.run(["bash", str(SCRIPTS / "_run_table.sh"), "smoke_tiny"], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert again.returncode == 1
+    assert "Full tokens / Smoke: finished, skipped" in again.stdout
+    assert "0 finished now, 1 already finished, 1 failed" in again.stdout
+
+
+def test_smoke_dry_run_writes_nothing(tmp_path):
+    proc = _script("smoke.sh", DRY_RUN="1", OUTPUT_DIR=str(tmp_path / "smoke"))
+    assert proc.returncode == 0, proc.stderr
+    commands = _commands(proc.stdout)
+    assert [c[c.index("--output_path") + 1] for c in commands] == [
+        str(tmp_path / "smoke" / "full_tokens" / "smoke"), str(tmp_path / "smoke" / "aot_10pct" / "smoke")]
+    assert commands[0][:3] == [sys.executable, "-m", "lmms_eval"]
+    assert not (tmp_path / "smoke").exists()
+    text = (SCRIPTS / "smoke.sh").read_text()
+    assert "write_tiny_checkpoint('$checkpoint')" in text and "checkpoint=runs/smoke/tiny-llava-ov" in text
+    assert text.count("llava.eval.gather") >= 2
