@@ -22,7 +22,7 @@ def test_api_example_runs():
 def test_two_commands_first_and_ci_uses_the_test_one():
     commands = re.findall(r"```bash\n(.*?)```", README, flags=re.S)[0].strip().splitlines()
     main_job, tests = (c.split("#")[0].strip() for c in commands[:2])
-    assert main_job.endswith("aot demo")
+    assert main_job.endswith("bash scripts/eval/smoke.sh")  # run end to end by test_smoke_eval.py
     assert main_job.startswith("bash scripts/setup.sh && ") and tests.startswith("bash scripts/setup.sh && ")
     assert tests in (ROOT / ".ci" / "run").read_text()
 

@@ -5,6 +5,7 @@ summary is written next to the results, and bad videos fail alone."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,31 @@ def test_report_refuses_a_folder_without_results(tmp_path, capsys):
 
     assert main(["report", str(tmp_path)]) == 2
     assert "no lmms-eval results" in capsys.readouterr().err
+
+
+def test_readme_smoke_evaluation(tmp_path):
+    """The README's main job after set-up: scripts/eval/smoke.sh runs the real lmms-eval CLI twice (full
+    tokens, AOT) on the tiny model and prints the results with the efficiency columns."""
+    env = {**os.environ, "OUTPUT_DIR": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "scripts/eval/smoke.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| Method | Smoke | Avg | Retention | TFLOPs | Failed |" in out  # the gathered table
+    assert out.count("visual tokens (plain → kept) | retention | prefill TFLOPs") == 2  # one summary per run
+    assert "smoke_tiny: 2 runs, 2 finished now" in out
+
+    table = json.loads((tmp_path / "table.json").read_text())
+    full, aot = (row["cells"]["Smoke"] for row in table["rows"])
+    assert full["compression"] == "none" and aot["compression"] == "paper_ov_10pct"
+    assert full["samples"] == aot["samples"] == 4 and full["failed"] == aot["failed"] == 0
+    assert full["visual_tokens_mean"] == full["visual_tokens_plain_mean"] == 32 * 196 + 1
+    assert full["retention_mean"] == 1.0 and 0.05 < aot["retention_mean"] < 0.2
+    assert aot["prefill_tflops_mean"] < full["prefill_tflops_mean"] / 5
+    for cell in (full, aot):
+        results = json.loads(Path(cell["results_file"]).read_text())
+        assert results["results"]["aot_smoke_mcq"]["acc,none"] == cell["score"]
+        assert results["efficiency"]["overall"]["docs_with_token_counts"] == 4.0  # lmms-eval's own accounting
+        assert results["throughput"]["avg_visual_tokens"] == pytest.approx(cell["visual_tokens_mean"])
+        summary = json.loads(Path(cell["efficiency_file"]).read_text())
+        assert summary["results_file"] == Path(cell["results_file"]).name and summary["source"] == "samples"
+    assert (tmp_path / "table.md").is_file() and (tmp_path / "table.png").stat().st_size > 10_000
