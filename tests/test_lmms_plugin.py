@@ -191,3 +191,24 @@ def test_multi_round_is_refused_clearly(assets):
     model = AOTLlavaOneVision(pretrained=assets["ckpt"], device="cpu", max_frames_num=4, model_name="llava_qwen")
     with pytest.raises(NotImplementedError, match="single-round"):
         model.generate_until_multi_round([])
+
+
+def test_loglikelihood_matches_the_builtin(assets):
+    from lmms_eval.models.simple.llava_onevision import Llava_OneVision
+
+    common = {"pretrained": assets["ckpt"], "attn_implementation": "sdpa", "max_frames_num": 8,
+              "conv_template": "qwen_1_5", "model_name": "llava_qwen"}
+    builtin = Llava_OneVision(device="cpu", device_map="auto", **common)
+    builtin.metadata = {}  # read by the built-in's loglikelihood, never set by lmms-eval 0.7.3
+    ours = AOTLlavaOneVision(device="cpu", compression="none", **common)
+    out = {}
+    for name, model in (("builtin", builtin), ("ours", ours)):
+        model.task_dict = {"t": {"test": {0: {"video": assets["videos"][0]}}}}
+        requests = [
+            Instance(request_type="loglikelihood", arguments=("What moves?", target, lambda doc: [doc["video"]], 0, "t", "test"),
+                     idx=i, metadata={"task": "t", "doc_id": 0, "repeats": 1})
+            for i, target in enumerate(["A square.", "B"])
+        ]
+        out[name] = model.loglikelihood(requests)
+    for (b_loss, b_greedy), (o_loss, o_greedy) in zip(out["builtin"], out["ours"]):
+        assert o_loss == pytest.approx(b_loss, rel=1e-4) and o_greedy == b_greedy
