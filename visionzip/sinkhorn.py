@@ -30,7 +30,10 @@ class SinkhornResult:
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     # Absent entries (zero marginal) and entries facing only absent ones (zero denominator) get
     # scaling 0, never 0/0 or b/0: a frame with no pruned token, say, yields a zero plan.
-    return torch.where((num > 0) & (den > 0), num / den, torch.zeros_like(num))
+    # The divisor is made 1 where the result is discarded: num / 0 there would give a NaN gradient
+    # through torch.where (0 * inf) although its value is never used.
+    keep = (num > 0) & (den > 0)
+    return torch.where(keep, num / torch.where(keep, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def sinkhorn(
