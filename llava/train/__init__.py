@@ -1,0 +1,1 @@
+"""LLaVA-NeXT-style supervised fine-tuning with AOT in the loop."""
