@@ -35,7 +35,8 @@ def resolve_model_path(model_path: str | Path) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(model_path), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "non_lora_trainables.bin"]  # the last: LoRA folders
+        return Path(snapshot_download(str(model_path), allow_patterns=patterns))
     except Exception as exc:  # noqa: BLE001 - report what the hub said, whatever it was
         raise CheckpointLayoutError(
             f"model path {str(model_path)!r} is neither a local folder nor a reachable hub id ({exc.__class__.__name__}: {exc})"
@@ -125,6 +126,20 @@ def _attn_implementation(requested: str | None) -> str:
     raise ValueError(f"attn_implementation={requested!r} is not valid; expected 'flash_attention_2', 'sdpa' or 'eager'")
 
 
+def _is_lora_folder(path: Path) -> bool:
+    from llava.train.lora import is_lora_folder  # no peft import: that happens when one is loaded
+
+    return is_lora_folder(path)
+
+
+def _lora():
+    """``llava.train.lora`` with peft importable (an optional extra; a clear ImportError otherwise)."""
+    from llava.train import lora
+
+    lora.require_peft()
+    return lora
+
+
 def load_pretrained_model(
     model_path: str | Path,
     model_base: str | None,
@@ -144,15 +159,27 @@ def load_pretrained_model(
     ``overwrite_config`` sets config attributes before the model is built, as in LLaVA-NeXT; its
     key ``aot_compression`` (preset name, YAML path or dict of AOTConfig fields) switches AOT on.
     ``device_map="auto"`` places the model on the GPU when there is one, else on the CPU.
+
+    A LoRA output folder in ``model_path`` (``adapter_config.json``, as ``llava.train.lora.save_lora``
+    writes it) is loaded over ``model_base``, or over the base the folder records when ``model_base``
+    is None, and merged (needs peft: ``pip install -e ".[train]"``).
     """
     if load_8bit or load_4bit:
         raise ValueError("load_8bit / load_4bit are not supported; expected full-precision loading (torch_dtype)")
+    path = resolve_model_path(model_path)
+    if _is_lora_folder(path):  # a LoRA output folder: base + adapter, merged
+        return _lora().load_lora(
+            path, model_base, model_name=model_name, device_map=device_map, torch_dtype=torch_dtype,
+            attn_implementation=attn_implementation, customized_config=customized_config,
+            overwrite_config=overwrite_config, multimodal=multimodal, **kwargs,
+        )
     if model_base is not None:
         raise ValueError(
-            f"model_base={model_base!r}: loading a LoRA adapter over a base model is not supported by this "
-            "version; expected model_base=None and a full checkpoint in model_path"
+            f"model_base={model_base!r} with model_path={str(model_path)!r}, which is not a LoRA folder (no adapter_config.json): "
+            "model_base is only for LoRA output folders (adapter_config.json, non_lora_trainables.bin); LLaVA-NeXT's "
+            "projector-only mode (mm_projector.bin over a base) is not supported; expected model_base=None for a "
+            "full checkpoint, or a LoRA folder in model_path"
         )
-    path = resolve_model_path(model_path)
     if isinstance(customized_config, (str, Path)):  # lmms-eval passes a path to a JSON config
         cfg = load_llava_config(path, overwrite_config=overwrite_config, config_file=customized_config)
     elif customized_config is not None:
