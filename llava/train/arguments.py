@@ -64,6 +64,19 @@ class TrainingArguments(transformers.TrainingArguments):
     mm_vision_tower_lr: float | None = field(default=None, metadata={"help": "learning rate of the vision tower (default: --learning_rate)"})
     group_by_modality_length: bool = field(default=False, metadata={"help": "batch video/image samples and text-only samples apart"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False: batches carry images"})
+    warmup_ratio: float | None = field(
+        default=None,
+        metadata={"help": "LLaVA-NeXT's flag, kept: the fraction of steps to warm up over (transformers 5 reads it from --warmup_steps < 1)"},
+    )
+
+    def __post_init__(self):
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
+            if self.warmup_steps:
+                raise ValueError(f"--warmup_ratio {self.warmup_ratio} and --warmup_steps {self.warmup_steps}: give one of them")
+            self.warmup_steps = self.warmup_ratio
+        super().__post_init__()
 
 
 def _yaml_to_argv(path: Path) -> list[str]:
