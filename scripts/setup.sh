@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh machine: a virtual environment at .venv with the package (editable),
-# its test tools and lmms-eval. Re-running is quick: it reinstalls only when pyproject.toml changed.
-#   bash scripts/setup.sh                      # core + dev + eval (lmms-eval)
-#   AOT_EXTRAS=dev,eval,train bash scripts/setup.sh
+# its test tools, lmms-eval, and the training stack (DeepSpeed, peft, wandb). Re-running is quick: it
+# reinstalls only when pyproject.toml changed.
+#   bash scripts/setup.sh                      # core + dev + eval (lmms-eval) + train (deepspeed, peft) + wandb
+#   AOT_EXTRAS=dev,eval bash scripts/setup.sh  # without the training stack
 #   AOT_TORCH="torch==2.13.0" ...              # the torch requirement (default below)
 # torch is pinned in the same pip call as the extras: lmms-eval pulls torchvision, and resolved on its
 # own that would replace the installed torch with the newest CUDA build (several GB).
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python=${PYTHON:-python3}
-extras=${AOT_EXTRAS:-dev,eval}
+extras=${AOT_EXTRAS:-dev,eval,train,wandb}
 torch_req=${AOT_TORCH:-torch==2.13.0}
 
 if [ ! -x .venv/bin/python ]; then
@@ -26,8 +27,17 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing $torch_req"
   "${pip[@]}" "$torch_req"
 fi
-echo "[setup] installing aot-video[$extras] (editable) with $torch_req"
-"${pip[@]}" "$torch_req" -e ".[$extras]"
+# DeepSpeed ships as a source package whose build imports torch: built in pip's isolated build
+# environment it would pull a second, CUDA torch (several GB) just to build. So the `train` extra is
+# installed apart, without build isolation, against the torch installed here.
+other=$(echo "$extras" | tr ',' '\n' | { grep -vx train || true; } | paste -sd, -)
+echo "[setup] installing aot-video[${other}] (editable) with $torch_req"
+"${pip[@]}" "$torch_req" -e ".${other:+[$other]}"
+if echo "$extras" | tr ',' '\n' | grep -qx train; then
+  echo "[setup] installing aot-video[train] (deepspeed, peft) against the installed torch"
+  "${pip[@]}" "setuptools>=77" wheel
+  "${pip[@]}" --no-build-isolation "$torch_req" -e ".[train]"
+fi
 # PyPI's torchvision is built against CUDA torch; next to a CPU-only torch (the CPU wheel on machines
 # without a GPU) its compiled ops cannot load and `import torchvision` raises, which breaks every
 # `import transformers.pipelines` (lmms-eval imports it). Nothing here needs torchvision, and
