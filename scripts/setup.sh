@@ -22,21 +22,24 @@ stamp=.venv/.aot-setup-$(echo "$extras $torch_req" | tr ' ,=<>' '_____')
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
   exit 0
 fi
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+pip_install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# pip configurations that list absent local package folders make pip print one warning per
+# package; they say nothing about this install, so they are filtered out (pip's exit code is kept)
+pip() { "${pip_install[@]}" "$@" 2> >(grep -v '^WARNING: Location .* is ignored: it is neither a file nor a directory' >&2); }
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing $torch_req"
-  "${pip[@]}" "$torch_req"
+  pip "$torch_req"
 fi
 # DeepSpeed ships as a source package whose build imports torch: built in pip's isolated build
 # environment it would pull a second, CUDA torch (several GB) just to build. So the `train` extra is
 # installed apart, without build isolation, against the torch installed here.
 other=$(echo "$extras" | tr ',' '\n' | { grep -vx train || true; } | paste -sd, -)
 echo "[setup] installing aot-video[${other}] (editable) with $torch_req"
-"${pip[@]}" "$torch_req" -e ".${other:+[$other]}"
+pip "$torch_req" -e ".${other:+[$other]}"
 if echo "$extras" | tr ',' '\n' | grep -qx train; then
   echo "[setup] installing aot-video[train] (deepspeed, peft) against the installed torch"
-  "${pip[@]}" "setuptools>=77" wheel
-  "${pip[@]}" --no-build-isolation "$torch_req" -e ".[train]"
+  pip "setuptools>=77" wheel
+  pip --no-build-isolation "$torch_req" -e ".[train]"
 fi
 # PyPI's torchvision is built against CUDA torch; next to a CPU-only torch (the CPU wheel on machines
 # without a GPU) its compiled ops cannot load and `import torchvision` raises, which breaks every
