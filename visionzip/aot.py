@@ -414,6 +414,7 @@ def inter_frame_step(
     tol: float = _D.sinkhorn_tol,
     sinkhorn_stop: SinkhornStop | str = _D.sinkhorn_stop,
     keep_rule: InterKeep | str = _D.inter_keep,
+    keep_counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the inter-frame stage for a batch of independent clips (SPEC section 4, step 2).
 
@@ -423,6 +424,8 @@ def inter_frame_step(
     tokens, those whose best transport share ``m_i = max_j p_ij`` is low (``keep_rule="paper"``:
     ``m_i < quantile(m, keep_ratio)``; ``"exact"``: the ``round(keep_ratio * q)`` lowest); the rest
     are folded into Z. A clip with no source token keeps Z; one with no anchor keeps every source.
+    ``keep_counts`` (C,) integers, when given, replace both rules: clip c keeps its
+    ``keep_counts[c]`` lowest-m tokens (the exact-budget mode of :class:`AOTConfig`).
     """
     check_tensor("anchors", anchors, ndim=3, floating=True)
     c_, z, d = anchors.shape
@@ -452,7 +455,12 @@ def inter_frame_step(
     plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=stop).plan
     p = plan / plan.sum(-1, keepdim=True).clamp_min(1e-9)  # (C, q, z)
     best = p.amax(-1) if z else p.new_zeros(c_, q)  # (C, q)
-    if keep_rule is InterKeep.PAPER:
+    if keep_counts is not None:
+        check_tensor("keep_counts", keep_counts, shape=(c_,))
+        order = torch.argsort(best.masked_fill(~qv, float("inf")), dim=-1, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(q, device=dev).expand(c_, q))
+        keep = rank < keep_counts.to(dev).long()[:, None]
+    elif keep_rule is InterKeep.PAPER:
         tau = _masked_quantile(best, qv, keep_ratio)  # (C,)
         keep = best.double() < tau[:, None]
     else:
@@ -486,12 +494,14 @@ def _inter_frame_video(
     sinkhorn_stop: SinkhornStop,
     keyframe_emit: KeyframeEmit,
     keep_rule: InterKeep,
+    keep_counts: torch.Tensor | None = None,
 ) -> _InterOut:
     """Inter-frame stage of one video (features (F, n, D), mask (F, n), clip lengths).
 
     All clips advance together: step t processes frame ``keyframe + t`` of every clip longer than t,
     so the loop runs over frame offsets within a clip, never over frames or tokens. Tokens are
     padded to this video's widest frame only, so the result never depends on other videos.
+    ``keep_counts`` (F,): distinct tokens each later frame keeps (exact-budget mode), or None.
     """
     f_, n, d = features.shape
     dev = features.device
@@ -511,7 +521,7 @@ def _inter_frame_video(
         merged, keep = inter_frame_step(
             z[live], ys[src], offset=t, keep_ratio=keep_ratio, anchor_valid=zv[live], source_valid=valid[src],
             sigma=sigma, epsilon=epsilon, scale=scale, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop,
-            keep_rule=keep_rule,
+            keep_rule=keep_rule, keep_counts=None if keep_counts is None else keep_counts[src],
         )
         z[live] = merged
         emit[src] = keep
@@ -594,15 +604,23 @@ def merge_inter_frame(
 class CompressionResult:
     """What :func:`compress_video` returns for one video.
 
-    tokens:        (T, D) visual tokens for the LLM, input dtype
-    anchor_mask:   (F, N) bool, anchors chosen per frame
-    pooled_mask:   (F, n) bool, pooled cells kept (before newline insertion)
-    kept_mask:     (F, n') bool, positions of the pre-inter sequence (newlines included) that are
-                   emitted as they are: the keyframe and the distinct tokens (all kept ones when the
-                   inter-frame stage is off)
-    segments:      clip lengths used by the inter-frame stage ([] when it is off)
-    stage_tokens:  token count after each stage: input, anchors, pooled, newlines, output
+    tokens:        (T, D) visual tokens for the LLM, input dtype, in the order the LLM sees them
+    anchor_mask:   (F, N) bool, AOT's anchors per frame; None for methods without anchors
+    pooled_mask:   (F, n) bool, pooled cells kept (before newline insertion); every cell for the
+                   baselines (their pooling keeps the whole grid)
+    kept_mask:     (F, n') bool, positions emitted as tokens of their own (their value may have
+                   absorbed merged tokens, as AOT's anchors do). n' = n, the pooled grid, for every
+                   method except AOT with ``grid`` / ``frame`` newlines, whose mask is over its
+                   pre-inter sequence, newline positions included (h x (w+1) / n+1), as released;
+                   :attr:`kept_grid` gives the (F, n) view for every method
+    merged_mask:   (F, n') bool, positions not emitted as themselves whose content was folded into
+                   an emitted token; positions in neither mask were dropped. AOT: every position
+                   not in ``kept_mask`` (a pruned token is folded into the anchors by the intra OT,
+                   a repeated one into the keyframe anchors by the inter OT), so nothing is dropped
+    segments:      clip lengths used by the temporal stage ([] when a method has none)
+    stage_tokens:  token count after each stage: at least input and output
     retention:     paper definition: (T - newlines) / (F x pooled tokens per frame)
+    pooled_grid:   (h, w) of the pooled frame (n = h*w)
     """
 
     tokens: torch.Tensor
@@ -612,10 +630,36 @@ class CompressionResult:
     segments: list[int]
     stage_tokens: dict[str, int] = field(default_factory=dict)
     retention: float = 0.0
+    merged_mask: torch.Tensor | None = None
+    pooled_grid: tuple[int, int] | None = None
 
     @property
     def num_tokens(self) -> int:
         return int(self.tokens.shape[0])
+
+    def _on_grid(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(F, n') -> (F, n): drop newline positions (a newline column, or one after the frame)."""
+        if mask is None or self.pooled_grid is None:
+            return mask
+        h, w = self.pooled_grid
+        f_, width = mask.shape
+        if width == h * w:
+            return mask
+        if width == h * (w + 1):
+            return mask.view(f_, h, w + 1)[:, :, :w].reshape(f_, h * w)
+        return mask[:, : h * w]
+
+    @property
+    def kept_grid(self) -> torch.Tensor:
+        """:attr:`kept_mask` over the pooled grid, (F, n), for every method."""
+        out = self._on_grid(self.kept_mask)
+        assert out is not None
+        return out
+
+    @property
+    def merged_grid(self) -> torch.Tensor | None:
+        """:attr:`merged_mask` over the pooled grid, (F, n), for every method."""
+        return self._on_grid(self.merged_mask)
 
 
 def _as_video_list(name: str, value: object, ndim: int) -> tuple[list[torch.Tensor], bool]:
@@ -704,6 +748,7 @@ def compress_video(
     dev = x.device
     groups = torch.repeat_interleave(torch.arange(len(frames), device=dev), torch.tensor(frames, device=dev))
 
+    exact = cfg.token_budget is not None
     anchor_mask = select_anchors(
         s_sh.to(dev), s_dp.to(dev), grid=(h, w), num_anchors=cfg.num_anchors, global_ratio=cfg.global_ratio,
         window=min(cfg.window, h, w), budget=cfg.anchor_budget,
@@ -716,35 +761,35 @@ def compress_video(
     pooled, pooled_mask = _pool_merged(x, anchor_mask, update, grid=(h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
     del update
     ph, pw = pooled_grid((h, w), mode=cfg.pool_mode, stride=cfg.pool_stride)
-    seq, seq_mask = pooled, pooled_mask
-    newlines_per_frame = 0
-    if nl_pos in (NewlinePosition.GRID, NewlinePosition.FRAME):
-        assert image_newline is not None
-        seq, seq_mask = insert_newlines(pooled, pooled_mask, image_newline, grid=(ph, pw), position=nl_pos)
-        newlines_per_frame = ph if nl_pos is NewlinePosition.GRID else 1
-
+    newlines_per_frame = ph if nl_pos is NewlinePosition.GRID else 1 if nl_pos is NewlinePosition.FRAME else 0
     offsets = [0]
     for f_ in frames:
         offsets.append(offsets[-1] + f_)
+    segments = [_segments_for(cfg, feats[i], f_) if cfg.inter_frame else [] for i, f_ in enumerate(frames)]
+    keep_counts = None
+    if exact:
+        pooled_mask, keep_counts = _exact_budget_masks(
+            anchor_mask, frames, segments, cfg=cfg, grid=(h, w), newlines_per_frame=newlines_per_frame
+        )
+    seq, seq_mask = pooled, pooled_mask
+    if nl_pos in (NewlinePosition.GRID, NewlinePosition.FRAME):
+        assert image_newline is not None
+        seq, seq_mask = insert_newlines(pooled, pooled_mask, image_newline, grid=(ph, pw), position=nl_pos)
+
     if cfg.inter_frame:
-        segments, tokens, kept_parts = [], [], []
-        for i, f_ in enumerate(frames):  # per video: padding widths never mix videos
-            if cfg.segmentation is Segmentation.DYNAMIC:
-                segments.append(dynamic_segments(feats[i], num_clips=cfg.num_clips, threshold=cfg.segment_threshold))
-            else:
-                segments.append(uniform_segments(f_, cfg.num_clips))
+        tokens, kept_parts = [], []
+        for i in range(len(frames)):  # per video: padding widths never mix videos
             sl = slice(offsets[i], offsets[i + 1])
             inter = _inter_frame_video(
                 seq[sl], seq_mask[sl], segments[i], keep_ratio=cfg.keep_ratio, scale=cfg.effective_inter_scale,
                 sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon, max_iter=cfg.sinkhorn_max_iter,
                 tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop, keyframe_emit=cfg.keyframe_emit,
-                keep_rule=cfg.inter_keep,
+                keep_rule=cfg.inter_keep, keep_counts=None if keep_counts is None else keep_counts[sl],
             )
             tokens.append(inter.tokens)
             kept_parts.append(inter.kept)
         kept = torch.cat(kept_parts)
     else:
-        segments = [[] for _ in frames]
         per_frame = seq_mask.sum(-1)
         per_video = torch.zeros(len(frames), dtype=torch.long, device=dev).index_add_(0, groups, per_frame)
         tokens = list(seq[seq_mask].split(per_video.tolist()))
@@ -772,7 +817,112 @@ def compress_video(
         results.append(
             CompressionResult(
                 tokens=tokens[i], anchor_mask=am, pooled_mask=pm, kept_mask=kept[sl], segments=segments[i],
-                stage_tokens=stage, retention=(t - newlines) / (f_ * ph * pw),
+                stage_tokens=stage, retention=(t - newlines) / (f_ * ph * pw), merged_mask=~kept[sl],
+                pooled_grid=(ph, pw),
             )
         )
     return results if batched else results[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact-budget mode (``AOTConfig.token_budget``): not in the release
+
+
+def _segments_for(cfg: AOTConfig, features: torch.Tensor, frames: int) -> list[int]:
+    if cfg.segmentation is Segmentation.DYNAMIC:
+        return dynamic_segments(features, num_clips=cfg.num_clips, threshold=cfg.segment_threshold)
+    return uniform_segments(frames, cfg.num_clips)
+
+
+def _even_split(total: int, parts: int, cap: int | None = None) -> list[int]:
+    """``total`` split over ``parts`` as evenly as possible (earlier parts get the remainder),
+    each at most ``cap``."""
+    if parts <= 0:
+        return []
+    base, extra = divmod(max(total, 0), parts)
+    out = [base + (1 if i < extra else 0) for i in range(parts)]
+    return out if cap is None else [min(v, cap) for v in out]
+
+
+def exact_budget_counts(
+    frames: int, segments: Sequence[int], *, budget: int, cells: int, grid_cells: int, newlines_per_frame: int,
+    emit_twice: bool, inter_frame: bool,
+) -> tuple[list[int], list[int]]:
+    """Per-frame counts of AOT's exact-budget mode, for one video.
+
+    Returns ``(cells_per_frame (F), keep_per_frame (F))``: how many pooled cells each frame keeps
+    (its top cells by pooled anchor coverage) and how many of its tokens (newline cells included)
+    each later frame of a clip keeps as distinct (keyframes: 0, unused). They satisfy, with
+    ``E = 2`` for the release's double keyframe emission (else 1), ``nl`` newline cells per frame:
+
+        sum_keyframes E * (cells_k + nl) + sum_later keep_f = budget + nl * F
+
+    so that (tokens - F * nl) = ``budget`` exactly: the paper's retention counts ``nl`` newlines per
+    frame. Keyframes keep ``cells`` cells each unless the budget forces fewer or more; later frames
+    keep ``cells`` candidates and share the rest evenly. Only when a clip has no later frame and the
+    release's double emission leaves an odd remainder is the total one token short.
+    Without the inter-frame stage every frame keeps ``budget`` / F cells (remainder to early frames).
+    """
+    if not inter_frame:
+        return _even_split(budget, frames, grid_cells), [0] * frames
+    clips = len(segments)
+    e = 2 if emit_twice else 1
+    nl = newlines_per_frame
+    target = budget + nl * frames
+    later_cap = (frames - clips) * (cells + nl)
+    lo = max(-(-(target - later_cap) // e) - clips * nl, 0)
+    hi = min(target // e - clips * nl, clips * grid_cells)
+    key_cells = min(max(clips * cells, lo), hi) if lo <= hi else max(hi, 0)
+    key_split = _even_split(key_cells, clips, grid_cells)
+    rest = target - e * (sum(key_split) + clips * nl)
+    later = _even_split(rest, frames - clips, cells + nl)
+    cells_out, keep_out, j = [], [], 0
+    for c, length in enumerate(segments):
+        cells_out.append(key_split[c])
+        keep_out.append(0)
+        for _ in range(length - 1):
+            cells_out.append(cells)
+            keep_out.append(later[j])
+            j += 1
+    return cells_out, keep_out
+
+
+def _exact_budget_masks(
+    anchor_mask: torch.Tensor,
+    frames: Sequence[int],
+    segments: Sequence[Sequence[int]],
+    *,
+    cfg: AOTConfig,
+    grid: tuple[int, int],
+    newlines_per_frame: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled masks and per-frame keep counts of the exact-budget mode for a batch of videos.
+
+    anchor_mask: (sum F, N). Each frame keeps its top cells by pooled anchor coverage (the float
+    map the release thresholds at 0.5; ties: earlier position first), as many as
+    :func:`exact_budget_counts` says; candidates per later frame ``round(num_anchors * n / N)``.
+    Returns ``(pooled_mask (sum F, n) bool, keep_counts (sum F,) long)``.
+    """
+    assert cfg.token_budget is not None
+    f_all, n_full = anchor_mask.shape
+    ph, pw = pooled_grid(grid, mode=cfg.pool_mode, stride=cfg.pool_stride)
+    n = ph * pw
+    coverage, _ = pool_frames(
+        anchor_mask.to(torch.float32)[..., None], anchor_mask, grid=grid, mode=cfg.pool_mode, stride=cfg.pool_stride
+    )
+    coverage = coverage[..., 0]  # (sum F, n)
+    cells = min(max(round(cfg.num_anchors * n / n_full), 1), n)
+    cell_counts, keep_counts = [], []
+    for f_, segs in zip(frames, segments):
+        c, k = exact_budget_counts(
+            f_, segs, budget=round(cfg.token_budget * f_ * n), cells=cells, grid_cells=n,
+            newlines_per_frame=newlines_per_frame, emit_twice=cfg.keyframe_emit is KeyframeEmit.PAPER,
+            inter_frame=cfg.inter_frame,
+        )
+        cell_counts += c
+        keep_counts += k
+    dev = anchor_mask.device
+    order = torch.argsort(coverage, dim=-1, descending=True, stable=True)  # (sum F, n)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=dev).expand(f_all, n))
+    mask = rank < torch.tensor(cell_counts, device=dev)[:, None]
+    return mask, torch.tensor(keep_counts, device=dev, dtype=torch.long)

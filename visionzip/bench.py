@@ -3,6 +3,10 @@
 The floor is the one product AOT cannot avoid: the cosine similarities between every pruned token
 and every anchor of a frame, i.e. one ``torch.bmm`` of the pruned features (F, N - K, D) with the
 transposed anchors (F, K, D) -> (F, N - K, K), same dtype and device. ``ratio = median / floor``.
+Baseline presets (``method:`` other than ``aot``, e.g. ``visionzip_10pct``) run through the same
+:func:`visionzip.compress_video`; their floor is the same product with K = the method's tokens per
+frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1), for comparison.
+``--stages`` times AOT's stages, so its first preset must be an AOT one.
 
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
 at 64 frames; N = 729 tokens per frame (27x27 SigLIP grid), D = 3584. float32 on CPU, bfloat16 on
@@ -42,7 +46,6 @@ import torch
 import torch.nn.functional as Fn
 
 from .aot import (
-    compress_video,
     dynamic_segments,
     insert_newlines,
     merge_inter_frame,
@@ -51,7 +54,8 @@ from .aot import (
     pooled_grid,
     select_anchors,
 )
-from .config import AOTConfig, NewlinePosition, PoolMode, Segmentation
+from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
+from .methods import compress_video
 from .presets import get_preset
 
 GRID = (27, 27)  # SigLIP so400m, 384 px, patch 14
@@ -109,7 +113,7 @@ def make_inputs(
     return BenchInputs(move(features), move(shallow), move(deep), move(newline))
 
 
-def model_frames(config: AOTConfig) -> int:
+def model_frames(config: CompressionConfig) -> int:
     """Frames the paper ran the preset's model at: LLaVA-Video (average pooling) 64, OneVision 32."""
     return VIDEO_FRAMES if config.pool_mode is PoolMode.AVERAGE else OV_FRAMES
 
@@ -210,6 +214,13 @@ def _mb(nbytes: int | None) -> float | None:
 # Configs
 
 
+def floor_anchors(config: CompressionConfig, n: int) -> int:
+    """K of the floor product: AOT's anchors, or a baseline's tokens per frame on the (F, N) grid."""
+    if isinstance(config, AOTConfig):
+        return config.num_anchors
+    return min(max(round(config.retention * n), 1), n - 1)
+
+
 def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.Tensor]:
     """The floor as a call: ``bmm`` of contiguous stand-ins for the pruned tokens (F, N - K, D) and
     the transposed anchors (F, D, K) -> (F, N - K, K). features: (F, N, D)."""
@@ -225,7 +236,7 @@ def bench_config(
     cfg = get_preset(name)
     f_ = model_frames(cfg) if frames is None else frames
     n = GRID[0] * GRID[1]
-    k = cfg.num_anchors
+    k = floor_anchors(cfg, n)
     inp = make_inputs(f_, dim, seed=seed, dtype=dtype, device=device)
     run = partial(
         compress_video, inp.features, inp.shallow_scores, inp.deep_scores, config=cfg, grid=GRID,
@@ -243,6 +254,7 @@ def bench_config(
     naive = f_ * (n - k) * k * dim * itemsize  # bytes of one (F, n_p, n_r, D) temporary
     return {
         "config": name,
+        "method": cfg.method.value,
         "frames": f_,
         "tokens_per_frame": n,
         "grid": list(GRID),
@@ -273,6 +285,8 @@ def bench_stages(
     """Time every stage of ``compress_video`` separately, each on the previous stage's output,
     with the arguments ``compress_video`` derives from the config."""
     cfg = get_preset(name)
+    if not isinstance(cfg, AOTConfig):
+        raise ValueError(f"preset {name!r} is method {cfg.method.value!r}; expected an AOT preset for the stage timings")
     f_ = model_frames(cfg) if frames is None else frames
     inp = make_inputs(f_, dim, seed=seed, dtype=dtype, device=device)
     x = inp.features  # (F, N, D)
@@ -475,8 +489,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cfg = get_preset(name)
         except ValueError as err:
             parser.error(str(err))
-        if args.frames is not None and cfg.inter_frame and args.frames < cfg.num_clips:
+        if isinstance(cfg, AOTConfig) and args.frames is not None and cfg.inter_frame and args.frames < cfg.num_clips:
             parser.error(f"--frames={args.frames} is fewer than the {cfg.num_clips} clips of preset {name!r}")
+        if args.stages and name == presets[0] and not isinstance(cfg, AOTConfig):
+            parser.error(f"--stages times AOT's stages; the first preset {name!r} is method {cfg.method.value!r}")
 
     env = environment(device, dtype)
     monitor = LoadMonitor()

@@ -1,8 +1,15 @@
-"""AOT hyperparameters: one validated dataclass, loadable from YAML.
+"""Hyperparameters of every compression method: one validated frozen dataclass per method, loadable
+from YAML (the ``method:`` key names the method).
 
-Every default reproduces the authors' release (the ``paper`` behaviour of SPEC). Each place where the
-release departs from the paper text is a named field whose first value is ``"paper"``; the other value
-does the obvious correct thing.
+AOT (:class:`AOTConfig`): every default reproduces the authors' release (the ``paper`` behaviour of
+SPEC). Each place where the release departs from the paper text is a named field whose first value is
+``"paper"``; the other value does the obvious correct thing.
+
+Baselines (:class:`FullConfig`, :class:`PoolConfig`, :class:`RandomConfig`, :class:`VisionZipConfig`,
+:class:`DyCokeConfig`, :class:`FastVIDConfig`): the fields shared with AOT (``pool_mode``,
+``pool_stride``, ``newline_position``, ``one_token_newline``, ``shallow_layer``, ``deep_layer``) take
+their defaults from :class:`AOTConfig`, so every method sees the same frames and the same sequence
+layout; ``retention`` is the target (paper definition, SPEC).
 """
 
 from __future__ import annotations
@@ -13,11 +20,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from ._checks import check_choice
+
+
+class Method(str, Enum):
+    """The compression methods behind :func:`visionzip.compress_video` (one config class each)."""
+
+    AOT = "aot"  # anchors + optimal transport (CVPR 2026), this project
+    FULL = "full"  # no reduction: LLaVA-NeXT's plain pooled sequence
+    POOL = "pool"  # uniform spatial pooling to the budget
+    RANDOM = "random"  # seeded random subset
+    VISIONZIP = "visionzip"  # Yang et al., CVPR 2025
+    DYCOKE = "dycoke"  # Tao et al., CVPR 2025 (temporal token merging)
+    FASTVID = "fastvid"  # Shen et al., 2025 (dynamic segments + density pruning)
 
 
 class PoolMode(str, Enum):
@@ -109,8 +128,63 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
 }
 
 
+class _ConfigIO:
+    """Dict / YAML round trip and ``replace`` shared by every method's config dataclass."""
+
+    _METHOD: ClassVar[Method]
+
+    @property
+    def method(self) -> Method:
+        return self._METHOD
+
+    def replace(self, **overrides: Any) -> Any:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **overrides)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Any:
+        data = dict(data)
+        method = data.pop("method", cls._METHOD.value)
+        if method != cls._METHOD.value:
+            raise ValueError(f"{source}: method={method!r} is not valid here; expected {cls._METHOD.value!r}")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown {cls.__name__} key(s) {unknown}; expected keys among {sorted(known)}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Any:
+        data = read_yaml_mapping(path, what=f"{cls.__name__} fields")
+        return cls.from_dict(data, source=str(path))
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump({"method": self._METHOD.value, **self.to_dict()}, sort_keys=False))
+
+
+def read_yaml_mapping(path: str | Path, *, what: str = "config fields") -> dict[str, Any]:
+    """The mapping a YAML config file holds; ``ValueError`` naming the path otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config path {str(path)!r} does not exist; expected a YAML file")
+    with path.open() as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a YAML mapping of {what}, got {type(data).__name__}")
+    return dict(data)
+
+
 @dataclass(frozen=True)
-class AOTConfig:
+class AOTConfig(_ConfigIO):
     """Hyperparameters of AOT (anchor selection, intra-frame OT, pooling, inter-frame OT).
 
     The defaults are the paper's LLaVA-OneVision-7B MVBench/EgoSchema setting as released
@@ -152,6 +226,15 @@ class AOTConfig:
     segmentation: Segmentation = Segmentation.UNIFORM
     anchor_budget: AnchorBudget = AnchorBudget.PAPER
     inter_keep: InterKeep = InterKeep.PAPER
+    # -- exact-budget mode (not in the release; None reproduces it)
+    token_budget: float | None = None  # target retention (paper definition); output hits it exactly
+
+    _METHOD: ClassVar[Method] = Method.AOT
+
+    @property
+    def needs_scores(self) -> bool:
+        """AOT reads both attention-score maps (local and global anchors)."""
+        return True
 
     def __post_init__(self) -> None:
         for name, enum in _ENUM_FIELDS.items():
@@ -176,6 +259,10 @@ class AOTConfig:
             value = getattr(self, name)
             if not _is_real(value) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"{name}={value!r} is not valid; expected a finite number >= 0")
+        if self.token_budget is not None and (not _is_real(self.token_budget) or not 0.0 < self.token_budget <= 1.0):
+            raise ValueError(
+                f"token_budget={self.token_budget!r} is not valid; expected None or a retention in (0, 1]"
+            )
 
     # -- derived values (returned, never written back)
     @property
@@ -188,45 +275,6 @@ class AOTConfig:
             return self.effective_intra_scale  # the release's grid path read the intra scale
         return float(self.inter_scale)
 
-    def replace(self, **overrides: Any) -> AOTConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, Enum) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> AOTConfig:
-        data = dict(data)
-        method = data.pop("method", "aot")
-        if method != "aot":
-            raise ValueError(f"{source}: method={method!r} is not valid here; expected 'aot'")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown AOTConfig key(s) {unknown}; expected keys among {sorted(known)}"
-            )
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> AOTConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config path {str(path)!r} does not exist; expected a YAML file")
-        with path.open() as fh:
-            data = yaml.safe_load(fh)
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a YAML mapping of AOTConfig fields, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
-
-    def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump({"method": "aot", **self.to_dict()}, sort_keys=False))
-
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -235,3 +283,145 @@ def _is_real(value: Any) -> bool:
 def _check_unit_interval(name: str, value: Any) -> None:
     if not _is_real(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name}={value!r} is not valid; expected a number in [0, 1]")
+
+
+# --------------------------------------------------------------------------------------------------
+# Baselines: the fields every method shares with AOT, then one dataclass per method
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {low}")
+
+
+def _check_retention(value: Any) -> None:
+    if not _is_real(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"retention={value!r} is not valid; expected a target retention in (0, 1]")
+
+
+_AOT = AOTConfig  # the shared fields' defaults are read from AOTConfig: one place
+
+
+@dataclass(frozen=True, kw_only=True)
+class _BaselineConfig(_ConfigIO):
+    """Fields shared with :class:`AOTConfig` (same meaning): LLaVA's pooling of every frame, the
+    newline layout, and the vision layers whose attention scores a method reads."""
+
+    pool_mode: PoolMode = _AOT.pool_mode
+    pool_stride: int = _AOT.pool_stride
+    newline_position: NewlinePosition = _AOT.newline_position
+    one_token_newline: OneTokenNewline = _AOT.one_token_newline
+    shallow_layer: int = _AOT.shallow_layer
+    deep_layer: int = _AOT.deep_layer
+
+    def __post_init__(self) -> None:
+        for name in ("pool_mode", "newline_position", "one_token_newline"):
+            object.__setattr__(self, name, check_choice(name, getattr(self, name), _ENUM_FIELDS[name]))
+        _check_int("pool_stride", self.pool_stride, 1)
+        for name in ("shallow_layer", "deep_layer"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name}={value!r} is not valid; expected an integer layer index")
+        if "retention" in {f.name for f in fields(self)}:
+            _check_retention(self.retention)
+
+    @property
+    def needs_scores(self) -> bool:
+        """Whether :func:`visionzip.compress_video` reads the attention-score maps."""
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullConfig(_BaselineConfig):
+    """No reduction: LLaVA-NeXT's plain sequence of pooled frames (retention 1.0 exactly)."""
+
+    _METHOD: ClassVar[Method] = Method.FULL
+
+    @property
+    def retention(self) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig(_BaselineConfig):
+    """Uniform spatial pooling of every pooled frame to a coarser grid whose size gives the budget."""
+
+    retention: float
+    _METHOD: ClassVar[Method] = Method.POOL
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomConfig(_BaselineConfig):
+    """A seeded random subset of every frame's pooled tokens."""
+
+    retention: float
+    seed: int = 0
+    _METHOD: ClassVar[Method] = Method.RANDOM
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("seed", self.seed, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisionZipConfig(_BaselineConfig):
+    """VisionZip (Yang et al., CVPR 2025): per frame, dominant tokens by attention received plus
+    contextual tokens merged from the rest. ``contextual_ratio``: share of each frame's budget that
+    goes to contextual tokens (VisionZip's 10 of 64)."""
+
+    retention: float
+    contextual_ratio: float = 10 / 64
+    _METHOD: ClassVar[Method] = Method.VISIONZIP
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_unit_interval("contextual_ratio", self.contextual_ratio)
+
+    @property
+    def needs_scores(self) -> bool:
+        return True  # dominant tokens: attention received at ``deep_layer``
+
+
+@dataclass(frozen=True, kw_only=True)
+class DyCokeConfig(_BaselineConfig):
+    """DyCoke (Tao et al., CVPR 2025), stage 1 (temporal token merging) in windows of ``window``
+    consecutive frames whose first frame is the anchor."""
+
+    retention: float
+    window: int = 4
+    _METHOD: ClassVar[Method] = Method.DYCOKE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("window", self.window, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FastVIDConfig(_BaselineConfig):
+    """FastVID (Shen et al., 2025): dynamic temporal segmentation (``num_clips``,
+    ``segment_threshold``), then density-peaks clustering (DPC-kNN with ``knn`` neighbours) of each
+    segment's tokens."""
+
+    retention: float
+    num_clips: int = _AOT.num_clips
+    segment_threshold: float = 0.9
+    knn: int = 5
+    _METHOD: ClassVar[Method] = Method.FASTVID
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("num_clips", self.num_clips, 1)
+        _check_int("knn", self.knn, 1)
+        _check_unit_interval("segment_threshold", self.segment_threshold)
+
+
+CONFIG_CLASSES: dict[Method, type] = {
+    Method.AOT: AOTConfig,
+    Method.FULL: FullConfig,
+    Method.POOL: PoolConfig,
+    Method.RANDOM: RandomConfig,
+    Method.VISIONZIP: VisionZipConfig,
+    Method.DYCOKE: DyCokeConfig,
+    Method.FASTVID: FastVIDConfig,
+}
+CompressionConfig = AOTConfig | FullConfig | PoolConfig | RandomConfig | VisionZipConfig | DyCokeConfig | FastVIDConfig

@@ -1,10 +1,15 @@
-"""Compression presets: YAML files under ``configs/compression/``, listed and resolved by name."""
+"""Compression presets: YAML files under ``configs/compression/``, listed and resolved by name.
+
+A preset's ``method:`` key names its method (``aot`` when absent) and picks the config class.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from .config import AOTConfig
+from .config import CONFIG_CLASSES, CompressionConfig, Method, read_yaml_mapping
+from .methods import as_method, make_config
 
 _SOURCE_DIR = Path(__file__).resolve().parent.parent / "configs" / "compression"
 
@@ -18,27 +23,59 @@ def presets_dir() -> Path:
     return Path(str(files("aot_configs") / "compression"))
 
 
-def list_presets() -> list[str]:
-    """Names of all presets, sorted."""
-    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+def _method_of(data: dict[str, Any], source: str) -> Method:
+    value = data.get("method", Method.AOT.value)
+    try:
+        return as_method(value)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
-def get_preset(name: str) -> AOTConfig:
-    """The :class:`AOTConfig` of a preset by name; ``ValueError`` listing the presets otherwise."""
+def config_from_yaml(path: str | Path) -> CompressionConfig:
+    """The config a YAML file holds, of the class its ``method:`` key names."""
+    data = read_yaml_mapping(path)
+    return CONFIG_CLASSES[_method_of(data, str(path))].from_dict(data, source=str(path))
+
+
+def list_presets(method: Method | str | None = Method.AOT) -> list[str]:
+    """Names of the presets of ``method``, sorted: AOT's by default (as before baselines existed),
+    another method's by name, every method's with ``None``."""
+    names = sorted(p.stem for p in presets_dir().glob("*.yaml"))
+    if method is None:
+        return names
+    want = as_method(method)
+    return [n for n in names if _method_of(read_yaml_mapping(presets_dir() / f"{n}.yaml"), n) is want]
+
+
+def get_preset(name: str) -> CompressionConfig:
+    """The config of a preset (any method) by name; ``ValueError`` listing the presets otherwise."""
     path = presets_dir() / f"{name}.yaml"
     if not isinstance(name, str) or "/" in name or not path.is_file():
-        raise ValueError(f"unknown compression preset {name!r}; expected one of {list_presets()}")
-    return AOTConfig.from_yaml(path)
+        raise ValueError(f"unknown compression preset {name!r}; expected one of {list_presets(None)}")
+    return config_from_yaml(path)
 
 
-def load_config(spec: str | Path | AOTConfig | None) -> AOTConfig | None:
+def load_config(spec: str | Path | CompressionConfig | None) -> CompressionConfig | None:
     """Resolve what a user passes as ``--compression``: a preset name, a YAML path, an existing
-    config, or ``None`` / ``"none"`` for no compression."""
-    if spec is None or isinstance(spec, AOTConfig):
-        return spec
+    config of any method, ``"<method>@<retention>"`` (e.g. ``"fastvid@0.15"``, ``"aot@0.10"``: see
+    :func:`make_config`), a bare method name (``"full"``), or ``None`` / ``"none"`` for no
+    compression."""
+    if spec is None or isinstance(spec, tuple(CONFIG_CLASSES.values())):
+        return spec  # type: ignore[return-value]
     text = str(spec)
     if text.lower() in ("none", "off", ""):
         return None
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
-        return AOTConfig.from_yaml(text)
+        return config_from_yaml(text)
+    if "@" in text:
+        name, _, value = text.partition("@")
+        try:
+            retention = float(value)
+        except ValueError:
+            raise ValueError(
+                f"compression {text!r} is not valid; expected '<method>@<retention>' with a number, e.g. 'fastvid@0.15'"
+            ) from None
+        return make_config(name, retention=retention)
+    if text in {m.value for m in Method} and not (presets_dir() / f"{text}.yaml").is_file():
+        return make_config(text)
     return get_preset(text)
