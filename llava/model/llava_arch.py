@@ -25,12 +25,22 @@ from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector
 
 
-def resolve_compression(spec: Any) -> visionzip.AOTConfig | None:
-    """A compression setting as users give it (preset name, YAML path, dict of AOTConfig fields,
-    AOTConfig, or None / "none") -> AOTConfig or None."""
+def resolve_compression(spec: Any) -> Any:
+    """A compression setting as users give it (preset name, YAML path, ``"<method>@<retention>"``,
+    a dict of a config's fields with its ``method``, a config object, or None / "none") -> a
+    visionzip config or None."""
     if isinstance(spec, dict):
-        return visionzip.AOTConfig.from_dict(spec, source="aot_compression")
+        data = dict(spec)
+        method = data.pop("method", "aot")
+        if method == "aot":
+            return visionzip.AOTConfig.from_dict(data, source="aot_compression")
+        return visionzip.config_class(method).from_dict(data, source="aot_compression")
     return visionzip.load_config(spec)
+
+
+def _config_dict(cfg: Any) -> dict:
+    method = getattr(cfg, "method", "aot")
+    return {"method": getattr(method, "value", method), **cfg.to_dict()}
 
 
 def unpad_image(tensor: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
@@ -87,7 +97,7 @@ class LlavaMetaForCausalLM:
         checkpoint keeps it."""
         cfg = resolve_compression(spec)
         self._aot_config = cfg
-        self.config.aot_compression = None if cfg is None else cfg.to_dict()
+        self.config.aot_compression = None if cfg is None else _config_dict(cfg)
         if cfg is not None:
             model_mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
             model_newline = getattr(self.config, "mm_newline_position", "one_token")
@@ -222,7 +232,8 @@ class LlavaMetaForCausalLM:
         batch = torch.cat(images).to(device=tower.device, dtype=tower.dtype)
         sync = batch.is_cuda
         t0 = time.perf_counter()
-        use_scores = cfg is not None and "video" in modalities
+        use_scores = cfg is not None and "video" in modalities and getattr(cfg, "needs_scores", True)
+        shallow_all = deep_all = [None] * len(images)
         if use_scores:
             feats, scores = tower.forward_with_scores(batch, score_layers=(cfg.shallow_layer, cfg.deep_layer))
             shallow_all, deep_all = (s.split(sizes) for s in scores)
