@@ -5,6 +5,8 @@
     aot infer --model ./ckpt --video clip.mp4 --question Q --compression none --json stats.json
     aot demo --out runs/demo          # tiny model + synthetic video, on CPU, no download
     aot report runs/eval              # efficiency summary of lmms-eval runs (tokens, retention, FLOPs, ms, memory)
+    aot sweep --out runs/sweep        # every method at 10/15/20/25 % on the smoke task (CPU) or a benchmark (GPUs)
+    aot viz --all-methods             # a PNG per method: tokens kept / merged / dropped per frame
 
 ``infer`` prints the answer and a stats table: frames; visual tokens before and after each stage;
 retention; prefill FLOPs (visual tokens, the paper's formula); vision, compression, prefill and
@@ -243,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", help="an lmms-eval --output_path (searched recursively)")
     report.add_argument("--rebuild", action="store_true", help="rewrite existing summaries too")
     report.set_defaults(func=cmd_report)
+    from llava import viz
+    from llava.eval import sweep
+
+    sweep_parser = sub.add_parser("sweep", help="methods x retentions through lmms-eval: a table (Markdown, JSON) and a plot")
+    sweep.add_arguments(sweep_parser)
+    sweep_parser.set_defaults(func=sweep.run)
+    viz_parser = sub.add_parser("viz", help="PNG of the tokens a method keeps and merges, frame by frame")
+    viz.add_arguments(viz_parser)
+    viz_parser.set_defaults(func=viz.run)
     return parser
 
 

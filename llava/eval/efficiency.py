@@ -152,7 +152,9 @@ def _samples_from_files(results_path: Path, tasks: list[str]) -> dict[str, list[
     return out
 
 
-def _aggregate(rows: list[dict]) -> dict[str, Any]:
+def aggregate(rows: list[dict]) -> dict[str, Any]:
+    """Counts (samples, failed, their doc ids) and the means of :data:`MEAN_FIELDS` over the
+    samples that did not fail; ``rows`` are per-sample dicts (``SampleEfficiency.to_dict()``)."""
     ok = [r for r in rows if not r.get("failed") and not r.get("missing")]
     failed = [r for r in rows if r.get("failed")]
     agg: dict[str, Any] = {
@@ -205,8 +207,8 @@ def build_run_summary(results_path: str | Path, records: list[dict] | None = Non
             k: v for k, v in (results["results"].get(task) or {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in k
         }
-        summary["tasks"][task] = _aggregate(rows) | {"scores": scores}
-    summary["overall"] = _aggregate(all_rows)
+        summary["tasks"][task] = aggregate(rows) | {"scores": scores}
+    summary["overall"] = aggregate(all_rows)
     return summary
 
 

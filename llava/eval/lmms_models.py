@@ -244,6 +244,21 @@ class _AOTLlavaBase(lmms):
     def world_size(self):
         return self._world_size
 
+    def set_compression(self, spec: Any) -> None:
+        """Switch the compression of the loaded model (a preset, YAML path, ``"<method>@<retention>"``
+        or None / "none"): what ``aot sweep`` does between lmms-eval runs."""
+        self.model.set_compression(None if spec in (None, "", "none") else spec)
+        self.compression_name = "none" if spec in (None, "", "none") else str(spec)
+
+    def clean(self) -> None:
+        """lmms-eval calls this after a run to free memory and deletes the model's modules; they are
+        kept (only the cache is emptied) so that the same instance can serve another run."""
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     @property
     def records(self) -> list[dict[str, Any]]:
         """This process's per-sample accounting so far (dicts of :class:`SampleEfficiency`)."""

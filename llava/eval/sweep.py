@@ -1,0 +1,462 @@
+"""``aot sweep``: compression methods × retentions on one lmms-eval task, as one table and one plot.
+
+    aot sweep                                            # CPU: tiny checkpoint, smoke task, every method at 10/15/20/25 %
+    aot sweep --methods aot,visionzip --retentions 0.1,0.25 --limit 4 --out runs/sweep_quick
+    python -m llava.eval.sweep --device cuda --task mvbench --out runs/sweep/ov7b_mvbench \\
+        --model-args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,max_frames_num=32,torch_dtype=bfloat16
+    accelerate launch --num_processes 8 -m llava.eval.sweep --device cuda --task mvbench --out runs/sweep/ov7b_mvbench \\
+        --model-args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,max_frames_num=32,torch_dtype=bfloat16
+
+One process (one per GPU under ``accelerate launch``) imports lmms-eval once and loads the plugin model
+once with ``compression=none``; then, for the full-token reference and for every (method, retention),
+it switches the model instance's compression (``model.set_compression("<method>@<retention>")``) and
+calls ``lmms_eval.evaluator.simple_evaluate`` on the same model object. Under ``accelerate launch``
+simple_evaluate splits the documents over the processes and gathers the samples on rank 0, which
+alone writes the outputs.
+
+Per run, the score is ``results["results"][task][metric]``; the efficiency figures are the means over
+the run's samples of the plugin's per-sample accounting (:mod:`llava.eval.efficiency`: visual tokens,
+retention as the paper counts it, prefill TFLOPs, compression milliseconds), read from the logged
+samples of every rank. A run that raises (a setting a method rejects, an error inside lmms-eval)
+is recorded as failed and the sweep goes on; so is a run whose every sample failed.
+
+Outputs, in ``--out``:
+
+* ``sweep.json``: the settings and one entry per run (method, target and measured retention, visual
+  tokens, prefill TFLOPs, compression ms, score, samples, failed samples, seconds, error, and
+  lmms-eval's results dict without the samples), rewritten after every run;
+* ``sweep.md``: a table of score (measured retention) per method and target retention, with the
+  full-token row, then one line per run with its efficiency figures, then the failed runs;
+* ``sweep.png``: score against measured retention and against prefill TFLOPs, a line per method,
+  full tokens as the reference.
+
+Without ``pretrained=`` in ``--model-args`` the tiny random-weight checkpoint
+(:mod:`llava.tiny_checkpoint`) is written to ``<out>/tiny-llava-ov`` if missing and used with 32
+frames; its scores are noise, its accounting is real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import visionzip
+from llava.eval import efficiency as eff
+
+FORMAT = "aot-sweep/1"
+FULL = "full"
+DEFAULT_RETENTIONS = (0.10, 0.15, 0.20, 0.25)
+DEFAULT_TASK = "aot_smoke_mcq"
+DEFAULT_METRIC = "acc,none"
+DEFAULT_MODEL = "aot_llava_onevision"
+TASKS_DIR = Path(__file__).resolve().parents[2] / "lmms_eval_tasks"
+#: model arguments used with the tiny checkpoint when ``--model-args`` names no ``pretrained``
+TINY_MODEL_ARGS = {"max_frames_num": 32, "torch_dtype": "float32", "conv_template": "qwen_1_5", "model_name": "llava_qwen"}
+
+
+# ------------------------------------------------------------------------------------------- methods
+
+
+def available_methods() -> list[str]:
+    """The compression methods of ``visionzip`` (``full`` included)."""
+    return list(visionzip.list_methods())
+
+
+def compression_spec(method: str, retention: float | None) -> str | None:
+    """What ``model.set_compression`` takes for ``method`` at ``retention``: ``"<method>@<retention>"``,
+    or None for full tokens."""
+    if method == FULL:
+        return None
+    if retention is None:
+        raise ValueError(f"method {method!r} needs a retention; expected a fraction in (0, 1]")
+    return f"{method}@{retention:g}"
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """``--methods``: comma-separated names (default: every method but ``full``, which always runs)."""
+    known = available_methods()
+    if text is None:
+        return [m for m in known if m != FULL]
+    methods = list(dict.fromkeys(_csv(text)))
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ValueError(f"--methods {text!r}: unknown {unknown}; expected a comma-separated subset of {known}")
+    return [m for m in methods if m != FULL]
+
+
+def parse_retentions(text: str) -> list[float]:
+    """``--retentions``: comma-separated fractions in (0, 1]."""
+    values = []
+    for item in _csv(text):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"--retentions {text!r}: {item!r} is not a number; expected fractions such as 0.1,0.25") from None
+        if not 0 < value <= 1:
+            raise ValueError(f"--retentions {text!r}: {item} is outside (0, 1]; expected fractions such as 0.1,0.25")
+        values.append(value)
+    if not values:
+        raise ValueError(f"--retentions {text!r}: expected at least one fraction such as 0.1")
+    return sorted(set(values))
+
+
+def parse_limit(text: str | None) -> int | float | None:
+    """``--limit``: a document count (int) or a fraction of the task (float below 1), as lmms-eval's."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--limit {text!r} is not a number; expected a document count or a fraction below 1") from None
+    if value <= 0:
+        raise ValueError(f"--limit {text!r}: expected a positive count or fraction")
+    return value if value < 1 else int(value)
+
+
+def model_args_for(text: str | None, out: Path, device: str) -> dict[str, Any]:
+    """The plugin's model arguments: ``--model-args`` parsed as lmms-eval parses them, the tiny
+    checkpoint (written to ``<out>/tiny-llava-ov`` if missing) when no ``pretrained`` is given."""
+    from lmms_eval.utils import simple_parse_args_string
+
+    args = simple_parse_args_string(text or "")
+    if "compression" in args:
+        raise ValueError("--model-args: leave out compression=; the sweep sets it per run")
+    if "pretrained" not in args:
+        from llava.tiny_checkpoint import write_tiny_checkpoint
+
+        ckpt = out / "tiny-llava-ov"
+        if not (ckpt / "config.json").is_file():
+            write_tiny_checkpoint(ckpt)
+        args = {"pretrained": str(ckpt), **TINY_MODEL_ARGS, **args}
+    if device == "cpu":
+        args.setdefault("torch_dtype", "float32")  # the plugin's float16 default is a GPU setting
+    return args
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class SweepRun:
+    """One (method, retention) evaluation: its settings, score and efficiency means."""
+
+    method: str
+    target_retention: float | None  # None for full tokens
+    spec: str
+    failed: bool = False
+    error: str | None = None
+    score: float | None = None
+    retention: float | None = None  # measured: mean over the run's samples
+    visual_tokens: float | None = None
+    visual_tokens_plain: float | None = None
+    prefill_tflops: float | None = None
+    compression_ms: float | None = None
+    vision_ms: float | None = None
+    ttft_ms: float | None = None
+    samples: int = 0
+    failed_samples: int = 0
+    seconds: float = 0.0
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample_rows(samples: list[dict]) -> list[dict]:
+    """Per-sample accounting of lmms-eval's logged samples (``token_counts[0]``), as
+    :mod:`llava.eval.efficiency` reads it from the samples files."""
+    rows = []
+    for sample in samples:
+        counts = sample.get("token_counts") or []
+        entry = counts[0] if isinstance(counts, list) and counts else None
+        if isinstance(entry, dict) and "visual_tokens" in entry:
+            rows.append(entry | {"doc_id": sample.get("doc_id", entry.get("doc_id"))})
+        else:
+            rows.append({"doc_id": sample.get("doc_id"), "missing": True})
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def _fill(run: SweepRun, results: dict[str, Any], rows: list[dict], task: str, metric: str) -> None:
+    agg = eff.aggregate(rows)
+    run.samples, run.failed_samples = agg["samples"], agg["failed"]
+    for name in ("retention", "visual_tokens", "visual_tokens_plain", "prefill_tflops", "compression_ms", "vision_ms", "ttft_ms"):
+        setattr(run, name, agg[f"{name}_mean"])
+    scores = (results.get("results") or {}).get(task) or {}
+    run.score = _number(scores.get(metric))
+    run.results = {k: v for k, v in results.items() if k != "samples"}
+    if rows and agg["failed"] == len(rows):
+        first = next((r.get("error") for r in rows if r.get("error")), None)
+        run.failed, run.error = True, f"every sample failed; first error: {first}"
+    elif run.score is None:
+        have = sorted(k for k in scores if k != "alias")
+        run.failed, run.error = True, f"metric {metric!r} not in the results of {task}; they have {have}"
+
+
+def _set_compression(lm: Any, spec: str | None) -> None:
+    lm.set_compression(spec)  # the model's setting and the name the per-sample records carry
+
+
+def run_one(lm: Any, method: str, retention: float | None, *, task: str, task_manager: Any, metric: str,
+            limit: int | float | None, batch_size: int, device: str | None) -> SweepRun | None:
+    """Evaluate ``lm`` with ``method`` at ``retention`` on ``task``. Returns the run on rank 0, None on
+    the other ranks. Any exception is recorded in the run, never raised."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    run = SweepRun(method, retention, FULL if method == FULL else f"{method}@{retention:g}")
+    # the plugin's clean() keeps the model when lmms-eval's evaluate() ends, so one instance serves every run
+    start = time.perf_counter()
+    try:
+        spec = compression_spec(method, retention)
+        run.spec = spec or FULL
+        _set_compression(lm, spec)
+        results = simple_evaluate(model=lm, tasks=[task], limit=limit, batch_size=batch_size, device=device,
+                                  log_samples=True, task_manager=task_manager, verbosity="WARNING")
+        if results is not None:
+            _fill(run, results, _sample_rows((results.get("samples") or {}).get(task, [])), task, metric)
+    except Exception as exc:  # noqa: BLE001 - one run failing is recorded; the sweep goes on
+        run.failed, run.error = True, f"{type(exc).__name__}: {exc}"
+        print(f"aot sweep: {run.spec} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        results = {} if getattr(lm, "rank", 0) == 0 else None
+    run.seconds = time.perf_counter() - start
+    return run if results is not None else None
+
+
+def _task_manager(task: str, include_path: str):
+    """lmms-eval's TaskManager over ``include_path``; lmms-eval's own tasks are indexed only when
+    ``task`` is not found there (indexing them takes seconds)."""
+    from lmms_eval.tasks import TaskManager
+
+    manager = TaskManager("WARNING", include_path=include_path, include_defaults=False)
+    if task in manager.all_tasks:
+        return manager
+    manager = TaskManager("WARNING", include_path=include_path)
+    if task not in manager.all_tasks:
+        raise ValueError(f"--task {task!r}: not an lmms-eval task, nor one under --include-path {include_path}")
+    return manager
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def _jsonable(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy and torch scalars
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    return list(value) if isinstance(value, (set, tuple)) else str(value)
+
+
+def write_json(data: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _cell(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "—"
+    if run["failed"]:
+        return "failed"
+    retention = "" if run["retention"] is None else f" ({_pct(run['retention'])})"
+    return f"{run['score']:.4g}{retention}"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The sweep as Markdown: score (measured retention) per method × target, then every run."""
+    runs = data["runs"]
+    targets = data["retentions"]
+    head = ["Method", *(f"{100 * t:g} %" for t in targets), "Full"]
+    limit = "all" if data["limit"] is None else data["limit"]
+    lines = [f"### Sweep: {data['task']}, {data['metric']} ({Path(data['model_args'].get('pretrained', '?')).name}, "
+             f"limit {limit})", "", "Score (measured retention) per method and target retention.", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for method in [FULL, *data["methods"]]:
+        mine = [r for r in runs if r["method"] == method]
+        if method == FULL:
+            cells = ["—"] * len(targets) + [_cell(mine[0] if mine else None)]
+            label = "Full tokens"
+        else:
+            by_target = {round(r["target_retention"], 6): r for r in mine}
+            cells = [_cell(by_target.get(round(t, 6))) for t in targets] + ["—"]
+            label = method
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    lines += ["", "| Method | Target | Retention | Visual tokens | Prefill TFLOPs | Compression ms | Score | Samples "
+              "| Failed samples | Seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        target = "100 %" if r["target_retention"] is None else _pct(r["target_retention"])
+        if r["failed"] and r["samples"] == 0:
+            lines.append(f"| {r['method']} | {target} | failed | — | — | — | — | — | — | {r['seconds']:.1f} |")
+            continue
+        lines.append(
+            f"| {r['method']} | {target} | {'—' if r['retention'] is None else _pct(r['retention'])} | "
+            f"{_fmt(r['visual_tokens'], '.0f')} | {_fmt(r['prefill_tflops'], '.4g')} | {_fmt(r['compression_ms'], '.1f')} | "
+            f"{_fmt(r['score'], '.4g')} | {r['samples']} | {r['failed_samples']} | {r['seconds']:.1f} |"
+        )
+    failed = [r for r in runs if r["failed"]]
+    if failed:
+        lines += ["", f"Failed runs ({len(failed)}):"]
+        lines += [f"- {r['spec']}: {r['error']}" for r in failed]
+    lines += ["", "Retention: visual tokens into the LLM (newlines excluded) over frames × pooled tokens per frame; "
+              "TFLOPs: prefill over the visual tokens (the paper's formula); both means over the run's samples."]
+    return "\n".join(lines) + "\n"
+
+
+def render_plot(data: dict[str, Any], path: str | Path) -> Path:
+    """Two panels: score against measured retention and against prefill TFLOPs, a line per method,
+    full tokens as a dashed reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    done = [r for r in data["runs"] if not r["failed"] and r["score"] is not None]
+    full = next((r for r in done if r["method"] == FULL), None)
+    panels = (("retention", "measured retention (%)", 100.0), ("prefill_tflops", "prefill TFLOPs (visual tokens)", 1.0))
+    for ax, (key, xlabel, factor) in zip(axes, panels):
+        for i, method in enumerate(data["methods"]):
+            points = sorted((r[key] * factor, r["score"]) for r in done if r["method"] == method and r[key] is not None)
+            if points:
+                ax.plot(*zip(*points), "o-", color=f"C{i % 10}", label=method, ms=4)
+        if full is not None:
+            ax.axhline(full["score"], color="gray", ls="--", lw=1, label=f"full tokens ({full['score']:.3g})")
+            if full[key] is not None:
+                ax.plot([full[key] * factor], [full["score"]], "*", color="black", ms=9)
+        if not done:
+            ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes, color="gray")
+        scores = [r["score"] for r in done]
+        if scores and max(scores) - min(scores) < 1e-9:  # one value (a random model scores 0 everywhere)
+            pad = 0.05 * max(1.0, abs(scores[0]))
+            ax.set_ylim(scores[0] - pad, scores[0] + pad)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(data["metric"])
+        ax.grid(alpha=0.3)
+        if key == "prefill_tflops" and any(r[key] for r in done):
+            ax.set_xscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{data['task']}: {data['metric']} against retention and prefill TFLOPs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="plugin model: aot_llava_onevision or aot_llava_vid")
+    parser.add_argument("--model-args", help="lmms-eval model_args without compression (pretrained=...,max_frames_num=32,...); "
+                        "default: the tiny checkpoint in <out>/tiny-llava-ov, 32 frames")
+    parser.add_argument("--methods", help="comma-separated compression methods (default: all but full; full tokens always run once)")
+    parser.add_argument("--retentions", default=",".join(f"{r:g}" for r in DEFAULT_RETENTIONS),
+                        help="comma-separated target retentions in (0, 1]")
+    parser.add_argument("--task", default=DEFAULT_TASK, help="one lmms-eval task")
+    parser.add_argument("--include-path", default=str(TASKS_DIR), help="extra lmms-eval task folder")
+    parser.add_argument("--limit", help="documents per run: a count, or a fraction of the task below 1 (default: all)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (one GPU per process)")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="the results key scored, as lmms-eval names it")
+    parser.add_argument("--out", default="runs/sweep", help="folder for sweep.json, sweep.md, sweep.png")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    methods = parse_methods(args.methods)
+    retentions = parse_retentions(args.retentions)
+    limit = parse_limit(args.limit)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: expected an integer >= 1")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(args.out)
+    model_args = model_args_for(args.model_args, out, device)
+
+    started = time.perf_counter()
+    from lmms_eval.models import get_model
+
+    task_manager = _task_manager(args.task, args.include_path)
+    model_args_text = ",".join(f"{k}={v}" for k, v in model_args.items())
+    lm = get_model(args.model).create_from_arg_string(model_args_text, {"batch_size": args.batch_size, "device": device})
+    rank0 = getattr(lm, "rank", 0) == 0
+    data: dict[str, Any] = {
+        "format": FORMAT, "task": args.task, "metric": args.metric, "model": args.model, "model_args": model_args,
+        "methods": methods, "retentions": retentions, "limit": limit, "batch_size": args.batch_size, "device": device,
+        "world_size": getattr(lm, "world_size", 1), "seconds": 0.0, "runs": [],
+    }
+    plan = [(FULL, None)] + [(m, r) for m in methods for r in retentions]
+    for i, (method, retention) in enumerate(plan, 1):
+        label = FULL if retention is None else f"{method} @ {_pct(retention)}"
+        if rank0:
+            print(f"aot sweep [{i}/{len(plan)}] {label}", flush=True)
+        result = run_one(lm, method, retention, task=args.task, task_manager=task_manager, metric=args.metric,
+                         limit=limit, batch_size=args.batch_size, device=device)
+        if result is not None and rank0:
+            data["runs"].append(asdict(result))
+            data["seconds"] = time.perf_counter() - started
+            write_json(data, out / "sweep.json")
+            status = f"failed: {result.error}" if result.failed else (
+                f"score {_fmt(result.score, '.4g')}, retention {_fmt(result.retention, '.4f')}, "
+                f"{_fmt(result.prefill_tflops, '.4g')} TFLOPs")
+            print(f"aot sweep [{i}/{len(plan)}] {label}: {status} ({result.seconds:.1f} s)", flush=True)
+    if not rank0:
+        return 0
+    data["seconds"] = time.perf_counter() - started
+    write_json(data, out / "sweep.json")
+    markdown = render_markdown(data)
+    (out / "sweep.md").write_text(markdown, encoding="utf-8")
+    render_plot(data, out / "sweep.png")
+    print(f"\n{markdown}\n{len(plan)} runs in {data['seconds']:.0f} s; wrote {out / 'sweep.json'}, "
+          f"{out / 'sweep.md'}, {out / 'sweep.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="aot sweep", description=__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"aot sweep: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
