@@ -376,7 +376,8 @@ def synthetic_frame(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _pick_codec() -> str:
+def pick_codec() -> str:
+    """The first H.264 / MPEG-4 encoder PyAV's FFmpeg has (libx264, else mpeg4)."""
     import av
 
     for name in ("libx264", "mpeg4"):
@@ -423,7 +424,7 @@ def write_synthetic_video(
         raise ValueError(f"fps must be > 0, got {fps}")
     out = Path(os.fspath(path))
     out.parent.mkdir(parents=True, exist_ok=True)
-    codec = codec or _pick_codec()
+    codec = codec or pick_codec()
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(out), mode="w") as container:
         stream = container.add_stream(codec, rate=rate)

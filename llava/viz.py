@@ -274,18 +274,11 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="aot viz", description=__doc__,
-                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"aot viz: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m llava.viz ...`` = ``aot viz ...``."""
+    from llava.cli import main as aot
+
+    return aot(["viz", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -137,19 +137,23 @@ def _samples_from_files(results_path: Path, tasks: list[str]) -> dict[str, list[
         file = results_path.with_name(f"{prefix}_samples_{task}.jsonl")
         if not file.is_file():
             return None
-        rows = []
-        for line in file.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            sample = json.loads(line)
-            counts = sample.get("token_counts") or []
-            entry = counts[0] if isinstance(counts, list) and counts else None
-            if isinstance(entry, dict) and "visual_tokens" in entry:
-                rows.append(entry | {"doc_id": sample.get("doc_id", entry.get("doc_id"))})
-            else:
-                rows.append({"doc_id": sample.get("doc_id"), "missing": True})
-        out[task] = rows
+        lines = file.read_text(encoding="utf-8").splitlines()
+        out[task] = sample_rows([json.loads(line) for line in lines if line.strip()])
     return out
+
+
+def sample_rows(samples: list[dict]) -> list[dict]:
+    """The per-sample accounting in lmms-eval's logged samples (``token_counts[0]`` of each, with its
+    ``doc_id``); a sample without it (another model, a cached answer) is marked ``missing``."""
+    rows = []
+    for sample in samples:
+        counts = sample.get("token_counts") or []
+        entry = counts[0] if isinstance(counts, list) and counts else None
+        if isinstance(entry, dict) and "visual_tokens" in entry:
+            rows.append(entry | {"doc_id": sample.get("doc_id", entry.get("doc_id"))})
+        else:
+            rows.append({"doc_id": sample.get("doc_id"), "missing": True})
+    return rows
 
 
 def aggregate(rows: list[dict]) -> dict[str, Any]:

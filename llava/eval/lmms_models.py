@@ -404,9 +404,10 @@ class _AOTLlavaBase(lmms):
             )
             results[p.index] = (texts[row], record)
         n = len(batch)
+        generated_tokens = sum(r.output_tokens for _, r in results.values())
         log_metrics(
-            total_elapsed_time=end - start, total_gen_tokens=sum(r.output_tokens for _, r in results.values()),
-            avg_speed=sum(r.output_tokens for _, r in results.values()) / max(end - start, 1e-9),
+            total_elapsed_time=end - start, total_gen_tokens=generated_tokens,
+            avg_speed=generated_tokens / max(end - start, 1e-9),
             additional_metrics={
                 "visual_tokens": sum(r.visual_tokens for _, r in results.values()) / n,
                 "visual_tokens_plain": sum(r.visual_tokens_plain for _, r in results.values()) / n,
@@ -641,8 +642,9 @@ class AOTLlavaVid(_AOTLlavaBase):
                 path = Path(visual[0])
                 if path.is_dir():
                     files = sorted(f for f in path.iterdir() if f.is_file())
-                    return self._prepare(index, context, [str(f) for f in files], gen_kwargs, task, doc_id) \
-                        if len(files) > 1 else self._fail(p, f"frame folder {path} holds {len(files)} file(s); expected frames")
+                    if len(files) < 2:
+                        raise ValueError(f"frame folder {path} holds {len(files)} file(s); expected frames")
+                    return self._prepare(index, context, [str(f) for f in files], gen_kwargs, task, doc_id)
                 clip = load_video(path, max_frames=self.max_frames_num, mode="fps", force_sample=self.force_sample,
                                   target_fps=self.fps, num_threads=1)
                 array, duration, times = clip.frames, clip.duration, clip.timestamps
@@ -665,11 +667,6 @@ class AOTLlavaVid(_AOTLlavaBase):
         conv.append_message(conv.roles[0], qs)
         conv.append_message(conv.roles[1], None)
         p.prompt, p.question = conv.get_prompt(), qs
-        return p
-
-    @staticmethod
-    def _fail(p: _Prepared, error: str) -> _Prepared:
-        p.error = error
         return p
 
     def _generation_kwargs(self, gen_kwargs: dict) -> dict:

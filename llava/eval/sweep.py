@@ -173,20 +173,6 @@ class SweepRun:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def _sample_rows(samples: list[dict]) -> list[dict]:
-    """Per-sample accounting of lmms-eval's logged samples (``token_counts[0]``), as
-    :mod:`llava.eval.efficiency` reads it from the samples files."""
-    rows = []
-    for sample in samples:
-        counts = sample.get("token_counts") or []
-        entry = counts[0] if isinstance(counts, list) and counts else None
-        if isinstance(entry, dict) and "visual_tokens" in entry:
-            rows.append(entry | {"doc_id": sample.get("doc_id", entry.get("doc_id"))})
-        else:
-            rows.append({"doc_id": sample.get("doc_id"), "missing": True})
-    return rows
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         return None
@@ -229,7 +215,7 @@ def run_one(lm: Any, method: str, retention: float | None, *, task: str, task_ma
         results = simple_evaluate(model=lm, tasks=[task], limit=limit, batch_size=batch_size, device=device,
                                   log_samples=True, task_manager=task_manager, verbosity="WARNING")
         if results is not None:
-            _fill(run, results, _sample_rows((results.get("samples") or {}).get(task, [])), task, metric)
+            _fill(run, results, eff.sample_rows((results.get("samples") or {}).get(task, [])), task, metric)
     except Exception as exc:  # noqa: BLE001 - one run failing is recorded; the sweep goes on
         run.failed, run.error = True, f"{type(exc).__name__}: {exc}"
         print(f"aot sweep: {run.spec} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
@@ -444,18 +430,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="aot sweep", description=__doc__,
-                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"aot sweep: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m llava.eval.sweep ...`` = ``aot sweep ...``."""
+    from llava.cli import main as aot
+
+    return aot(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -75,23 +75,13 @@ def square_frame(squares: tuple[Square, ...], index: int, frames: int = FRAMES) 
     return img
 
 
-def _codec() -> str:
-    import av
-
-    for name in ("libx264", "mpeg4"):
-        try:
-            av.codec.Codec(name, "w")
-        except Exception:  # noqa: BLE001 - encoder not built into this FFmpeg
-            continue
-        return name
-    raise RuntimeError("PyAV's FFmpeg has neither the libx264 nor the mpeg4 encoder")
-
-
 def write_square_video(path: Path, squares: tuple[Square, ...]) -> Path:
     """Encode the :func:`square_frame` clip of ``squares`` to ``path`` (mp4, yuv420p)."""
     import av
 
-    codec = _codec()
+    from llava.video import pick_codec
+
+    codec = pick_codec()
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(FPS))
         stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"

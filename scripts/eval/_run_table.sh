@@ -21,14 +21,7 @@ table="$1"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 PYTHON="${PYTHON:-.venv/bin/python}"
-if [[ -z "${NUM_GPUS:-}" ]]; then
-    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
-        NUM_GPUS=$(awk -F, '{print NF}' <<<"$CUDA_VISIBLE_DEVICES")
-    elif command -v nvidia-smi >/dev/null 2>&1; then
-        NUM_GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-    fi
-    [[ "${NUM_GPUS:-0}" -ge 1 ]] || NUM_GPUS=1
-fi
+source scripts/num_gpus.sh
 export PYTHON NUM_GPUS
 
 plan_args=("$table" --format tsv --expand)

@@ -58,14 +58,7 @@ config="${config#"$root"/}"   # relative to the repository root when inside it
 cd "$root"
 
 PYTHON="${PYTHON:-.venv/bin/python}"
-if [[ -z "${NUM_GPUS:-}" ]]; then
-    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
-        NUM_GPUS=$(awk -F, '{print NF}' <<<"$CUDA_VISIBLE_DEVICES")
-    elif command -v nvidia-smi >/dev/null 2>&1; then
-        NUM_GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-    fi
-    [[ "${NUM_GPUS:-0}" -ge 1 ]] || NUM_GPUS=1
-fi
+source scripts/num_gpus.sh
 [[ "$NUM_GPUS" =~ ^[1-9][0-9]*$ ]] || fail "NUM_GPUS=$NUM_GPUS; expected a positive integer"
 
 cmd=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK"
