@@ -1,55 +1,70 @@
 #!/usr/bin/env bash
-# Set up the project on a fresh machine: a virtual environment at .venv with the package (editable),
-# its test tools, lmms-eval, and the training stack (DeepSpeed, peft, wandb). Re-running is quick: it
-# reinstalls only when pyproject.toml changed.
-#   bash scripts/setup.sh                      # core + dev + eval (lmms-eval) + train (deepspeed, peft) + wandb
-#   AOT_EXTRAS=dev,eval bash scripts/setup.sh  # without the training stack
-#   AOT_TORCH="torch==2.13.0" ...              # the torch requirement (default below)
-# torch is pinned in the same pip call as the extras: lmms-eval pulls torchvision, and resolved on its
-# own that would replace the installed torch with the newest CUDA build (several GB).
+# Set up the project on a fresh machine: a virtual environment at .venv holding exactly the packages of
+# requirements.lock (every transitive dependency at an exact version, checked against its hashes:
+# torch, torchvision, transformers, lmms-eval, DeepSpeed, peft, wandb, the test tools), then this
+# package in editable mode. Re-running is instant while the lock and pyproject.toml are unchanged.
+#   bash scripts/setup.sh                         # the locked environment (Linux x86_64, CPython 3.11)
+#   AOT_UNLOCKED=1 bash scripts/setup.sh          # newest releases that pyproject.toml allows, no lock
+#   AOT_UNLOCKED=1 AOT_EXTRAS=dev,eval ...        # unlocked, a subset of extras (default: every extra)
+#   AOT_TORCH="torch==2.9.1 torchvision==0.24.1" AOT_UNLOCKED=1 ...   # unlocked, another torch build
+# The lock is refreshed by `bash scripts/lock.sh`. A lock that no longer covers pyproject.toml (a
+# dependency added without refreshing it) stops the set-up with the package named.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python=${PYTHON:-python3}
+unlocked=${AOT_UNLOCKED:-0}
 extras=${AOT_EXTRAS:-dev,eval,train,wandb}
-torch_req=${AOT_TORCH:-torch==2.13.0}
+torch_req=${AOT_TORCH:-torch torchvision}
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($python --version 2>&1)"
   "$python" -m venv .venv
 fi
-stamp=.venv/.aot-setup-$(echo "$extras $torch_req" | tr ' ,=<>' '_____')
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+if [ "$unlocked" = 1 ]; then
+  key="unlocked $extras $torch_req $(sha256sum < pyproject.toml)"
+else
+  key="locked $({ cat pyproject.toml; cat requirements.lock 2>/dev/null || true; } | sha256sum)"
+fi
+stamp=.venv/.aot-setup
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
   exit 0
 fi
+rm -f "$stamp"
 pip_install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # pip configurations that list absent local package folders make pip print one warning per
 # package; they say nothing about this install, so they are filtered out (pip's exit code is kept)
 pip() { "${pip_install[@]}" "$@" 2> >(grep -v '^WARNING: Location .* is ignored: it is neither a file nor a directory' >&2); }
-if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  echo "[setup] installing $torch_req"
-  pip "$torch_req"
+
+if [ "$unlocked" = 1 ]; then
+  # DeepSpeed ships as a source package whose build imports torch: built in pip's isolated build
+  # environment it would pull a second torch just to build. So torch comes first, and the `train`
+  # extra is installed apart, without build isolation, against it.
+  echo "[setup] unlocked: installing $torch_req and aot-video[$extras] (editable), newest releases"
+  # shellcheck disable=SC2086
+  pip $torch_req "setuptools>=77" wheel
+  other=$(echo "$extras" | tr ',' '\n' | { grep -vx train || true; } | paste -sd, -)
+  # shellcheck disable=SC2086
+  pip $torch_req -e ".${other:+[$other]}"
+  if echo "$extras" | tr ',' '\n' | grep -qx train; then
+    # shellcheck disable=SC2086
+    pip --no-build-isolation $torch_req -e ".[train]"
+  fi
+else
+  .venv/bin/python scripts/lockfile.py check requirements.lock
+  parts=$(mktemp -d)
+  trap 'rm -rf "$parts"' EXIT
+  .venv/bin/python scripts/lockfile.py split requirements.lock "$parts"
+  echo "[setup] installing requirements.lock ($(grep -c '^[A-Za-z0-9]' requirements.lock) packages, hashes checked)"
+  pip --require-hashes --no-deps -r "$parts/first.txt"
+  # DeepSpeed is a source package whose build imports torch: built without build isolation, against
+  # the torch just installed (isolated, it would download a second torch only to build)
+  pip --require-hashes --no-deps --no-build-isolation -r "$parts/built_against_torch.txt"
+  echo "[setup] installing aot-video (editable)"
+  pip --no-deps --no-build-isolation -e .
+  # the lock is a complete, consistent set: pip check proves nothing is missing or at a wrong version
+  .venv/bin/python -m pip check --disable-pip-version-check >/dev/null \
+    || { .venv/bin/python -m pip check --disable-pip-version-check; echo "[setup] pip check failed: refresh the lock (bash scripts/lock.sh)" >&2; exit 1; }
 fi
-# DeepSpeed ships as a source package whose build imports torch: built in pip's isolated build
-# environment it would pull a second, CUDA torch (several GB) just to build. So the `train` extra is
-# installed apart, without build isolation, against the torch installed here.
-other=$(echo "$extras" | tr ',' '\n' | { grep -vx train || true; } | paste -sd, -)
-echo "[setup] installing aot-video[${other}] (editable) with $torch_req"
-pip "$torch_req" -e ".${other:+[$other]}"
-if echo "$extras" | tr ',' '\n' | grep -qx train; then
-  echo "[setup] installing aot-video[train] (deepspeed, peft) against the installed torch"
-  pip "setuptools>=77" wheel
-  pip --no-build-isolation "$torch_req" -e ".[train]"
-fi
-# PyPI's torchvision is built against CUDA torch; next to a CPU-only torch (the CPU wheel on machines
-# without a GPU) its compiled ops cannot load and `import torchvision` raises, which breaks every
-# `import transformers.pipelines` (lmms-eval imports it). Nothing here needs torchvision, and
-# transformers works without it, so it is removed in that one case.
-if .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is None)" \
-   && ! .venv/bin/python -c "import torchvision" >/dev/null 2>&1 \
-   && .venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then
-  echo "[setup] removing torchvision: its CUDA build cannot load next to CPU-only torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"
-  .venv/bin/python -m pip uninstall --quiet --yes torchvision
-fi
-touch "$stamp"
-echo "[setup] done: $(.venv/bin/python -c 'import torch, visionzip; print("torch", torch.__version__, "| visionzip", visionzip.__version__)')"
+echo "$key" > "$stamp"
+echo "[setup] done: $(.venv/bin/python -c 'import torch, torchvision, visionzip; print("torch", torch.__version__, "| torchvision", torchvision.__version__, "| visionzip", visionzip.__version__)')"
