@@ -7,6 +7,8 @@
     aot report runs/eval              # efficiency summary of lmms-eval runs (tokens, retention, FLOPs, ms, memory)
     aot sweep --out runs/sweep        # every method at 10/15/20/25 % on the smoke task (CPU) or a benchmark (GPUs)
     aot viz --all-methods             # a PNG per method: tokens kept / merged / dropped per frame
+    aot paths tasks                   # the bundled lmms-eval tasks, for --include_path
+    aot tiny-checkpoint runs/tiny     # the tiny random-weight checkpoint of the smoke evaluation
 
 ``infer`` prints the answer and a stats table: frames; visual tokens before and after each stage;
 retention; prefill FLOPs (visual tokens, the paper's formula); vision, compression, prefill and
@@ -219,6 +221,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+PATHS = ("tasks", "tables", "presets")
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    from llava import resources
+
+    found = {"tasks": resources.tasks_dir, "tables": resources.tables_dir, "presets": resources.presets_dir}
+    if args.what:
+        print(found[args.what]())
+    else:
+        for name in PATHS:
+            print(f"{name}\t{found[name]()}")
+    return 0
+
+
+def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from llava.tiny_checkpoint import write_tiny_checkpoint
+
+    out = Path(args.dir)
+    if (out / "config.json").is_file() and not args.force:
+        print(f"{out} already holds a checkpoint (config.json); kept (--force rewrites it)")
+        return 0
+    print(write_tiny_checkpoint(out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", help="an lmms-eval --output_path (searched recursively)")
     report.add_argument("--rebuild", action="store_true", help="rewrite existing summaries too")
     report.set_defaults(func=cmd_report)
+    paths = sub.add_parser("paths", help="where the bundled lmms-eval tasks, table configs and presets are "
+                           "(e.g. --include_path \"$(aot paths tasks)\")")
+    paths.add_argument("what", nargs="?", choices=PATHS, help="print only this folder")
+    paths.set_defaults(func=cmd_paths)
+    tiny = sub.add_parser("tiny-checkpoint", help="write the tiny random-weight LLaVA-OneVision checkpoint "
+                          "(original on-disk layout) that the smoke evaluation runs")
+    tiny.add_argument("dir", help="output folder")
+    tiny.add_argument("--force", action="store_true", help="rewrite an existing checkpoint")
+    tiny.set_defaults(func=cmd_tiny_checkpoint)
     from llava import viz
     from llava.eval import sweep
 

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 import visionzip
+from llava.resources import tasks_dir
 
-DEFAULT_VIDEO = Path(__file__).resolve().parents[1] / "lmms_eval_tasks" / "aot_smoke" / "scene_cut.mp4"
+DEFAULT_VIDEO = tasks_dir() / "aot_smoke" / "scene_cut.mp4"
 DEFAULT_RETENTION = 0.10
 MAX_SHOWN = 16
 KEPT_RGB = (1.0, 0.55, 0.0)  # orange

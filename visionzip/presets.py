@@ -15,12 +15,17 @@ _SOURCE_DIR = Path(__file__).resolve().parent.parent / "configs" / "compression"
 
 
 def presets_dir() -> Path:
-    """The folder holding the preset YAML files (the repository's, or the installed copy)."""
+    """The folder holding the preset YAML files: the repository's ``configs/compression`` in a source
+    checkout (the folder researchers edit), the copy shipped as ``visionzip/preset_configs`` in a wheel."""
     if _SOURCE_DIR.is_dir():
         return _SOURCE_DIR
     from importlib.resources import files
 
-    return Path(str(files("aot_configs") / "compression"))
+    shipped = Path(str(files("visionzip") / "preset_configs"))
+    if not shipped.is_dir():
+        raise FileNotFoundError(f"neither {_SOURCE_DIR} (a source checkout) nor {shipped} (an installed wheel) "
+                                "exists; expected one of them: reinstall the package")
+    return shipped
 
 
 def _method_of(data: dict[str, Any], source: str) -> Method:

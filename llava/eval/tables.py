@@ -33,17 +33,14 @@ AGGREGATES = ("none", "subtask_mean")
 #: Flags each planned command sets itself; ``lmms_args`` may not repeat them.
 RESERVED_FLAGS = ("model", "model_args", "tasks", "batch_size", "output_path", "log_samples")
 
-_SOURCE_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"
 _NO_COMPRESSION = ("none", "off")
 
 
 def tables_dir() -> Path:
     """The folder holding the table YAML files (the repository's, or the installed copy)."""
-    if _SOURCE_DIR.is_dir():
-        return _SOURCE_DIR
-    from importlib.resources import files
+    from llava.resources import tables_dir as _tables_dir
 
-    return Path(str(files("aot_configs") / "eval"))
+    return _tables_dir()
 
 
 def list_tables() -> list[str]:
@@ -225,7 +222,10 @@ def _check_compression(ck: _Checker, value: Any, field: str) -> str:
         raise ck.fail(field, f"{value!r} cannot go into lmms-eval's model_args (no ',' or '=')")
     spec = value
     if value.endswith((".yaml", ".yml")) and not Path(value).is_absolute():
-        root_relative = Path(__file__).resolve().parents[2] / value
+        from llava.resources import repo_root
+
+        root = repo_root()
+        root_relative = root / value if root is not None else Path(value)
         spec = str(root_relative) if root_relative.is_file() else value
     try:
         visionzip.load_config(spec)
