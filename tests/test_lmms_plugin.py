@@ -175,14 +175,17 @@ def test_summary_from_process_records(assets, tmp_path):
     results = tmp_path / "2026-01-01T00-00-00.000000_results.json"
     results.write_text(json.dumps({"config": {"model": "aot_llava_onevision", "model_args": "pretrained=x,compression=paper_ov_10pct"},
                                    "results": {"t": {"acc,none": 0.5, "acc_stderr,none": 0.1}}}))
-    path = eff.write_run_summary(results, model.records)
+    records = model.records
+    model.clean()   # lmms-eval's evaluate() ends a run so: the run's records move to last_run
+    assert model.last_run == records and model.records == []
+    path = eff.write_run_summary(results, model.last_run)
     summary = json.loads(path.read_text())
     assert path.name == "2026-01-01T00-00-00.000000_aot_efficiency.json"
-    assert summary["source"] == "process" and summary["compression"] == "paper_ov_10pct"
+    assert summary["source"] == "records" and summary["compression"] == "paper_ov_10pct"
     task = summary["tasks"]["t"]
     assert (task["samples"], task["failed"], task["failed_doc_ids"]) == (2, 1, [1])
     assert task["scores"] == {"acc,none": 0.5}
-    assert task["visual_tokens_mean"] == model.records[0]["visual_tokens"]
+    assert task["visual_tokens_mean"] == records[0]["visual_tokens"]
     table = eff.format_summary(summary)
     assert "| t | paper_ov_10pct | acc,none 0.5 | 2 | 1 |" in table and "scored as wrong" in table
 
@@ -212,3 +215,19 @@ def test_loglikelihood_matches_the_builtin(assets):
         out[name] = model.loglikelihood(requests)
     for (b_loss, b_greedy), (o_loss, o_greedy) in zip(out["builtin"], out["ours"]):
         assert o_loss == pytest.approx(b_loss, rel=1e-4) and o_greedy == b_greedy
+
+
+def test_a_failed_loglikelihood_request_fails_alone(assets):
+    model = AOTLlavaOneVision(pretrained=assets["ckpt"], device="cpu", compression="none", max_frames_num=8,
+                              torch_dtype="float32", model_name="llava_qwen")
+    model.task_dict = {"t": {"test": {0: {"video": assets["videos"][0]}, 1: {"video": assets["missing"]}}}}
+    requests = [
+        Instance(request_type="loglikelihood", arguments=("What moves?", "A square.", lambda doc: [doc["video"]], doc, "t", "test"),
+                 idx=doc, metadata={"task": "t", "doc_id": doc, "repeats": 1})
+        for doc in (0, 1)
+    ]
+    (ok, ok_greedy), (bad, bad_greedy) = model.loglikelihood(requests)
+    assert ok == ok and ok != float("-inf")
+    assert bad == float("-inf") and bad_greedy is False
+    (record,) = model.records
+    assert record["failed"] and record["doc_id"] == 1 and "missing.mp4" in record["error"]

@@ -6,10 +6,15 @@ visual tokens) and ``output_tokens`` lmms-eval aggregates itself (``results["eff
 object carries the fields of :class:`SampleEfficiency`, so with ``--log_samples`` every line of
 ``<date>_samples_<task>.jsonl`` holds them under ``token_counts``.
 
-Per run, :func:`write_run_summary` writes ``<date>_aot_efficiency.json`` next to
-``<date>_results.json``: per task and overall, samples, failed samples (with their doc ids), the
-task's scores, and means of the per-sample fields. The plugin writes it when the run ends; ``aot
-report DIR`` (re)builds it for any results file under ``DIR`` and prints the table.
+Per run, the plugin reports every rank's accounting through lmms-eval's ``log_metrics`` when the
+run's requests are answered, so ``results["throughput"]`` of every entry point (the CLI's
+``<date>_results.json``, ``simple_evaluate``'s return value) holds the run's means and its
+``avg_failed_samples`` (logged once per run: the run's count). :func:`write_run_summary` writes
+``<date>_aot_efficiency.json`` next to ``<date>_results.json``: per task and overall, samples, failed
+samples (with their doc ids), the task's scores, and means of the per-sample fields. The table
+scripts (``scripts/eval/``) write it after each run, ``aot sweep`` keeps it per run in
+``sweep.json``, :func:`summary_of_results` builds it from ``simple_evaluate``'s return value, and
+``aot report DIR`` (re)builds it for any results file under ``DIR`` and prints the table.
 
 Definitions:
 
@@ -109,6 +114,38 @@ def prefill_tflops(visual_tokens: int, config: Any) -> float:
                                    ffn=config.intermediate_size) / 1e12
 
 
+def gather_records(records: list[dict], seconds: float, world_size: int) -> tuple[list[dict], float]:
+    """Every rank's per-sample records and generation seconds, on every rank (a collective: each rank
+    of a ``world_size`` > 1 run must call it); this process's own when it runs alone."""
+    if world_size <= 1:
+        return list(records), float(seconds)
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"world_size={world_size} but torch.distributed is not initialized; expected the "
+                           "process group that accelerate or torchrun set up")
+    parts: list[Any] = [None] * world_size
+    dist.all_gather_object(parts, (list(records), float(seconds)))
+    return [r for part, _ in parts for r in part], sum(s for _, s in parts)
+
+
+def run_metrics(records: list[dict], seconds: float) -> dict[str, Any]:
+    """Keyword arguments of lmms-eval's ``log_metrics`` for one finished run (every rank's ``records``):
+    lmms-eval stores them in ``results["throughput"]`` (``avg_<name>`` for the additional metrics, which
+    are logged once per run, so each average is the run's own figure)."""
+    agg = aggregate(records)
+    generated = sum(int(r.get("output_tokens") or 0) for r in records if not r.get("failed"))
+    extra: dict[str, Any] = {"total_requests": agg["samples"], "samples": agg["samples"], "failed_samples": agg["failed"]}
+    for name in ("visual_tokens", "visual_tokens_plain", "retention", "prefill_tflops", "vision_ms", "compression_ms",
+                 "ttft_ms"):
+        if agg[f"{name}_mean"] is not None:
+            extra[name] = agg[f"{name}_mean"]
+    if agg["peak_memory_mb_max"] is not None:
+        extra["peak_memory_mb"] = agg["peak_memory_mb_max"]
+    return {"total_elapsed_time": seconds, "total_gen_tokens": generated,
+            "avg_speed": generated / seconds if seconds > 0 else 0.0, "additional_metrics": extra}
+
+
 # ---------------------------------------------------------------------------------------------------
 # summaries
 # ---------------------------------------------------------------------------------------------------
@@ -177,26 +214,16 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
     return agg
 
 
-def build_run_summary(results_path: str | Path, records: list[dict] | None = None) -> dict[str, Any]:
-    """The per-run summary for one lmms-eval results file.
-
-    Per-sample figures come from the run's ``--log_samples`` files (every rank's samples) when they
-    exist, else from ``records`` (this process's :class:`SampleEfficiency` dicts)."""
-    path = Path(results_path)
-    results = json.loads(path.read_text(encoding="utf-8"))
+def summarize(results: dict[str, Any], per_task: dict[str, list[dict]], source: str, results_file: str | None = None
+              ) -> dict[str, Any]:
+    """The per-run summary of an lmms-eval ``results`` dict, with ``per_task`` per-sample rows."""
     config = results.get("config", {}) or {}
     model_args = config.get("model_args", "")
     if isinstance(model_args, dict):
         model_args = ",".join(f"{k}={v}" for k, v in model_args.items())
-    tasks = sorted((results.get("results") or {}).keys())
-    per_task = _samples_from_files(path, tasks)
-    source = "samples"
-    if per_task is None:
-        source = "process"
-        per_task = {t: [r for r in (records or []) if r.get("task") == t] for t in tasks}
     summary: dict[str, Any] = {
         "format": FORMAT,
-        "results_file": path.name,
+        "results_file": results_file,
         "model": config.get("model"),
         "model_args": model_args,
         "compression": _compression_of(model_args),
@@ -204,7 +231,7 @@ def build_run_summary(results_path: str | Path, records: list[dict] | None = Non
         "tasks": {},
     }
     all_rows: list[dict] = []
-    for task in tasks:
+    for task in sorted((results.get("results") or {}).keys()):
         rows = per_task.get(task, [])
         all_rows += rows
         scores = {
@@ -214,6 +241,30 @@ def build_run_summary(results_path: str | Path, records: list[dict] | None = Non
         summary["tasks"][task] = aggregate(rows) | {"scores": scores}
     summary["overall"] = aggregate(all_rows)
     return summary
+
+
+def summary_of_results(results: dict[str, Any]) -> dict[str, Any]:
+    """The per-run summary of what ``lmms_eval.evaluator.simple_evaluate`` returned (with its
+    ``samples``, which it keeps by default: every rank's)."""
+    samples = results.get("samples") or {}
+    per_task = {task: sample_rows(samples.get(task) or []) for task in (results.get("results") or {})}
+    return summarize(results, per_task, "samples")
+
+
+def build_run_summary(results_path: str | Path, records: list[dict] | None = None) -> dict[str, Any]:
+    """The per-run summary for one lmms-eval results file.
+
+    Per-sample figures come from the run's ``--log_samples`` files (every rank's samples) when they
+    exist, else from ``records`` (per-sample dicts, e.g. the plugin's ``last_run``)."""
+    path = Path(results_path)
+    results = json.loads(path.read_text(encoding="utf-8"))
+    tasks = sorted((results.get("results") or {}).keys())
+    per_task = _samples_from_files(path, tasks)
+    source = "samples"
+    if per_task is None:
+        source = "records"
+        per_task = {t: [r for r in (records or []) if r.get("task") == t] for t in tasks}
+    return summarize(results, per_task, source, path.name)
 
 
 def write_run_summary(results_path: str | Path, records: list[dict] | None = None) -> Path:

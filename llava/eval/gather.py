@@ -6,8 +6,9 @@
 For each (row, column) the newest ``*_results.json`` under ``<runs>/<row_slug>/<column_slug>/``
 (lmms-eval writes ``<output_path>/<model>/<date>_results.json``) gives the score
 ``results["results"][task][metric]`` (in percent; see :data:`llava.eval.tables.SCALES`), and the
-plugin's ``<date>_aot_efficiency.json`` next to it gives the measured retention, prefill TFLOPs and
-failed samples. Per row: ``Avg`` over the columns (only when all are there), ``Retention`` and
+``<date>_aot_efficiency.json`` next to it (or, when none was written, the same summary built from
+the run's ``--log_samples`` files) gives the measured retention, prefill TFLOPs and failed samples; a
+cell whose run had failed samples is marked ``(N failed)``. Per row: ``Avg`` over the columns (only when all are there), ``Retention`` and
 ``TFLOPs`` as the mean over the columns' runs, ``Failed`` as their sum. Where no run of a row has an
 efficiency summary, retention is the row's nominal value and TFLOPs the paper's formula at that
 retention (shown with ``≈``). Missing runs show ``—`` and are listed; nothing here raises on them.
@@ -80,11 +81,20 @@ def read_efficiency(results_path: Path, column: Column) -> tuple[dict | None, st
     """The run's efficiency stats (the summary's ``overall``: one run is one column), or a reason."""
     path = efficiency_path(results_path)
     if not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        return None, f"{path}: unreadable ({err})"
+        # no summary written (a run launched by hand): build it from the run's --log_samples files
+        from llava.eval.efficiency import build_run_summary
+
+        try:
+            data = build_run_summary(results_path)
+        except (OSError, ValueError):
+            return None, None
+        if data.get("source") != "samples":
+            return None, None
+    else:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            return None, f"{path}: unreadable ({err})"
     if not isinstance(data, dict) or data.get("format") != EFFICIENCY_FORMAT:
         return None, f"{path}: format {data.get('format') if isinstance(data, dict) else None!r}, expected {EFFICIENCY_FORMAT!r}"
     stats = data.get("overall")
@@ -205,6 +215,12 @@ def _fmt_score(value: float | None) -> str:
     return DASH if value is None else f"{value:.1f}"
 
 
+def _fmt_cell(cell: dict[str, Any]) -> str:
+    """A run's score, marked with its failed samples when it has any: ``56.1 (3 failed)``."""
+    text = _fmt_score(cell["score"])
+    return f"{text} ({cell['failed']} failed)" if cell.get("failed") else text
+
+
 def _fmt_delta(value: float | None) -> str:
     if value is None:
         return DASH
@@ -227,7 +243,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     head = ["Method", *labels, "Avg", "Retention", "TFLOPs", "Failed"]
     lines = [f"### {data['title']}", "", "| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
-    estimated = False
+    estimated = marked = False
     for row in data["rows"]:
         retention = f"{100 * row['retention']:.1f} %"
         tflops = _fmt_tflops(row["tflops"])
@@ -236,7 +252,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         if row["tflops_source"] == "estimated" and row["tflops"] is not None:
             tflops, estimated = f"≈{tflops}", True
         failed = DASH if row["failed"] is None else str(row["failed"])
-        cells = [_fmt_score(row["cells"][k]["score"]) for k in labels]
+        cells = [_fmt_cell(row["cells"][k]) for k in labels]
+        marked = marked or any(row["cells"][k].get("failed") for k in labels)
         lines.append("| " + " | ".join([row["label"], *cells, _fmt_score(row["avg"]), retention, tflops, failed]) + " |")
         if row["paper"]:
             paper = [_fmt_score(row["paper"].get(k)) for k in labels]
@@ -250,6 +267,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     notes = ["Scores in %; Avg only when every benchmark has a result. Retention: visual tokens into the LLM "
              "(newlines excluded) over frames × pooled tokens per frame; TFLOPs: prefill over the visual "
              "tokens (the paper's formula); both the mean over the row's runs. Failed: samples that failed."]
+    if marked:
+        notes.append("(N failed): N samples of that run failed (missing or corrupt video, an exception in the "
+                     "forward pass); each is scored as a wrong answer, and its doc ids are in the run's "
+                     "<date>_aot_efficiency.json.")
     if estimated:
         notes.append("≈: no efficiency summary for the row; retention is nominal and TFLOPs computed from it.")
     lines += notes

@@ -13,8 +13,11 @@ built-ins score. Additions:
   ``device_map=auto``);
 * per-sample efficiency accounting (:mod:`llava.eval.efficiency`) in lmms-eval's own ``TokenCounts``
   and a per-run summary next to the results JSON;
-* a sample whose video is missing or cannot be decoded is logged, answered with an empty string
-  (scored as wrong by the task) and counted as failed; the run goes on.
+* a sample that fails (missing, corrupt or frameless video; its forward pass raising) is logged,
+  counted as failed, and answered so that the task's own scoring counts it wrong
+  (:mod:`llava.eval.failures`); a loglikelihood request that fails answers ``-inf``; the run goes on;
+* every rank's accounting is reported once per run through lmms-eval's ``log_metrics``
+  (``results["throughput"]``), see :meth:`_AOTLlavaBase.clean`.
 
     python -m lmms_eval --model aot_llava_onevision \\
         --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,compression=paper_ov_10pct \\
@@ -23,11 +26,9 @@ built-ins score. Additions:
 
 from __future__ import annotations
 
-import atexit
 import copy
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,6 +52,7 @@ import visionzip
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
 from llava.eval import efficiency as eff
+from llava.eval.failures import wrong_answer
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.video import load_video
@@ -77,6 +79,7 @@ class _Prepared:
     context: str
     task: str
     doc_id: Any
+    doc: dict[str, Any] | None = None  # the task's document, for the answer of a failed sample
     prompt: str = ""
     visuals: list[torch.Tensor] = field(default_factory=list)  # one entry per <image> placeholder
     modalities: list[str] = field(default_factory=list)
@@ -94,33 +97,6 @@ def _str2bool(value: Any) -> bool:
     if str(value).lower() in ("false", "0", "no", "none"):
         return False
     raise ValueError(f"expected a boolean (True/False), got {value!r}")
-
-
-def _cli_output_path(argv: list[str]) -> str | None:
-    """``--output_path`` of the lmms-eval command line this process runs, if any."""
-    for i, arg in enumerate(argv):
-        if arg == "--output_path" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--output_path="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _write_run_summaries(model_id: str, records: list[dict[str, Any]], started: float, rank: int) -> None:
-    """At exit of an lmms-eval command line: write ``<date>_aot_efficiency.json`` next to each results
-    file this run saved for ``model_id`` under ``--output_path``, and print its table."""
-    out = _cli_output_path(sys.argv)
-    if rank != 0 or not records or not out or not Path(out).is_dir():
-        return
-    for results in eff.find_results(out, newer_than=started - 1):
-        try:
-            config = json.loads(results.read_text(encoding="utf-8")).get("config", {})
-        except (OSError, ValueError):
-            continue
-        if config.get("model") != model_id or eff.summary_path(results).exists():
-            continue
-        path = eff.write_run_summary(results, records)
-        print(f"\nAOT efficiency ({path}):\n{eff.format_summary(json.loads(path.read_text()))}", flush=True)
 
 
 class _AOTLlavaBase(lmms):
@@ -202,10 +178,11 @@ class _AOTLlavaBase(lmms):
             self._rank, self._world_size = accelerator.local_process_index, accelerator.num_processes
         else:
             self._rank, self._world_size = 0, 1
-        # the per-run summary is written at exit, after lmms-eval saved its results; the handler holds the
-        # records, not the model, which lmms-eval may have released by then
+        # this run's per-sample accounting; clean() (called by lmms-eval's evaluate() on every rank when the
+        # requests are answered) gathers every rank's, reports it, and starts the next run afresh
         self._records: list[dict[str, Any]] = []
-        atexit.register(_write_run_summaries, self.MODEL_ID, self._records, time.time(), self._rank)
+        self._batch_seconds = 0.0
+        self.last_run: list[dict[str, Any]] = []
 
     # -- lmms API properties
     @property
@@ -251,17 +228,28 @@ class _AOTLlavaBase(lmms):
         self.compression_name = "none" if spec in (None, "", "none") else str(spec)
 
     def clean(self) -> None:
-        """lmms-eval calls this after a run to free memory and deletes the model's modules; they are
-        kept (only the cache is emptied) so that the same instance can serve another run."""
+        """lmms-eval's ``evaluate()`` calls this on every rank once a run's requests are answered, before
+        it scores them. Every rank's per-sample accounting is gathered onto rank 0, which reports the run
+        through lmms-eval's own ``log_metrics`` (so the run's figures, failed samples included, land in
+        ``results["throughput"]`` of every entry point: the CLI's results file, ``simple_evaluate``'s
+        return value, ``aot sweep``) and keeps it as :attr:`last_run`; the next run starts afresh. The
+        model's modules are kept (only the cache is emptied) so that one instance can serve several runs."""
         import gc
 
+        records, seconds = eff.gather_records(self._records, self._batch_seconds, self.world_size)
+        self._records, self._batch_seconds = [], 0.0
+        if self.rank == 0:
+            self.last_run = records
+            if records:
+                log_metrics(**eff.run_metrics(records, seconds))
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        """This process's per-sample accounting so far (dicts of :class:`SampleEfficiency`)."""
+        """This process's per-sample accounting of the run in progress (dicts of :class:`SampleEfficiency`);
+        :attr:`last_run` holds the finished run's, every rank's, on rank 0."""
         return list(self._records)
 
     def tok_encode(self, string: str, left_truncate_len=None, add_special_tokens=None) -> list[int]:
@@ -302,12 +290,14 @@ class _AOTLlavaBase(lmms):
             gen_kwargs.pop("until", None)
             prepared = []
             for i, (context, doc_to_visual, doc_id, task, split) in enumerate(zip(contexts, doc_to_visuals, doc_ids, tasks, splits)):
+                doc = self.task_dict[task][split][doc_id]
                 try:
-                    visual = doc_to_visual(self.task_dict[task][split][doc_id])
+                    visual = doc_to_visual(doc)
                 except Exception as exc:  # noqa: BLE001 - a task's own loader failing is one failed sample
-                    prepared.append(_Prepared(i, context, task, doc_id, error=f"doc_to_visual failed: {type(exc).__name__}: {exc}"))
+                    prepared.append(_Prepared(i, context, task, doc_id, doc, error=f"doc_to_visual failed: {type(exc).__name__}: {exc}"))
                     continue
                 prepared.append(self._prepare(i, context, visual, gen_kwargs, task, doc_id))
+                prepared[-1].doc = doc
             for p, out in zip(prepared, self._run_batch(prepared, gen_kwargs)):
                 res.append(out)
                 self.cache_hook.add_partial("generate_until", (p.context, gen_kwargs), out.text)
@@ -336,9 +326,9 @@ class _AOTLlavaBase(lmms):
         results = []
         for p in prepared:
             if p.error is not None:
-                eval_logger.error(f"{p.task} doc {p.doc_id}: {p.error}; the sample is answered with an empty string and scored as wrong")
+                text = wrong_answer(p.task, p.doc)
+                eval_logger.error(f"{p.task} doc {p.doc_id}: {p.error}; the sample is answered {text!r} and scored as wrong")
                 record = eff.SampleEfficiency(p.task, p.doc_id, self.compression_name, failed=True, error=p.error, load_ms=p.load_ms)
-                text = ""
             else:
                 text, record = outputs[p.index]
             self._records.append(record.to_dict())
@@ -403,50 +393,47 @@ class _AOTLlavaBase(lmms):
                 stage_tokens={k: sum(s.stage_tokens.get(k, 0) for s in mine) for k in (mine[0].stage_tokens if mine else {})},
             )
             results[p.index] = (texts[row], record)
-        n = len(batch)
-        generated_tokens = sum(r.output_tokens for _, r in results.values())
-        log_metrics(
-            total_elapsed_time=end - start, total_gen_tokens=generated_tokens,
-            avg_speed=generated_tokens / max(end - start, 1e-9),
-            additional_metrics={
-                "visual_tokens": sum(r.visual_tokens for _, r in results.values()) / n,
-                "visual_tokens_plain": sum(r.visual_tokens_plain for _, r in results.values()) / n,
-                "retention": sum(r.retention for _, r in results.values()) / n,
-                "prefill_tflops": sum(r.prefill_tflops for _, r in results.values()) / n,
-                "compression_ms": sum(r.compression_ms for _, r in results.values()) / n,
-                "ttft_ms": ttft_ms,
-                "peak_memory_mb": peak,
-                "total_requests": n,
-            },
-        )
+        self._batch_seconds += end - start
         return results
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """Log-likelihood of each continuation given its (video) context, one request at a time."""
+        """Log-likelihood of each continuation given its (video) context, one request at a time. A
+        request whose video cannot be loaded or whose forward pass raises fails alone: it is logged,
+        counted as a failed sample, and answers ``(-inf, False)``, the least likely continuation."""
         res = []
         for context, doc_to_target, doc_to_visual, doc_id, task, split in [req.args for req in requests]:
-            doc = self.task_dict[task][split][doc_id]
-            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
-            p = self._prepare(0, context, doc_to_visual(doc), {}, task, doc_id)
-            if p.error is not None:
-                raise ValueError(f"{task} doc {doc_id}: {p.error}")
-            conv = self._new_conv()
-            conv.append_message(conv.roles[0], p.question)
-            conv.append_message(conv.roles[1], None)
-            context_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
-            conv.messages[-1][1] = continuation
-            full_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
-            labels = full_ids.clone()
-            labels[0, : context_ids.shape[0]] = -100
-            kwargs = {"images": p.visuals, "modalities": p.modalities, "image_sizes": p.image_sizes} if p.visuals else {}
-            with torch.inference_mode():
-                out = self.model(input_ids=full_ids.to(self.device), labels=labels.to(self.device), **kwargs)
-            # the labels of the spliced sequence: the continuation is its last (len(full) - len(context)) tokens
-            n_cont = full_ids.shape[1] - context_ids.shape[0]
-            logits = out.logits[0, -n_cont - 1 : -1]
-            greedy = bool((logits.argmax(-1).cpu() == full_ids[0, -n_cont:]).all())
-            res.append((float(out.loss.item()), greedy))
+            try:
+                res.append(self._loglikelihood_one(context, doc_to_target, doc_to_visual, doc_id, task, split))
+            except Exception as exc:  # noqa: BLE001 - one bad sample fails alone, the run goes on
+                error = f"{type(exc).__name__}: {exc}"
+                eval_logger.error(f"{task} doc {doc_id}: {error}; the request answers log-likelihood -inf")
+                self._records.append(eff.SampleEfficiency(task, doc_id, self.compression_name, failed=True,
+                                                          error=error).to_dict())
+                res.append((float("-inf"), False))
         return res
+
+    def _loglikelihood_one(self, context, doc_to_target, doc_to_visual, doc_id, task, split) -> tuple[float, bool]:
+        doc = self.task_dict[task][split][doc_id]
+        continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+        p = self._prepare(0, context, doc_to_visual(doc), {}, task, doc_id)
+        if p.error is not None:
+            raise ValueError(p.error)
+        conv = self._new_conv()
+        conv.append_message(conv.roles[0], p.question)
+        conv.append_message(conv.roles[1], None)
+        context_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+        conv.messages[-1][1] = continuation
+        full_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+        labels = full_ids.clone()
+        labels[0, : context_ids.shape[0]] = -100
+        kwargs = {"images": p.visuals, "modalities": p.modalities, "image_sizes": p.image_sizes} if p.visuals else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=full_ids.to(self.device), labels=labels.to(self.device), **kwargs)
+        # the labels of the spliced sequence: the continuation is its last (len(full) - len(context)) tokens
+        n_cont = full_ids.shape[1] - context_ids.shape[0]
+        logits = out.logits[0, -n_cont - 1 : -1]
+        greedy = bool((logits.argmax(-1).cpu() == full_ids[0, -n_cont:]).all())
+        return float(out.loss.item()), greedy
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(
