@@ -310,14 +310,21 @@ def test_finished_runs_are_skipped_unless_forced(tmp_path):
 
 FAKE_PYTHON = """\
 #!/usr/bin/env bash
-# Stands in for the interpreter: lmms-eval runs are faked (a run with compression=paper_ov_10pct fails),
-# anything else goes to the real interpreter.
+# Stands in for the interpreter: lmms-eval runs are faked (a run with compression=paper_ov_10pct fails as
+# lmms-eval 0.7.3 fails: the traceback logged, exit code $FAKE_EXIT, by default 0), anything else goes to the
+# real interpreter.
 if [[ "$1" == "-m" && "$2" == "lmms_eval" ]]; then
     args="$*"
     out=""
     while [[ $# -gt 0 ]]; do [[ "$1" == "--output_path" ]] && out="$2"; shift; done
     echo "fake lmms_eval $args"
-    if [[ "$args" == *compression=paper_ov_10pct* ]]; then echo "boom" >&2; exit 3; fi
+    if [[ "$args" == *compression=paper_ov_10pct* ]]; then
+        echo "2026-12-01 | ERROR | lmms_eval.__main__:cli_evaluate:400 - Error during evaluation" >&2
+        echo "Traceback (most recent call last):" >&2
+        echo "  File \"x.py\", line 1, in <module>" >&2
+        echo "ModuleNotFoundError: No module named 'filelock._api'" >&2
+        exit "${FAKE_EXIT:-0}"
+    fi
     mkdir -p "$out/model" && echo '{"results": {}}' > "$out/model/20260101_120000_results.json"
     exit 0
 fi
@@ -325,19 +332,30 @@ exec {real} "$@"
 """
 
 
-def test_a_failed_run_does_not_stop_the_table(tmp_path):
+def _fake_python(tmp_path) -> Path:
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON.replace("{real}", shlex.quote(sys.executable)))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return fake
+
+
+@pytest.mark.parametrize("exit_code", ["0", "3"])
+def test_a_failed_run_does_not_stop_the_table(tmp_path, exit_code):
+    fake = _fake_python(tmp_path)
     out = tmp_path / "runs"
-    env = {**os.environ, "PYTHON": str(fake), "OUTPUT_DIR": str(out)}
+    env = {**os.environ, "PYTHON": str(fake), "OUTPUT_DIR": str(out), "FAKE_EXIT": exit_code}
     proc = subprocess.run(["bash", str(SCRIPTS / "_run_table.sh"), "smoke_tiny"], capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 finished now, 0 already finished, 1 failed" in proc.stdout
-    assert "AOT 10 % / Smoke: exit code 3" in proc.stdout
+    why = "exited 0 but wrote no *_results.json" if exit_code == "0" else "exit code 3"
+    log = out / "aot_10pct" / "smoke" / "lmms_eval.log"
+    assert f"AOT 10 % / Smoke: {why} (log: {log})" in proc.stdout
+    # the first error line of the failed run's log, beside its path, after the table of what finished
+    assert "ModuleNotFoundError: No module named 'filelock._api'" in proc.stdout.split(f"(log: {log})")[1]
+    assert proc.stdout.index("| Full tokens |") < proc.stdout.index("1 failed")
     assert (out / "full_tokens" / "smoke" / "model" / "20260101_120000_results.json").is_file()
-    assert "boom" in (out / "aot_10pct" / "smoke" / "lmms_eval.log").read_text()
+    assert "Error during evaluation" in log.read_text()
     again = subprocess.run(["bash", str(SCRIPTS / "_run_table.sh"), "smoke_tiny"], capture_output=True, text=True,
                            timeout=300, env=env)
     assert again.returncode == 1
@@ -355,4 +373,18 @@ def test_smoke_dry_run_writes_nothing(tmp_path):
     assert not (tmp_path / "smoke").exists()
     text = (SCRIPTS / "smoke.sh").read_text()
     assert "write_tiny_checkpoint('$checkpoint')" in text and "checkpoint=runs/smoke/tiny-llava-ov" in text
-    assert text.count("llava.eval.gather") >= 2
+    assert text.rstrip().endswith("exec bash scripts/eval/_run_table.sh smoke_tiny")   # which prints the table
+
+
+def test_unknown_task_fails_before_any_run(tmp_path):
+    table = yaml.safe_load((ROOT / "configs" / "eval" / "smoke_tiny.yaml").read_text())
+    table["columns"][0]["task"] = "aot_smoke_mcqq"
+    path = tmp_path / "smoke_tiny.yaml"
+    path.write_text(yaml.safe_dump(table))
+    fake = _fake_python(tmp_path)
+    env = {**os.environ, "PYTHON": str(fake), "OUTPUT_DIR": str(tmp_path / "runs")}
+    proc = subprocess.run(["bash", str(SCRIPTS / "_run_table.sh"), str(path)], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "unknown lmms-eval task(s): 'aot_smoke_mcqq' (close: ['aot_smoke_mcq'" in proc.stderr
+    assert "fake lmms_eval" not in proc.stdout and not (tmp_path / "runs").exists()

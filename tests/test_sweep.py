@@ -41,7 +41,7 @@ def swept(tmp_path_factory):
         mp.setattr(visionzip, "load_config", load_config)
         code = sweep.main(["--methods", ",".join(methods), "--retentions", ",".join(map(str, RETENTIONS)),
                            "--limit", str(LIMIT), "--batch-size", "2", "--device", "cpu", "--out", str(out)])
-    assert code == 0
+    assert code == 1   # the sweep finished every run, then says one failed
     data = json.loads((out / "sweep.json").read_text())
     return out, methods, data, broken
 
@@ -68,6 +68,11 @@ def test_compressed_runs_measure_retention_and_cost(swept):
     full, *runs = data["runs"]
     done = [r for r in runs if not r["failed"]]
     assert done
+    for r in [full, *done]:
+        assert r["efficiency"]["tasks"]["aot_smoke_mcq"]["samples"] == LIMIT   # the run's summary, from its samples
+        assert r["efficiency"]["overall"]["retention_mean"] == pytest.approx(r["retention"])
+        assert r["results"]["throughput"]["avg_samples"] == LIMIT                # the plugin's figures in lmms-eval's results
+        assert r["results"]["throughput"]["avg_failed_samples"] == 0
     for r in done:
         assert r["samples"] == LIMIT and r["failed_samples"] == 0 and r["score"] is not None
         assert 0 < r["retention"] < 1 and r["visual_tokens"] < full["visual_tokens"]

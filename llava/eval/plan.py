@@ -111,6 +111,21 @@ def plan_commands(table: Table | str, rows: Iterable[str] | None = None, columns
     return runs
 
 
+def check_tasks(table: Table | str, runs: list[Run]) -> None:
+    """``ValueError`` naming any task of ``runs`` that lmms-eval does not know (with the table's
+    ``include_path``), before any model loads."""
+    from llava.eval.task_names import task_manager
+
+    if not isinstance(table, Table):
+        table = load_table(table)
+    include = [str(v) for flag, v in table.lmms_args if flag == "include_path"]
+    tasks = [arg for run in runs for flag, arg in zip(run.argv, run.argv[1:]) if flag == "--tasks"]
+    try:
+        task_manager([t for item in tasks for t in item.split(",")], include)
+    except ValueError as err:
+        raise ValueError(f"{table.name}: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llava.eval.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("table", help="table name (configs/eval/<name>.yaml) or path to a table YAML")
@@ -119,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", help="replace the table's output_dir")
     parser.add_argument("--expand", action="store_true",
                         help="fill in $PYTHON, $NUM_GPUS, $MAIN_PORT (default 29500) from the environment")
+    parser.add_argument("--check-tasks", action="store_true",
+                        help="first check that lmms-eval knows every planned task (seconds; before any model loads)")
     parser.add_argument("--format", choices=("shell", "tsv"), default="shell",
                         help="shell: one command per line; tsv: row, column, output path, command (tab-separated)")
     args = parser.parse_args(argv)
     try:
         runs = plan_commands(args.table, _split(args.rows), _split(args.columns), args.output_dir)
+        if args.check_tasks:
+            check_tasks(args.table, runs)
         commands = [shlex.join(run.expand(os.environ)) if args.expand else run.shell() for run in runs]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -56,7 +56,6 @@ DEFAULT_RETENTIONS = (0.10, 0.15, 0.20, 0.25)
 DEFAULT_TASK = "aot_smoke_mcq"
 DEFAULT_METRIC = "acc,none"
 DEFAULT_MODEL = "aot_llava_onevision"
-TASKS_DIR = Path(__file__).resolve().parents[2] / "lmms_eval_tasks"
 #: model arguments used with the tiny checkpoint when ``--model-args`` names no ``pretrained``
 TINY_MODEL_ARGS = {"max_frames_num": 32, "torch_dtype": "float32", "conv_template": "qwen_1_5", "model_name": "llava_qwen"}
 
@@ -171,6 +170,7 @@ class SweepRun:
     failed_samples: int = 0
     seconds: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
+    efficiency: dict[str, Any] = field(default_factory=dict)  # the run's efficiency summary (every rank's samples)
 
 
 def _number(value: Any) -> float | None:
@@ -187,6 +187,7 @@ def _fill(run: SweepRun, results: dict[str, Any], rows: list[dict], task: str, m
     scores = (results.get("results") or {}).get(task) or {}
     run.score = _number(scores.get(metric))
     run.results = {k: v for k, v in results.items() if k != "samples"}
+    run.efficiency = eff.summary_of_results(results)
     if rows and agg["failed"] == len(rows):
         first = next((r.get("error") for r in rows if r.get("error")), None)
         run.failed, run.error = True, f"every sample failed; first error: {first}"
@@ -222,20 +223,6 @@ def run_one(lm: Any, method: str, retention: float | None, *, task: str, task_ma
         results = {} if getattr(lm, "rank", 0) == 0 else None
     run.seconds = time.perf_counter() - start
     return run if results is not None else None
-
-
-def _task_manager(task: str, include_path: str):
-    """lmms-eval's TaskManager over ``include_path``; lmms-eval's own tasks are indexed only when
-    ``task`` is not found there (indexing them takes seconds)."""
-    from lmms_eval.tasks import TaskManager
-
-    manager = TaskManager("WARNING", include_path=include_path, include_defaults=False)
-    if task in manager.all_tasks:
-        return manager
-    manager = TaskManager("WARNING", include_path=include_path)
-    if task not in manager.all_tasks:
-        raise ValueError(f"--task {task!r}: not an lmms-eval task, nor one under --include-path {include_path}")
-    return manager
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -370,7 +357,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--retentions", default=",".join(f"{r:g}" for r in DEFAULT_RETENTIONS),
                         help="comma-separated target retentions in (0, 1]")
     parser.add_argument("--task", default=DEFAULT_TASK, help="one lmms-eval task")
-    parser.add_argument("--include-path", default=str(TASKS_DIR), help="extra lmms-eval task folder")
+    parser.add_argument("--include-path", help="extra lmms-eval task folder (default: this package's, `aot paths tasks`)")
     parser.add_argument("--limit", help="documents per run: a count, or a fraction of the task below 1 (default: all)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (one GPU per process)")
@@ -394,7 +381,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from lmms_eval.models import get_model
 
-    task_manager = _task_manager(args.task, args.include_path)
+    from llava.eval.task_names import task_manager as _task_manager
+
+    task_manager = _task_manager([args.task], [args.include_path] if args.include_path else [])
     model_args_text = ",".join(f"{k}={v}" for k, v in model_args.items())
     lm = get_model(args.model).create_from_arg_string(model_args_text, {"batch_size": args.batch_size, "device": device})
     rank0 = getattr(lm, "rank", 0) == 0
@@ -427,6 +416,12 @@ def run(args: argparse.Namespace) -> int:
     render_plot(data, out / "sweep.png")
     print(f"\n{markdown}\n{len(plan)} runs in {data['seconds']:.0f} s; wrote {out / 'sweep.json'}, "
           f"{out / 'sweep.md'}, {out / 'sweep.png'}")
+    failed = [r for r in data["runs"] if r["failed"]]
+    if failed:
+        print(f"aot sweep: {len(failed)} of {len(plan)} runs failed:", file=sys.stderr)
+        for r in failed:
+            print(f"  {r['spec']}: {r['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

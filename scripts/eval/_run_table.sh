@@ -9,8 +9,12 @@
 #   OUTPUT_DIR=DIR            results under DIR instead of the table's output_dir
 #   DRY_RUN=1                 print the commands, run nothing
 #   FORCE=1                   re-run runs that already have a *_results.json
-# A run that fails is logged and the table goes on; the script exits 1 at the end listing the failed runs.
-# Each run's console output is kept in <output_path>/lmms_eval.log.
+# Before any model loads, every task name is checked against lmms-eval's (an unknown one: an error
+# listing the close and the bundled ones). A run that fails is logged and the table goes on; at the end
+# the table is printed with what finished, then each failed run with the first error line of its log,
+# and the script exits 1. lmms-eval exits 0 when an evaluation raises, so a run counts as finished only
+# when it wrote its *_results.json. Each run's console output is kept in <output_path>/lmms_eval.log;
+# after each finished run its efficiency summary (<date>_aot_efficiency.json) is written and printed.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -28,6 +32,7 @@ plan_args=("$table" --format tsv --expand)
 [[ -n "${ROWS:-}" ]] && plan_args+=(--rows "$ROWS")
 [[ -n "${COLUMNS:-}" ]] && plan_args+=(--columns "$COLUMNS")
 [[ -n "${OUTPUT_DIR:-}" ]] && plan_args+=(--output_dir "$OUTPUT_DIR")
+[[ "${DRY_RUN:-0}" != 1 ]] && plan_args+=(--check-tasks)
 plan=$("$PYTHON" -m llava.eval.plan "${plan_args[@]}")
 mapfile -t lines <<<"$plan"
 
@@ -60,24 +65,31 @@ for line in "${lines[@]}"; do
     fi
     echo "[$i/$total] $row / $column -> $out"
     mkdir -p "$out"
-    if "${argv[@]}" </dev/null 2>&1 | tee "$out/lmms_eval.log"; then
+    log="$out/lmms_eval.log"
+    if "${argv[@]}" </dev/null 2>&1 | tee "$log"; then
         if finished "$out"; then
             done_now=$((done_now + 1))
-        else
-            failed+=("$row / $column: exited 0 but wrote no *_results.json (log: $out/lmms_eval.log)")
+            "$PYTHON" -m llava.cli report "$out" || true
+            continue
         fi
+        why="exited 0 but wrote no *_results.json"
     else
-        failed+=("$row / $column: exit code ${PIPESTATUS[0]} (log: $out/lmms_eval.log)")
+        why="exit code ${PIPESTATUS[0]}"
     fi
+    failed+=("$row / $column: $why (log: $log)"$'\n'"      $("$PYTHON" -m llava.eval.runlog "$log")")
 done
 
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
+gather_args=("$table")
+[[ -n "${OUTPUT_DIR:-}" ]] && gather_args+=(--runs "$OUTPUT_DIR")
+echo
+status=0
+"$PYTHON" -m llava.eval.gather "${gather_args[@]}" || status=$?
 echo
 echo "$table: $total runs, $done_now finished now, $skipped already finished, ${#failed[@]} failed"
-gather="$PYTHON -m llava.eval.gather $table${OUTPUT_DIR:+ --runs $OUTPUT_DIR}"
 if [[ ${#failed[@]} -gt 0 ]]; then
     printf '  failed: %s\n' "${failed[@]}"
-    echo "Re-launch the same command to retry them (finished runs are skipped); render what there is: $gather"
+    echo "Re-launch the same command to retry them (finished runs are skipped)."
     exit 1
 fi
-echo "Render the table: $gather"
+exit "$status"
