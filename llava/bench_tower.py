@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="comma-separated score layers of (ii) (default 5,-2)")
     parser.add_argument("--chunk-size", type=_positive_int, default=256, help="query rows per softmax chunk (default 256)")
     parser.add_argument("--with-release", action="store_true",
-                        help=f"also run (iii) when its maps take under {RELEASE_MEMORY_FRACTION:.0%} of the available memory")
+                        help=f"also run (iii) when its maps take under {100 * RELEASE_MEMORY_FRACTION:.0f}%% of the available memory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and frames")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output JSON (default {DEFAULT_JSON})")
     parser.add_argument("--quick", action="store_true", help="tiny tower (27 × 27 grid, width 64, 6 layers), 1 repeat")

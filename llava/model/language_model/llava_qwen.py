@@ -3,12 +3,18 @@ an MLP projector and the LLaVA video/image path (``llava.model.llava_arch``)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
+from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
+
+#: the KV-cache argument of transformers' Qwen2ForCausalLM.forward: ``cache`` since transformers 5.24
+#: (``past_key_values`` is deprecated there and stops working in 5.40), ``past_key_values`` before
+_CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2ForCausalLM.forward).parameters else "past_key_values"
 
 
 class LlavaQwenConfig(Qwen2Config):
@@ -59,6 +65,13 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
         modalities: list[str] | tuple[str, ...] = ("image",),
         **kwargs,
     ):
+        """LLaVA-NeXT's forward. ``past_key_values`` keeps LLaVA-NeXT's name and place; the KV cache may
+        also come as ``cache``, transformers' name for it since 5.24."""
+        if kwargs.get("cache") is not None:
+            if past_key_values is not None:
+                raise ValueError("pass the KV cache once: as past_key_values or as cache, not both")
+            past_key_values = kwargs.pop("cache")
+        kwargs.pop("cache", None)
         if inputs_embeds is None and images is not None:
             (input_ids, position_ids, attention_mask, past_key_values, inputs_embeds, labels) = (
                 self.prepare_inputs_labels_for_multimodal(
@@ -67,7 +80,7 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
             )
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **kwargs,
+            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **{_CACHE_KWARG: past_key_values}, **kwargs,
         )
 
     @torch.no_grad()
@@ -102,3 +115,10 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
         else:
             inputs_embeds = self.get_model().embed_tokens(inputs)
         return super().generate(attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+
+# As LLaVA-NeXT does: checkpoints saved by this class say model_type "llava_qwen"; registered, they load
+# through transformers' Auto classes (AutoTokenizer reads the config through AutoConfig, and would
+# otherwise fall back to the bare PreTrainedConfig with a warning about mismatched model types).
+AutoConfig.register("llava_qwen", LlavaQwenConfig, exist_ok=True)
+AutoModelForCausalLM.register(LlavaQwenConfig, LlavaQwenForCausalLM, exist_ok=True)
