@@ -12,7 +12,8 @@ built-ins score. Additions:
 * ``--device cpu`` is honoured in a single process (the built-ins force ``cuda:N`` unless
   ``device_map=auto``);
 * per-sample efficiency accounting (:mod:`llava.eval.efficiency`) in lmms-eval's own ``TokenCounts``
-  and a per-run summary next to the results JSON;
+  (so in every ``--log_samples`` line), from which ``aot report`` and the table scripts build
+  ``<date>_aot_efficiency.json``;
 * a sample that fails (missing, corrupt or frameless video; its forward pass raising) is logged,
   counted as failed, and answered so that the task's own scoring counts it wrong
   (:mod:`llava.eval.failures`); a loglikelihood request that fails answers ``-inf``; the run goes on;
