@@ -35,6 +35,7 @@ from llava.conversation import get_conv_template
 from llava.eval.efficiency import FirstTokenClock, peak_memory_mb, prefill_tflops
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
+from llava.subcommand import call
 from llava.video import VideoClip, load_video
 
 
@@ -176,7 +177,7 @@ def plot_tokens(video: str, result: visionzip.CompressionResult, path: Path, *, 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from llava.tiny_checkpoint import write_tiny_checkpoint
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
     from llava.video import write_synthetic_video
 
     out = Path(args.out)
@@ -194,13 +195,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tables[compression] = asdict(stats) | {"answer": answer}
         print(f"== compression: {compression}\nanswer (random tiny model): {answer!r}\n{format_stats(stats)}\n")
         if compression != "none":
-            cfg = model.compression
-            tower = model.get_vision_tower()
-            side = tower.num_patches_per_side
+            side = model.get_vision_tower().num_patches_per_side
             result = model.last_visual_stats[0].result
             png = plot_tokens(str(video), result, out / "aot_tokens.png", max_frames=args.frames,
-                              pooled_grid=visionzip.pooled_grid((side, side), mode=cfg.pool_mode, stride=cfg.pool_stride),
-                              anchor_grid=(side, side),
+                              pooled_grid=model.video_layout(args.frames).pooled_grid, anchor_grid=(side, side),
                               title=f"AOT {compression}: anchors (cyan) and tokens kept by the inter-frame stage (orange)")
             print(f"wrote {png}")
     (out / "demo_stats.json").write_text(json.dumps(tables, indent=2))
@@ -237,7 +235,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    from llava.tiny_checkpoint import write_tiny_checkpoint
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 
     out = Path(args.dir)
     if (out / "config.json").is_file() and not args.force:
@@ -295,12 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"aot {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    """``aot``: a ValueError or FileNotFoundError is reported as ``aot <command>: error: ...``, exit status 2
+    (:func:`llava.subcommand.call`, shared with ``python -m llava.eval.sweep`` and ``python -m llava.viz``)."""
+    return call(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ emitted token (merged, purple) and those dropped (dimmed), AOT's anchors on the 
 the method has anchors, the per-frame counts in each title, and underneath a bar chart of kept /
 merged / dropped cells for every frame. A JSON file next to the PNG holds the same counts.
 
-Without ``--model``, the tiny random-weight checkpoint (:mod:`llava.tiny_checkpoint`) is written to
+Without ``--model``, the tiny random-weight checkpoint (:mod:`llava.fixtures.tiny_checkpoint`) is written to
 ``<out folder>/tiny-llava-ov`` if missing: its masks come from random attention, the drawing is real.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-import visionzip
 from llava.resources import tasks_dir
+from llava.subcommand import run_subcommand
 
 DEFAULT_VIDEO = tasks_dir() / "aot_smoke" / "scene_cut.mp4"
 DEFAULT_RETENTION = 0.10
@@ -183,12 +183,7 @@ def visualise(net: Any, processor: Any, clip: Any, *, method: str, spec: str | N
     vs = stats[0]
     result = vs.result
     side = net.get_vision_tower().num_patches_per_side
-    grid = getattr(result, "pooled_grid", None)
-    if grid is None:
-        cfg = net.compression
-        mode = cfg.pool_mode if cfg is not None else getattr(net.config, "mm_spatial_pool_mode", "bilinear")
-        stride = cfg.pool_stride if cfg is not None else getattr(net.config, "mm_spatial_pool_stride", 2)
-        grid = visionzip.pooled_grid((side, side), mode=mode, stride=stride)
+    grid = getattr(result, "pooled_grid", None) or net.video_layout(vs.frames).pooled_grid
     kept, merged, anchors = token_masks(result, tuple(grid), vs.frames)
     label = "full tokens" if spec is None else spec
     title = (f"{method} ({label}): {vs.tokens} of {vs.tokens_plain} visual tokens, retention {vs.retention:.3f}, "
@@ -254,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     clip = load_video(args.video, max_frames=args.frames)  # a missing or unreadable video fails before the model loads
     model = args.model
     if model is None:
-        from llava.tiny_checkpoint import write_tiny_checkpoint
+        from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 
         ckpt = folder / "tiny-llava-ov"
         model = str(ckpt if (ckpt / "config.json").is_file() else write_tiny_checkpoint(ckpt))
@@ -277,9 +272,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m llava.viz ...`` = ``aot viz ...``."""
-    from llava.cli import main as aot
-
-    return aot(["viz", *(sys.argv[1:] if argv is None else argv)])
+    return run_subcommand("viz", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def _aot_subcommands() -> list[str]:
 
 def test_every_entry_point_is_found():
     # a guard on the discovery above: these must be among the modules tested
-    assert {"llava.cli", "llava.bench_tower", "visionzip.bench", "llava.train.train", "llava.eval.gather"} <= set(MODULES)
+    assert {"llava.cli", "llava.bench.tower", "visionzip.bench", "llava.train.train", "llava.eval.gather"} <= set(MODULES)
     assert SCRIPTS == ["aot"]
 
 
@@ -56,3 +56,33 @@ def test_console_script_help(script):
     for sub in subcommands:
         proc = subprocess.run([str(BIN / script), sub, "--help"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage:" in proc.stdout, (sub, proc.stderr[-3000:])
+
+
+def _outcome(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: --help, a bad flag
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("app, argv", [
+    ("sweep", ["--help"]), ("sweep", ["--no-such-flag"]), ("sweep", ["--retentions"]), ("sweep", ["--limit", "-1"]),
+    ("viz", ["--help"]), ("viz", ["--no-such-flag", "1"]), ("viz", ["--frames", "x"]), ("viz", ["--out", "x.jpg"]),
+])
+def test_python_m_apps_answer_as_their_aot_subcommand(app, argv, capsys, tmp_path):
+    # python -m llava.eval.sweep / llava.viz parse, report and exit as aot sweep / aot viz, without importing llava.cli
+    import argparse
+
+    from llava import cli, subcommand, viz
+    from llava.eval import sweep
+
+    (choices,) = [a.choices for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert tuple(choices) == subcommand.COMMANDS
+    if app == "sweep" and "--help" not in argv:
+        argv = [*argv, "--out", str(tmp_path)]
+    module = {"sweep": sweep, "viz": viz}[app]
+    expected = _outcome(cli.main, [app, *argv], capsys)
+    assert expected[0] != 0 or "--help" in argv
+    assert _outcome(module.main, argv, capsys) == expected

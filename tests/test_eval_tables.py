@@ -65,7 +65,7 @@ def test_ov_table_matches_the_paper():
 
 
 def test_tiny_model_shape_matches_the_checkpoint():
-    from llava.tiny_checkpoint import tiny_config
+    from llava.fixtures.tiny_checkpoint import tiny_config
 
     cfg = tiny_config(100)
     shape = load_table("smoke_tiny").model_shape

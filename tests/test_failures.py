@@ -96,7 +96,7 @@ def test_other_tasks_and_documents_without_an_answer_get_an_empty_answer():
 def test_missing_video_counts_as_wrong_in_mvbench_accuracy_through_the_cli(tmp_path):
     """Through the real lmms-eval CLI: MVBench's own aggregation of a run with a missing video equals
     100 × (right answers) / (all samples), the failed sample included and scored 0."""
-    from llava.tiny_checkpoint import write_tiny_checkpoint
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 
     task_dir = tmp_path / "tasks" / "mvbench_check"
     shutil.copytree(ROOT / "tests" / "data" / "mvbench_check", task_dir)

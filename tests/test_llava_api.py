@@ -22,6 +22,12 @@ from llava.conversation import (
     default_conversation,
     get_conv_template,
 )
+from llava.fixtures.tiny_tokenizer import (
+    QWEN2_PRETOKENIZE_REGEX,
+    TINY_SPECIAL_TOKENS,
+    TINY_TOKENIZER_CORPUS,
+    build_tiny_tokenizer,
+)
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
     divide_to_patches,
@@ -33,12 +39,6 @@ from llava.mm_utils import (
     resize_and_pad_image,
     select_best_resolution,
     tokenizer_image_token,
-)
-from llava.tiny_tokenizer import (
-    QWEN2_PRETOKENIZE_REGEX,
-    TINY_SPECIAL_TOKENS,
-    TINY_TOKENIZER_CORPUS,
-    build_tiny_tokenizer,
 )
 
 QWEN_PROMPT = (

@@ -10,7 +10,7 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 from lmms_eval.models.simple.llava_onevision import Llava_OneVision  # noqa: E402
 
-from llava.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 from llava.video import write_synthetic_video  # noqa: E402
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from llava.conversation import conv_templates
+from llava.fixtures.tiny_checkpoint import tiny_state_dict, write_tiny_checkpoint
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import CheckpointLayoutError, load_pretrained_model
-from llava.tiny_checkpoint import tiny_state_dict, write_tiny_checkpoint
 from llava.train import lora as lora_mod
 from llava.train.lora import apply_lora, lora_target_modules, save_lora
 from llava.train.merge_lora import main as merge_main

@@ -28,7 +28,7 @@ def test_two_commands_first_and_ci_uses_the_test_one():
 
 
 def test_llava_example_runs_on_the_tiny_checkpoint(tmp_path):
-    from llava.tiny_checkpoint import write_tiny_checkpoint
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
     from llava.video import write_synthetic_video
 
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)

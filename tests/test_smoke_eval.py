@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("lmms_eval")
 
-from llava.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TASK = ROOT / "lmms_eval_tasks" / "aot_smoke"

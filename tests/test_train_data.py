@@ -14,9 +14,9 @@ from PIL import Image
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
-from llava.tiny_checkpoint import write_tiny_checkpoint
 from llava.train.data import (
     DEFAULT_SYSTEM_MESSAGE,
     DataCollatorForSupervisedDataset,

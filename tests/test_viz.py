@@ -10,7 +10,7 @@ import pytest
 
 from llava import viz
 from llava.eval.sweep import FULL, available_methods
-from llava.tiny_checkpoint import write_tiny_checkpoint
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 
 FRAMES = 16
 

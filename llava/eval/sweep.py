@@ -31,7 +31,7 @@ Outputs, in ``--out``:
   full tokens as the reference.
 
 Without ``pretrained=`` in ``--model-args`` the tiny random-weight checkpoint
-(:mod:`llava.tiny_checkpoint`) is written to ``<out>/tiny-llava-ov`` if missing and used with 32
+(:mod:`llava.fixtures.tiny_checkpoint`) is written to ``<out>/tiny-llava-ov`` if missing and used with 32
 frames; its scores are noise, its accounting is real.
 """
 
@@ -49,6 +49,7 @@ from typing import Any
 
 import visionzip
 from llava.eval import efficiency as eff
+from llava.subcommand import run_subcommand
 
 FORMAT = "aot-sweep/1"
 FULL = "full"
@@ -135,7 +136,7 @@ def model_args_for(text: str | None, out: Path, device: str) -> dict[str, Any]:
     if "compression" in args:
         raise ValueError("--model-args: leave out compression=; the sweep sets it per run")
     if "pretrained" not in args:
-        from llava.tiny_checkpoint import write_tiny_checkpoint
+        from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 
         ckpt = out / "tiny-llava-ov"
         if not (ckpt / "config.json").is_file():
@@ -427,9 +428,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m llava.eval.sweep ...`` = ``aot sweep ...``."""
-    from llava.cli import main as aot
-
-    return aot(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    return run_subcommand("sweep", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
+from llava.model.lora_loading import is_lora_folder, load_lora  # no peft import: that happens when one is loaded
 from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -126,20 +127,6 @@ def _attn_implementation(requested: str | None) -> str:
     raise ValueError(f"attn_implementation={requested!r} is not valid; expected 'flash_attention_2', 'sdpa' or 'eager'")
 
 
-def _is_lora_folder(path: Path) -> bool:
-    from llava.train.lora import is_lora_folder  # no peft import: that happens when one is loaded
-
-    return is_lora_folder(path)
-
-
-def _lora():
-    """``llava.train.lora`` with peft importable (an optional extra; a clear ImportError otherwise)."""
-    from llava.train import lora
-
-    lora.require_peft()
-    return lora
-
-
 def load_pretrained_model(
     model_path: str | Path,
     model_base: str | None,
@@ -162,13 +149,13 @@ def load_pretrained_model(
 
     A LoRA output folder in ``model_path`` (``adapter_config.json``, as ``llava.train.lora.save_lora``
     writes it) is loaded over ``model_base``, or over the base the folder records when ``model_base``
-    is None, and merged (needs peft: ``pip install -e ".[train]"``).
+    is None, and merged (:mod:`llava.model.lora_loading`; needs peft: ``pip install -e ".[train]"``).
     """
     if load_8bit or load_4bit:
         raise ValueError("load_8bit / load_4bit are not supported; expected full-precision loading (torch_dtype)")
     path = resolve_model_path(model_path)
-    if _is_lora_folder(path):  # a LoRA output folder: base + adapter, merged
-        return _lora().load_lora(
+    if is_lora_folder(path):  # a LoRA output folder: base + adapter, merged (needs peft: a clear ImportError otherwise)
+        return load_lora(
             path, model_base, model_name=model_name, device_map=device_map, torch_dtype=torch_dtype,
             attn_implementation=attn_implementation, customized_config=customized_config,
             overwrite_config=overwrite_config, multimodal=multimodal, **kwargs,

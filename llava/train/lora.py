@@ -1,28 +1,29 @@
-"""LoRA on the LLM of a LLaVA model, saved and reloaded as LLaVA-NeXT does it (with ``peft``).
+"""LoRA on the LLM of a LLaVA model, trained and saved as LLaVA-NeXT does it (with ``peft``).
 
-A LoRA output folder holds:
-
-- ``adapter_config.json``, ``adapter_model.safetensors`` (and peft's ``README.md``): the adapter, as
-  ``PeftModel.save_pretrained`` writes it; ``base_model_name_or_path`` names the base.
-- ``non_lora_trainables.bin``: ``torch.save`` of the trainable parameters outside LoRA (e.g. the
-  projector), keyed as ``named_parameters()`` of the ``PeftModel`` (``base_model.model.model.mm_projector.0.weight``).
-- ``config.json``: the LLaVA model's config in the original layout, plus ``lora_base_model``: the
-  base checkpoint the adapter was trained on (a hub id, or an absolute folder path).
-- the tokenizer files and ``generation_config.json`` when given / present.
-
-``load_pretrained_model(lora_dir, base_or_None, ...)`` (:func:`load_lora`) rebuilds the base with
-the folder's config, loads the non-LoRA trainables, applies the adapter and merges it.
+:func:`apply_lora` wraps a model for training, :func:`save_lora` writes a LoRA output folder. The
+folder's format and its loading for inference (:func:`load_lora`, which ``load_pretrained_model``
+calls on such a folder) belong to the model layer, :mod:`llava.model.lora_loading`; their names are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from llava.model.lora_loading import (
+    ADAPTER_CONFIG,
+    BASE_KEY,
+    NON_LORA_TRAINABLES,
+    is_lora_folder,
+    load_lora,
+    recorded_base,
+    require_peft,
+)
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -38,29 +39,8 @@ __all__ = [
     "save_lora",
 ]
 
-ADAPTER_CONFIG = "adapter_config.json"
-NON_LORA_TRAINABLES = "non_lora_trainables.bin"
-BASE_KEY = "lora_base_model"  # config.json key recording the base checkpoint of a LoRA folder
-
 # modules never given LoRA (LLaVA-NeXT's find_all_linear_names skips these and lm_head)
 MULTIMODAL_KEYWORDS = ("mm_projector", "vision_tower", "vision_resampler")
-_PEFT_PREFIX = "base_model.model."
-
-
-def require_peft():
-    """The ``peft`` module, or an ImportError saying how to install it (an optional extra)."""
-    try:
-        import peft
-    except ImportError as exc:
-        raise ImportError(
-            'LoRA needs peft, which is not installed; install the training extra: pip install -e ".[train]"'
-        ) from exc
-    return peft
-
-
-def is_lora_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a LoRA output folder (it holds ``adapter_config.json``)."""
-    return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
 def lora_target_modules(model: nn.Module) -> list[str]:
@@ -148,7 +128,7 @@ def llava_config_dict(config: Any, **extra: Any) -> dict:
 
 
 def save_lora(peft_model: Any, output_dir: str | Path, *, model_base: str, tokenizer: Any = None) -> Path:
-    """Write a LoRA output folder (see the module docstring) for ``peft_model`` trained over ``model_base``.
+    """Write a LoRA output folder (its format: :mod:`llava.model.lora_loading`) for ``peft_model`` trained over ``model_base``.
 
     Under DeepSpeed ZeRO-3 call it on every rank: partitioned parameters are gathered (a collective);
     only rank 0 writes. Returns the folder.
@@ -186,102 +166,3 @@ def save_lora(peft_model: Any, output_dir: str | Path, *, model_base: str, token
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out
-
-
-def recorded_base(lora_dir: str | Path) -> str | None:
-    """The base recorded in a LoRA folder: ``config.json``'s ``lora_base_model``, else
-    ``adapter_config.json``'s ``base_model_name_or_path``; None when neither names one."""
-    path = Path(lora_dir)
-    for name, key in (("config.json", BASE_KEY), (ADAPTER_CONFIG, "base_model_name_or_path")):
-        file = path / name
-        if file.is_file():
-            value = json.loads(file.read_text()).get(key)
-            if value:
-                return str(value)
-    return None
-
-
-def _llava_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys of ``named_parameters()`` of a PeftModel -> the LLaVA model's own names."""
-    state = {(k[len(_PEFT_PREFIX):] if k.startswith(_PEFT_PREFIX) else k): v for k, v in state.items()}
-    if any(k.startswith("model.model.") for k in state):  # as LLaVA-NeXT's loader: one more wrapper level
-        state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
-    # base weights of a LoRA-wrapped linear, trained as well (a language model tuned besides its adapters)
-    return {k.replace(".base_layer.", "."): v for k, v in state.items()}
-
-
-def _load_non_lora(model: nn.Module, lora_dir: Path) -> None:
-    from llava.model.builder import CheckpointLayoutError
-
-    file = lora_dir / NON_LORA_TRAINABLES
-    if not file.is_file():
-        warnings.warn(
-            f"{lora_dir}: no {NON_LORA_TRAINABLES}; only the LoRA adapter is applied, every other weight is the "
-            "base's (right when nothing but LoRA was trained, e.g. a plain peft adapter)",
-            stacklevel=3,
-        )
-        return
-    state = _llava_keys(torch.load(file, map_location="cpu", weights_only=True))
-    own = model.state_dict()
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = sorted(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-                        if k in own and v.shape != own[k].shape)
-    if unexpected or mismatched:
-        raise CheckpointLayoutError(
-            f"{file}: tensors that do not fit the base model; unknown names: {unexpected[:20]}; shape mismatches "
-            f"(file vs model): {mismatched[:20]}; expected named_parameters() names of the LLaVA model (under {_PEFT_PREFIX!r}) "
-            "and the base the adapter was trained on"
-        )
-    model.load_state_dict(state, strict=False)
-
-
-def load_lora(model_path: str | Path, model_base: str | None = None, **load_kwargs: Any):
-    """LLaVA-NeXT's LoRA loading. Returns ``(tokenizer, merged_model, image_processor, context_len)``.
-
-    The base (``model_base``, or the one the folder records: see :func:`recorded_base`) is loaded as
-    ``load_pretrained_model(model_base, None, ...)`` does but with the LoRA folder's ``config.json``
-    (a ``customized_config`` replaces it; ``overwrite_config`` applies on top), then ``non_lora_trainables.bin``
-    is loaded into it, then the adapter is applied and merged (``merge_and_unload``). An
-    ``aot_compression`` in the config is re-applied by the model. ``load_kwargs`` are those of
-    ``load_pretrained_model`` (``model_name``, ``device_map``, ``torch_dtype``, ``attn_implementation``, …).
-    The tokenizer is the folder's when it holds one, else the base's.
-    """
-    peft = require_peft()
-    from transformers import AutoTokenizer
-
-    from llava.model.builder import CheckpointLayoutError, load_pretrained_model, resolve_model_path
-
-    path = resolve_model_path(model_path)
-    if not is_lora_folder(path):
-        raise CheckpointLayoutError(f"{path}: no {ADAPTER_CONFIG}; expected a LoRA output folder")
-    if model_base is not None:
-        base, source = str(model_base), "model_base"
-    else:
-        base, source = recorded_base(path), f"recorded in {path}"
-        if base is None:
-            raise ValueError(
-                f"{path}: LoRA folder that records no base model (neither config.json's {BASE_KEY!r} nor "
-                f"{ADAPTER_CONFIG}'s 'base_model_name_or_path'); pass model_base (the checkpoint the adapter was trained on)"
-            )
-    try:
-        base_path = resolve_model_path(base)
-    except CheckpointLayoutError as exc:
-        raise CheckpointLayoutError(
-            f"{path}: base model {base!r} ({source}) cannot be found: {exc}; pass model_base=<the base checkpoint folder or hub id>"
-        ) from exc
-    if base_path.resolve() == path.resolve():
-        raise ValueError(f"model_base={base!r} is the LoRA folder itself; expected the base checkpoint the adapter was trained on")
-    kwargs = dict(load_kwargs)
-    model_name = kwargs.pop("model_name", "llava_qwen")
-    if kwargs.get("customized_config") is None and (path / "config.json").is_file():
-        kwargs["customized_config"] = str(path / "config.json")
-    use_fast = kwargs.get("use_fast", True)
-    tokenizer, model, image_processor, context_len = load_pretrained_model(base_path, None, model_name, **kwargs)
-    _load_non_lora(model, path)
-    model = peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    if hasattr(model.config, BASE_KEY):  # the merged model is a full model
-        delattr(model.config, BASE_KEY)
-    model.eval()
-    if (path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=use_fast)
-    return tokenizer, model, image_processor, context_len

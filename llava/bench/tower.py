@@ -19,10 +19,10 @@ default run takes about 5 minutes (one so400m forward of 8 frames is ~34 s), abo
 
 Commands::
 
-    python -m llava.bench_tower                     # 8 frames on CPU (float32), 32 on CUDA (bf16), 3 repeats
-    python -m llava.bench_tower --with-release      # also (iii), if its maps fit in memory
-    python -m llava.bench_tower --device cpu --frames 4 --repeats 5
-    python -m llava.bench_tower --quick --json /tmp/t.json   # tiny tower, 2 frames, 1 repeat (for tests)
+    python -m llava.bench.tower                     # 8 frames on CPU (float32), 32 on CUDA (bf16), 3 repeats
+    python -m llava.bench.tower --with-release      # also (iii), if its maps fit in memory
+    python -m llava.bench.tower --device cpu --frames 4 --repeats 5
+    python -m llava.bench.tower --quick --json /tmp/t.json   # tiny tower, 2 frames, 1 repeat (for tests)
 
 Prints Markdown tables (pasted into docs/benchmarks.md) and writes every number plus the environment to
 ``--json`` (default ``runs/bench/tower.json``). Peak memory: CUDA ``max_memory_allocated`` minus what was
@@ -223,7 +223,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m llava.bench_tower", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llava.bench.tower", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available (bfloat16), else cpu (float32)")
     parser.add_argument("--frames", type=_positive_int, default=None,
