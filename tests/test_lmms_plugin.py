@@ -14,8 +14,10 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import GenerationResult, Instance  # noqa: E402
 
 from llava.eval import efficiency as eff  # noqa: E402
-from llava.eval.lmms_models import AOTLlavaOneVision, AOTLlavaVid, EfficiencyCounts  # noqa: E402
-from llava.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+from llava.eval.adapters.base import EfficiencyCounts  # noqa: E402
+from llava.eval.adapters.llava_onevision import AOTLlavaOneVision  # noqa: E402
+from llava.eval.adapters.llava_video import AOTLlavaVid  # noqa: E402
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 from llava.video import write_synthetic_video  # noqa: E402
 
 GEN = {"max_new_tokens": 5, "temperature": 0, "top_p": 1.0, "num_beams": 1, "do_sample": False, "until": ["\n\n"]}
@@ -70,7 +72,7 @@ def test_unknown_preset_lists_the_presets(assets):
 
 
 def test_unknown_model_arg_is_named(assets):
-    with pytest.raises(TypeError, match="max_frame"):
+    with pytest.raises(ValueError, match="model_args key 'max_frame' is not accepted by aot_llava_onevision"):
         AOTLlavaOneVision(pretrained=assets["ckpt"], device="cpu", max_frame=8)
 
 

@@ -1,6 +1,6 @@
 """Efficiency accounting for lmms-eval runs: what each sample cost, and a per-run summary.
 
-Per sample, the plugin models (:mod:`llava.eval.lmms_models`) return lmms-eval's own
+Per sample, the plugin models (:mod:`llava.eval.adapters`) return lmms-eval's own
 ``GenerationResult`` with a ``TokenCounts`` whose ``input_tokens`` (prefill length: prompt text plus
 visual tokens) and ``output_tokens`` lmms-eval aggregates itself (``results["efficiency"]``); the same
 object carries the fields of :class:`SampleEfficiency`, so with ``--log_samples`` every line of

@@ -5,15 +5,16 @@ Declared in pyproject.toml::
     [project.entry-points."lmms_eval.models"]
     aot = "llava.eval.plugin:manifests"
 
-The model classes themselves are imported by lmms-eval only when a run asks for one of them.
+The model classes (:mod:`llava.eval.adapters`, one module per model family) are imported by lmms-eval
+only when a run asks for one of them.
 """
 
 from __future__ import annotations
 
 #: lmms-eval model name -> class path.
 MODELS = {
-    "aot_llava_onevision": "llava.eval.lmms_models.AOTLlavaOneVision",
-    "aot_llava_vid": "llava.eval.lmms_models.AOTLlavaVid",
+    "aot_llava_onevision": "llava.eval.adapters.llava_onevision.AOTLlavaOneVision",
+    "aot_llava_vid": "llava.eval.adapters.llava_video.AOTLlavaVid",
 }
 
 

@@ -1,0 +1,148 @@
+"""What the LLaVA-NeXT families (LLaVA-OneVision, LLaVA-Video) share: :class:`LlavaAdapter`.
+
+Loading through :func:`llava.model.builder.load_pretrained_model`, LLaVA-NeXT's conversation templates,
+``<image>`` placeholders spliced by the model (``IMAGE_TOKEN_INDEX``), left-padded batched generation
+and the loglikelihood of one continuation. Frame sampling, prompt building and the config overrides
+are each family's (:mod:`llava.eval.adapters.llava_onevision`, :mod:`llava.eval.adapters.llava_video`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from transformers import StoppingCriteriaList
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.conversation import SeparatorStyle, conv_templates
+from llava.eval import efficiency as eff
+from llava.eval.adapters.base import AOTModelAdapter, Prepared, str2bool
+from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
+from llava.model.builder import load_pretrained_model
+
+__all__ = ["LlavaAdapter"]
+
+
+class LlavaAdapter(AOTModelAdapter):
+    """A LLaVA-NeXT checkpoint (``llava_qwen``) behind lmms-eval; subclassed per family."""
+
+    def _load_llava(
+        self,
+        *,
+        pretrained: str,
+        model_name: str | None,
+        attn_implementation: str | None,
+        torch_dtype: str,
+        customized_config: str | None,
+        overwrite_config: dict[str, Any],
+        conv_template: str,
+        use_cache: Any,
+        video_decode_backend: str,
+        load_map: Any,
+    ) -> None:
+        """Load the checkpoint (after :meth:`_setup`) and adopt it (:meth:`_adopt_model`).
+
+        ``model_name`` picks the architecture in LLaVA-NeXT's loader; this package builds ``llava_qwen``
+        only, so a name given must be one LLaVA-NeXT maps to it (it contains ``qwen``)."""
+        self._check_llava_args(model_name=model_name, conv_template=conv_template, video_decode_backend=video_decode_backend)
+        self.pretrained = pretrained
+        self._tokenizer, model, self._image_processor, self._max_length = load_pretrained_model(
+            pretrained, None, model_name or get_model_name_from_path(pretrained), device_map=load_map,
+            torch_dtype=torch_dtype, attn_implementation=attn_implementation, customized_config=customized_config,
+            overwrite_config=overwrite_config,
+        )
+        self._config = model.config
+        if self._tokenizer.pad_token_id is None and "qwen" in str(getattr(self._tokenizer, "name_or_path", "")).lower():
+            self._tokenizer.pad_token_id = 151643
+        self.conv_template = conv_template
+        self.use_cache = str2bool(use_cache)
+        self._adopt_model(model)
+
+    @staticmethod
+    def _check_llava_args(*, model_name: str | None, conv_template: str, video_decode_backend: str) -> None:
+        """The LLaVA arguments that can be refused before any weight is read."""
+        if video_decode_backend != "decord":
+            raise ValueError(f"video_decode_backend={video_decode_backend!r} is not supported; expected 'decord'")
+        if conv_template not in conv_templates:
+            raise ValueError(f"conv_template={conv_template!r} is unknown; expected one of {sorted(conv_templates)}")
+        if model_name not in (None, "") and "qwen" not in str(model_name).lower():
+            raise ValueError(
+                f"model_name={model_name!r} selects a LLaVA-NeXT architecture other than llava_qwen, the only one this "
+                "package builds; expected a name containing 'qwen' (e.g. llava_qwen), or no model_name"
+            )
+
+    # -- prompts
+    def _new_conv(self):
+        template = conv_templates[self.conv_template]
+        return copy.deepcopy(template) if "llama_3" in self.conv_template else template.copy()
+
+    def _stop_words(self) -> list[str]:
+        conv = conv_templates[self.conv_template]
+        return [conv.sep if conv.sep_style != SeparatorStyle.TWO else conv.sep2]
+
+    def _generation_kwargs(self, gen_kwargs: dict) -> dict:
+        """The task's ``generation_kwargs`` as this family's built-in hands them to ``generate``."""
+        raise NotImplementedError
+
+    # -- generation
+    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, eff.SampleEfficiency]]:
+        model = self.model
+        ids_list = [tokenizer_image_token(p.prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt") for p in batch]
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        longest = max(len(x) for x in ids_list)
+        input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, ids in enumerate(ids_list):  # left padding: the prompts end together
+            input_ids[row, longest - len(ids):] = ids
+            attention_mask[row, longest - len(ids):] = 1
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        images = [v for p in batch for v in p.visuals]
+        modalities = [m for p in batch for m in p.modalities]
+        image_sizes = [s for p in batch for s in p.image_sizes]
+        kwargs = self._generation_kwargs(gen_kwargs)
+        if images:
+            kwargs.update(images=images, modalities=modalities, image_sizes=image_sizes)
+        model.last_visual_stats = []
+        with self._measured() as m:
+            criteria = StoppingCriteriaList([m.clock, KeywordsStoppingCriteria(self._stop_words(), self.tokenizer, input_ids)])
+            with torch.inference_mode():
+                out = model.generate(input_ids, attention_mask=attention_mask, pad_token_id=pad_id, use_cache=self.use_cache,
+                                     stopping_criteria=criteria, **kwargs)
+        texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        stats = list(model.last_visual_stats) if images else []
+        results: dict[int, tuple[str, eff.SampleEfficiency]] = {}
+        cursor = 0
+        for row, p in enumerate(batch):
+            mine = stats[cursor : cursor + len(p.visuals)]
+            cursor += len(p.visuals)
+            generated = out[row].tolist()
+            while generated and generated[-1] == pad_id:
+                generated.pop()
+            text_tokens = int((ids_list[row] != IMAGE_TOKEN_INDEX).sum())
+            results[p.index] = (texts[row], self._sample_record(p, mine, text_tokens=text_tokens, output_tokens=len(generated),
+                                                                measurement=m))
+        return results
+
+    def _loglikelihood_one(self, context, doc_to_target, doc_to_visual, doc_id, task, split) -> tuple[float, bool]:
+        doc = self.task_dict[task][split][doc_id]
+        continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+        p = self._prepare(0, context, doc_to_visual(doc), {}, task, doc_id)
+        if p.error is not None:
+            raise ValueError(p.error)
+        conv = self._new_conv()
+        conv.append_message(conv.roles[0], p.question)
+        conv.append_message(conv.roles[1], None)
+        context_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+        conv.messages[-1][1] = continuation
+        full_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+        labels = full_ids.clone()
+        labels[0, : context_ids.shape[0]] = -100
+        kwargs = {"images": p.visuals, "modalities": p.modalities, "image_sizes": p.image_sizes} if p.visuals else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=full_ids.to(self.device), labels=labels.to(self.device), **kwargs)
+        # the labels of the spliced sequence: the continuation is its last (len(full) - len(context)) tokens
+        n_cont = full_ids.shape[1] - context_ids.shape[0]
+        logits = out.logits[0, -n_cont - 1 : -1]
+        greedy = bool((logits.argmax(-1).cpu() == full_ids[0, -n_cont:]).all())
+        return float(out.loss.item()), greedy
