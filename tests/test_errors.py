@@ -101,7 +101,7 @@ SHAPE_CASES = {
     # pool_frames
     "pool/features rank 4": (lambda: vz.pool_frames(X[None], MASK, grid=GRID), "features", lit((1, 8, N, D))),
     "pool/mask shape": (lambda: vz.pool_frames(X, MASK[:4], grid=GRID), "mask", lit((4, N))),
-    "pool/mode": (lambda: vz.pool_frames(X, MASK, grid=GRID, mode="max"), "mode", "'max'"),
+    "pool/mode": (lambda: vz.pool_frames(X, MASK, grid=GRID, mode="maximum"), "mode", "'maximum'"),
     "pool/stride 0": (lambda: vz.pool_frames(X, MASK, grid=GRID, stride=0), "stride", "0"),
     "pool/stride too big": (lambda: vz.pool_frames(X, MASK, grid=GRID, stride=28), "stride", "28"),
     # merge_inter_frame
@@ -440,7 +440,7 @@ def test_empty_batch_list():
 @pytest.mark.parametrize(
     "fn,name,value",
     [
-        (lambda: vz.pool_frames(X, MASK, grid=GRID, mode="max"), "mode", "max"),
+        (lambda: vz.pool_frames(X, MASK, grid=GRID, mode="maximum"), "mode", "maximum"),
         (lambda: vz.sinkhorn(torch.ones(2, 2), torch.ones(2), torch.ones(2), stop="exact"), "stop", "exact"),
         pytest.param(
             lambda: vz.select_anchors(S, T, grid=GRID, num_anchors=126, budget="foo"), "budget", "foo"
@@ -472,7 +472,7 @@ def test_unknown_enum_argument(fn, name, value):
 @pytest.mark.parametrize(
     "field,value",
     [
-        ("pool_mode", "max"),
+        ("pool_mode", "maximum"),
         ("newline_position", "every_token"),
         ("keyframe_emit", "twice"),
         ("one_token_newline", "prepend"),
@@ -554,8 +554,8 @@ def test_yaml_not_a_mapping(tmp_path: Path):
 
 def test_yaml_bad_value(tmp_path: Path):
     path = tmp_path / "v.yaml"
-    path.write_text("method: aot\npool_mode: max\n")
-    with pytest.raises(ValueError, match=both("pool_mode", "'max'")):
+    path.write_text("method: aot\npool_mode: maximum\n")
+    with pytest.raises(ValueError, match=both("pool_mode", "'maximum'")):
         vz.load_config(path)
 
 

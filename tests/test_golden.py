@@ -1,4 +1,5 @@
-"""Parity with the authors' release: golden tensors from ../shared/golden (copied to tests/golden).
+"""Parity with the authors' release: the golden tensors in tests/golden (provenance, keys and
+tolerances: docs/algorithm.md, section "Golden tensors").
 
 Masks must match exactly; tensors within 1e-5 relative error (||a - b|| / ||b||) in float32.
 """

@@ -62,7 +62,10 @@ def plain_sequence(x: torch.Tensor, *, mode: str, newline_position: str, newline
     rows = pooled.permute(0, 2, 3, 1)  # (F, ph, pw, D)
     if newline_position == "grid":
         rows = torch.cat([rows, newline.expand(f_, ph, 1, d)], dim=2)
-    return rows.reshape(-1, d)
+    out = rows.reshape(-1, d)
+    if newline_position == "one_token" and newline is not None:  # LLaVA-NeXT: one newline after the video
+        out = torch.cat([out, newline[None]])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,10 +81,13 @@ def test_list_methods_and_enum():
 @pytest.mark.parametrize("method", METHODS)
 def test_make_config_every_method(method):
     cfg = _cfg(method, 0.15)
-    assert cfg.method is vz.Method(method)
+    assert cfg.method == method == vz.Method(method)
     assert isinstance(cfg, vz.config_class(method))
     assert cfg.needs_scores == (method in ("aot", "visionzip"))
-    for name in ("pool_mode", "pool_stride", "newline_position", "shallow_layer", "deep_layer"):
+    assert vz.get_method(method).scores == {"aot": "shallow_deep", "visionzip": "deep"}.get(method, "none")
+    for name in ("pool_mode", "pool_stride", "newline_position"):
+        assert getattr(cfg, name) is None, name  # the layout comes from the model
+    for name in ("shallow_layer", "deep_layer"):
         assert getattr(cfg, name) == getattr(vz.AOTConfig(), name), name  # defaults shared with AOT
     if method == "aot":
         assert cfg.token_budget == 0.15
@@ -108,7 +114,7 @@ def test_make_config_errors():
     with pytest.raises(ValueError, match="window"):
         vz.make_config("dycoke", retention=0.1, window=0)
     with pytest.raises(ValueError, match="pool_mode"):
-        vz.make_config("visionzip", retention=0.1, pool_mode="max")
+        vz.make_config("visionzip", retention=0.1, pool_mode="maximum")
     with pytest.raises(ValueError, match="unknown VisionZipConfig key"):
         vz.VisionZipConfig.from_dict({"retention": 0.1, "bogus": 1})
 
@@ -169,7 +175,7 @@ def test_baseline_presets():
     assert not set(BASELINE_PRESETS) & set(vz.list_presets())  # the default listing stays AOT's
     for name in BASELINE_PRESETS:
         cfg = vz.get_preset(name)
-        assert cfg.retention == 0.1 and cfg.method.value == name.split("_")[0]
+        assert cfg.retention == 0.1 and cfg.method == name.split("_")[0]
     for name in vz.list_presets():
         assert vz.get_preset(name).token_budget is None  # faithful presets: the release's mode
 
@@ -266,20 +272,41 @@ def test_aot_default_mode_unchanged_by_token_budget_field():
 @pytest.mark.parametrize("pct", range(5, 101, 5))
 @pytest.mark.parametrize("mode", ["bilinear", "average"])
 def test_calibrate_aot(pct, mode):
-    k, keep = vz.calibrate_aot(pct / 100, pool_mode=mode)
-    assert k % 18 == 0 and 18 <= k <= 720
+    # the release's two layouts at the frames and keep ratios it ran them with
+    layout = vz.VideoLayout(frames=32 if mode == "bilinear" else 64, grid=GRID, pool_mode=mode,
+                            newline_position="one_token" if mode == "bilinear" else "grid")
+    want_keep = 0.3 if mode == "bilinear" else 0.4
+    k, keep = vz.calibrate_aot(pct / 100, layout, keep_ratio=want_keep)
+    if pct == 100:
+        assert (k, keep) == (N, 1.0)  # the identity: every token an anchor
+    else:
+        assert k % 18 == 0 and 18 <= k <= 720
     assert 0.0 <= keep <= 1.0
     if pct <= 50:
-        assert keep == (0.3 if mode == "bilinear" else 0.4)
-    assert vz.make_config("aot", retention=pct / 100, pool_mode=mode).num_anchors == k
+        assert keep == want_keep
+    assert vz.make_config("aot", retention=pct / 100, layout=layout, keep_ratio=want_keep).num_anchors == k
+    deferred = vz.make_config("aot", retention=pct / 100)
+    assert deferred.num_anchors is None and deferred.token_budget == pct / 100  # calibrated per video
 
 
 def test_calibrate_aot_monotone_and_near_the_presets():
-    ks = [vz.calibrate_aot(p / 100)[0] for p in range(5, 60)]
+    ov = vz.VideoLayout(frames=32, grid=GRID)
+    ks = [vz.calibrate_aot(p / 100, ov)[0] for p in range(5, 60)]
     assert ks == sorted(ks)
     # same rule as the hand-calibrated presets, up to the release's data-dependent pooled count
     for name, r in (("paper_ov_10pct", 0.10), ("ov_15pct", 0.15), ("ov_20pct", 0.20), ("ov_25pct", 0.25)):
-        assert abs(vz.calibrate_aot(r)[0] - vz.get_preset(name).num_anchors) <= 54
+        assert abs(vz.calibrate_aot(r, ov)[0] - vz.get_preset(name).num_anchors) <= 54
+
+
+@pytest.mark.parametrize("grid,window,step", [((27, 27), 9, 18), ((14, 14), 9, 2), ((8, 8), 9, 2), ((18, 27), 9, 12)])
+def test_anchor_multiple_follows_the_grid(grid, window, step):
+    # anchors are counted in steps that split the local budget evenly over the frame's windows
+    layout = vz.VideoLayout(frames=8, grid=grid, pool_mode="none", newline_position="no_token")
+    from visionzip.budget import anchor_multiple
+
+    assert anchor_multiple(layout, window=window) == step
+    k, _ = vz.calibrate_aot(0.2, layout, num_clips=4)
+    assert k % step == 0 and 1 <= k <= grid[0] * grid[1]
 
 
 def test_make_config_aot_overrides_win():
@@ -312,13 +339,16 @@ def test_full_is_llava_plain_sequence(layout):
     # the same tensor as AOT with every token an anchor and the exact keep rule at keep ratio 1
     aot = vz.AOTConfig(
         pool_mode=layout, newline_position=position, num_anchors=N, anchor_budget="exact", keep_ratio=1.0,
-        inter_keep="exact", keyframe_emit="merged_once", num_clips=4,
+        inter_keep="exact", keyframe_emit="merged_once", num_clips=4, one_token_newline="append",
     )
     assert torch.equal(vz.compress_video(x, s, t, config=aot, grid=GRID, image_newline=nl).tokens, res.tokens)
-    appended = vz.compress_video(x, None, None, config=cfg.replace(one_token_newline="append"), grid=GRID, image_newline=nl)
-    if position == "one_token":
-        assert torch.equal(appended.tokens[-1], nl) and torch.equal(appended.tokens[:-1], res.tokens)
-        assert appended.retention == 1.0
+    # and aot@1.0 is exactly that identity
+    identity = vz.make_config("aot", retention=1.0).replace(pool_mode=layout, newline_position=position)
+    assert torch.equal(vz.compress_video(x, s, t, config=identity, grid=GRID, image_newline=nl).tokens, res.tokens)
+    dropped = vz.compress_video(x, None, None, config=cfg.replace(one_token_newline="paper"), grid=GRID, image_newline=nl)
+    if position == "one_token":  # the release's quirk drops the trailing newline
+        assert torch.equal(res.tokens[-1], nl) and torch.equal(dropped.tokens, res.tokens[:-1])
+        assert dropped.retention == 1.0
 
 
 @pytest.mark.parametrize("method", BASELINES)

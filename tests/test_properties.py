@@ -127,8 +127,9 @@ def test_compress_all_tokens_kept_equals_plain_pipeline(name):
 
 @pytest.mark.parametrize("name", ["one_token", "grid"])
 def test_compress_keep_ratio_one_merged_once_is_plain_up_to_the_quantile_max(name):
-    # The brief's identity (num_anchors = N, keep_ratio = 1.0, merged_once) cannot be exact under
-    # SPEC section 4: keep_i = m_i < quantile(m, 1.0) = max(m) never keeps the token(s) at the max.
+    # The identity "all anchors (num_anchors = N), keep_ratio = 1.0, merged_once gives the plain
+    # sequence" cannot be exact under docs/algorithm.md §4: keep_i = m_i < quantile(m, 1.0) = max(m)
+    # never keeps the token(s) at the max.
     # With intra and inter scale 0 nothing moves, so the output must be the plain sequence with, per
     # non-key frame, only its max-m token(s) removed.
     frames, clips = 8, 4
@@ -872,7 +873,7 @@ def test_sinkhorn_low_precision_kernel_computes_in_float32():
 
 
 def test_sinkhorn_paper_rule_matches_a_reference_loop():
-    # SPEC section 2: r = a / (G c); c = b / (G^T r); stop after mean |r - r_prev| < tol
+    # docs/algorithm.md §2: r = a / (G c); c = b / (G^T r); stop after mean |r - r_prev| < tol
     K, a, b = _sinkhorn_problem(40, 30, 5)
     r_, c_ = torch.ones(40, dtype=torch.float64), torch.ones(30, dtype=torch.float64)
     Kd, ad, bd = K.double(), a.double(), b.double()

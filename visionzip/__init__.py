@@ -2,23 +2,14 @@
 
 AOT (anchors + optimal transport, CVPR 2026) reproduces the authors' release exactly by default;
 every quirk of the release is a named :class:`AOTConfig` field. The baselines (full, pool, random,
-VisionZip, DyCoke, FastVID) sit behind the same interface (:class:`Method`, one config class each,
-:func:`make_config`, :func:`compress_video`) with the same frames, budget and accounting.
+VisionZip, DyCoke, FastVID) sit behind the same interface (the method registry, one config class
+each, :func:`make_config`, :func:`compress_video`) with the same frames, budget and accounting.
+The model describes each video's token layout (:class:`VideoLayout`); every result carries a
+:class:`ReductionPlan` that says where each token came from and replays the reduction.
 """
 
-from .aot import (
-    CompressionResult,
-    dynamic_segments,
-    insert_newlines,
-    inter_frame_step,
-    merge_inter_frame,
-    merge_intra_frame,
-    pool_frames,
-    pooled_grid,
-    select_anchors,
-    uniform_segments,
-)
-from .baselines import pool_grid_for, pool_grids_for
+from .anchors import select_anchors
+from .baselines import Selection, compress_on_grid, pool_grid_for, pool_grids_for
 from .config import (
     CONFIG_CLASSES,
     AnchorBudget,
@@ -30,6 +21,7 @@ from .config import (
     InterKeep,
     KeyframeEmit,
     Method,
+    MethodConfig,
     NewlinePosition,
     OneTokenNewline,
     OTMass,
@@ -42,8 +34,14 @@ from .config import (
     VisionZipConfig,
 )
 from .flops import prefill_flops
+from .inputs import VideoInput
+from .inter import dynamic_segments, inter_frame_step, merge_inter_frame, uniform_segments
+from .intra import merge_intra_frame
+from .layout import VideoLayout, insert_newlines, pool_frames, pooled_grid
 from .methods import calibrate_aot, compress_video, config_class, list_methods, make_config
+from .plan import CompressionResult, ReductionPlan
 from .presets import config_from_yaml, get_preset, list_presets, load_config, presets_dir
+from .registry import MethodSpec, get_method, register_method, unregister_method
 from .sinkhorn import SinkhornResult, sinkhorn
 
 __version__ = "0.1.0"
@@ -51,6 +49,16 @@ __version__ = "0.1.0"
 __all__ = [
     "CONFIG_CLASSES",
     "AOTConfig",
+    "MethodConfig",
+    "MethodSpec",
+    "ReductionPlan",
+    "Selection",
+    "VideoInput",
+    "VideoLayout",
+    "compress_on_grid",
+    "get_method",
+    "register_method",
+    "unregister_method",
     "AnchorBudget",
     "CompressionConfig",
     "CompressionResult",

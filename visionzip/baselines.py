@@ -1,10 +1,9 @@
 """Baseline token-reduction methods behind the same interface as AOT, as pure tensor functions.
 
-Every method here works on the **pooled grid**: each frame's tokens are first pooled exactly as
-LLaVA-NeXT does (:func:`visionzip.pool_frames`, ``pool_mode`` / ``pool_stride`` of the config; the
-attention-score maps pooled with the same arithmetic), so that every method gets the same frames and
-the same ``n = h*w`` tokens per frame, and retention is counted as the paper does:
-``(T - newlines) / (F * n)``. Where a paper acts before pooling (VisionZip inside the vision tower,
+Every method here works on the **model's grid**: each frame's tokens are first pooled exactly as
+the model does (its :class:`visionzip.VideoLayout`; the attention-score maps pooled with the same
+arithmetic), so that every method gets the same frames and the same ``n = h*w`` tokens per frame,
+and retention is counted as the paper does: ``(T - newlines) / (F * n)``. Where a paper acts before pooling (VisionZip inside the vision tower,
 DyCoke and FastVID on LLaVA-OneVision's pooled tokens already) this is a departure only for
 VisionZip; it is named in each method's docstring.
 
@@ -14,37 +13,29 @@ of the budget per video, see :func:`pool_grids_for`). How ``B`` is spread follow
 each paper: evenly over frames (random, VisionZip; earlier frames take the remainder), globally over
 the video (DyCoke), over dynamic segments in proportion to their frames (FastVID).
 
-Tokens go to the LLM in frame order, row-major within a frame, with newlines placed by
-``newline_position`` as LLaVA / AOT place them (:func:`visionzip.insert_newlines`: after every row of
-every frame for ``grid``, newline positions always emitted; one after the video for ``one_token``
-only with ``one_token_newline="append"``, as AOT's release). A merged token is emitted at the grid
-position of the token it was merged into.
+Tokens go to the LLM in frame order, row-major within a frame, with the newlines the model's
+layout places (after every row of every frame for ``grid``, newline positions always emitted; one
+after the video for ``one_token`` where the model has a newline, unless ``one_token_newline="paper"``
+drops it as AOT's release does). A merged token is emitted at the grid position of the token it was
+merged into.
 
 Each ``*_select`` function takes one video's pooled tokens ``(F, n, D)`` and returns a
-:class:`Selection`: values ``(F, n, D)`` (the emitted value at every position), ``kept (F, n)``
-(positions emitted), ``merged (F, n)`` (positions folded into an emitted token) and extra stage
-counts; positions in neither were dropped.
+:class:`Selection`: ``kept (F, n)`` (positions emitted), ``merged (F, n)`` (positions folded into an
+emitted token), ``target`` (the emitted position each position's value is averaged into) and extra
+stage counts; positions in neither mask were dropped. :func:`compress_on_grid` turns a select
+function into a registered method's ``compress``: a new grid method is one select function.
 """
-
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as Fn
 
-from ._checks import check_finite, check_grid, check_tensor
-from .aot import (
-    CompressionResult,
-    _as_video_list,
-    _even_split,
-    dynamic_segments,
-    insert_newlines,
-    pool_frames,
-    pooled_grid,
-)
+from .budget import even_split
 from .config import (
     DyCokeConfig,
     FastVIDConfig,
@@ -52,21 +43,23 @@ from .config import (
     NewlinePosition,
     OneTokenNewline,
     PoolConfig,
-    PoolMode,
     RandomConfig,
     VisionZipConfig,
 )
-
-BaselineConfig = FullConfig | PoolConfig | RandomConfig | VisionZipConfig | DyCokeConfig | FastVIDConfig
+from .inputs import VideoInput
+from .inter import dynamic_segments
+from .layout import VideoLayout, add_newlines, newline_mask, pool_tokens, sequence_positions
+from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
+from .registry import MethodSpec, register_method
 
 
 @dataclass
 class Selection:
     """What a baseline decides for one video on the pooled grid (F frames, n cells)."""
 
-    values: torch.Tensor  # (F, n, D) value emitted at each position (where ``kept``)
     kept: torch.Tensor  # (F, n) bool, positions emitted
     merged: torch.Tensor  # (F, n) bool, positions folded into an emitted token
+    target: torch.Tensor | None = None  # (F*n,) long: value at t = mean of the positions with target t
     stages: dict[str, int] = field(default_factory=dict)
     segments: list[int] = field(default_factory=list)
 
@@ -74,7 +67,7 @@ class Selection:
 def frame_budgets(total: int, frames: int, cap: int) -> torch.Tensor:
     """``total`` tokens spread over ``frames`` as evenly as possible (earlier frames take the
     remainder), at most ``cap`` each. Returns (F,) long."""
-    return torch.tensor(_even_split(total, frames, cap), dtype=torch.long)
+    return torch.tensor(even_split(total, frames, cap), dtype=torch.long)
 
 
 def _proportional_split(total: int, weights: Sequence[int]) -> list[int]:
@@ -95,10 +88,9 @@ def _rank_ascending(values: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(order).scatter_(-1, order, ar)
 
 
-def _pool_scores(scores: torch.Tensor, grid: tuple[int, int], mode: PoolMode, stride: int) -> torch.Tensor:
-    """(F, N) attention-score maps pooled to the grid of :func:`pool_frames`, (F, n), float32."""
-    ones = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
-    return pool_frames(scores.float()[..., None], ones, grid=grid, mode=mode, stride=stride)[0][..., 0]
+def pool_scores(scores: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+    """(F, N) attention-score maps pooled as the model pools the frames, (F, n), float32."""
+    return pool_tokens(scores.float()[..., None], layout.grid, layout.pool_mode, layout.pool_stride)[..., 0]
 
 
 def _mean_into(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -121,7 +113,7 @@ def full_select(pooled: torch.Tensor) -> Selection:
     """No reduction: every pooled token emitted as itself. pooled: (F, n, D)."""
     f_, n, _ = pooled.shape
     keep = torch.ones(f_, n, dtype=torch.bool, device=pooled.device)
-    return Selection(pooled, keep, torch.zeros_like(keep))
+    return Selection(keep, torch.zeros_like(keep))
 
 
 def _uniform_grids(grid: tuple[int, int]) -> dict[int, tuple[int, int]]:
@@ -186,7 +178,7 @@ def random_select(pooled: torch.Tensor, budget: int, seed: int) -> Selection:
     gen = torch.Generator().manual_seed(seed)
     draw = torch.rand(f_, n, generator=gen).to(dev)  # (F, n)
     keep = _rank_ascending(draw) < frame_budgets(budget, f_, n).to(dev)[:, None]
-    return Selection(pooled, keep, torch.zeros_like(keep))
+    return Selection(keep, torch.zeros_like(keep))
 
 
 def visionzip_select(pooled: torch.Tensor, scores: torch.Tensor, budget: int, contextual_ratio: float) -> Selection:
@@ -223,9 +215,8 @@ def visionzip_select(pooled: torch.Tensor, scores: torch.Tensor, budget: int, co
     target = cos.masked_fill(~centers[:, None, :], float("-inf")).argmax(-1)  # (F, n)
     own = torch.arange(n, device=dev).expand(f_, n)
     target = torch.where(members, target, own) + torch.arange(f_, device=dev)[:, None] * n  # flat
-    values = _mean_into(pooled.reshape(f_ * n, d), target.reshape(-1)).view(f_, n, d)
     kept = dominant | centers
-    return Selection(values, kept, members, {"dominant": int(dom.sum()), "contextual": int(centers.sum())})
+    return Selection(kept, members, target.reshape(-1), {"dominant": int(dom.sum()), "contextual": int(centers.sum())})
 
 
 def dycoke_select(pooled: torch.Tensor, budget: int, window: int) -> Selection:
@@ -283,9 +274,9 @@ def dycoke_select(pooled: torch.Tensor, budget: int, window: int) -> Selection:
         spatial = int((~keep & ~later).sum())
     target_flat = target.reshape(-1)
     alive = keep.reshape(-1)[target_flat].view(f_, n)  # folded into an emitted token
-    values = _mean_into(pooled.reshape(f_ * n, d), torch.where(alive.reshape(-1), target_flat, own.reshape(-1))).view(f_, n, d)
     merged = alive & ~keep
-    return Selection(values, keep, merged, {"temporal_merged": int((merged & later).sum()), "spatial_merged": spatial})
+    target = torch.where(alive.reshape(-1), target_flat, own.reshape(-1))
+    return Selection(keep, merged, target, {"temporal_merged": int((merged & later).sum()), "spatial_merged": spatial})
 
 
 def fastvid_select(
@@ -341,148 +332,241 @@ def fastvid_select(
         nearest = dist.masked_fill(~centers[None, :], float("inf")).argmin(-1)
         keep[lo : lo + m] = centers
         target[lo : lo + m] = lo + torch.where(centers, torch.arange(m, device=dev), nearest)
-    values = _mean_into(pooled.reshape(f_ * n, d), target).view(f_, n, d)
     keep = keep.view(f_, n)
     merged = keep.reshape(-1)[target].view(f_, n) & ~keep
-    return Selection(values, keep, merged, {"clusters": int(keep.sum())}, segments=segments)
+    return Selection(keep, merged, target, {"clusters": int(keep.sum())}, segments=segments)
 
 
 # --------------------------------------------------------------------------------------------------
-# Whole pipeline
+# Whole pipeline: a select function on the model's grid -> a method
 
 
-def _needs_newline(cfg: BaselineConfig) -> bool:
-    pos = cfg.newline_position
-    return pos in (NewlinePosition.GRID, NewlinePosition.FRAME) or (
-        pos is NewlinePosition.ONE_TOKEN and cfg.one_token_newline is OneTokenNewline.APPEND
-    )
+def _emits_trailing(cfg: Any, layout: VideoLayout) -> bool:
+    return layout.trailing_newline and getattr(cfg, "one_token_newline", None) is not OneTokenNewline.PAPER
 
 
-def _emit(
-    values: torch.Tensor, kept: torch.Tensor, grid: tuple[int, int], cfg: BaselineConfig, image_newline: torch.Tensor | None
-) -> tuple[torch.Tensor, int]:
-    """Emitted tokens (T, D) with newlines as LLaVA / AOT place them, and the newline count.
-    values: (F, n, D); kept: (F, n) over ``grid``."""
-    f_ = values.shape[0]
-    pos = cfg.newline_position
-    newlines = 0
-    if pos in (NewlinePosition.GRID, NewlinePosition.FRAME):
-        assert image_newline is not None
-        values, kept = insert_newlines(values, kept, image_newline, grid=grid, position=pos)
-        newlines = f_ * (grid[0] if pos is NewlinePosition.GRID else 1)
-    tokens = values[kept]  # (T, D), frame-major, row-major
-    if pos is NewlinePosition.ONE_TOKEN and cfg.one_token_newline is OneTokenNewline.APPEND:
-        assert image_newline is not None
-        tokens = torch.cat([tokens, image_newline.to(device=tokens.device, dtype=tokens.dtype)[None]])
-        newlines += 1
-    return tokens, newlines
+def _inserted(layout: VideoLayout) -> NewlinePosition | None:
+    """The newline position inserted inside frames (``grid`` / ``frame``), when the model has one."""
+    position = layout.newline_position
+    return position if position in (NewlinePosition.GRID, NewlinePosition.FRAME) and layout.has_newline else None
 
 
-def _compress_one(
-    x: torch.Tensor, deep: torch.Tensor | None, cfg: BaselineConfig, grid: tuple[int, int], image_newline: torch.Tensor | None
-) -> CompressionResult:
-    f_, n_full, _ = x.shape
-    ones = torch.ones(f_, n_full, dtype=torch.bool, device=x.device)
-    pooled, _ = pool_frames(x, ones, grid=grid, mode=cfg.pool_mode, stride=cfg.pool_stride)  # (F, n, D)
-    ph, pw = pooled_grid(grid, mode=cfg.pool_mode, stride=cfg.pool_stride)
-    n = ph * pw
-    all_cells = torch.ones(f_, n, dtype=torch.bool, device=x.device)
-    budget = round(cfg.retention * f_ * n)
-    if isinstance(cfg, PoolConfig):
+def _emit_stages(layout: VideoLayout, kept: torch.Tensor, trailing: bool) -> tuple[list[Stage], torch.Tensor, torch.Tensor, int]:
+    """Stages from (F, n, D) values on the pooled grid to the emitted tokens, with the layout's
+    newlines; also ``(positions (T, 3), is_newline (T,), newline count)``."""
+    ph, pw = layout.pooled_grid
+    f_ = kept.shape[0]
+    stages: list[Stage] = []
+    inserted = _inserted(layout)
+    seq_kept = kept
+    if inserted is not None:
+        seq_kept = newline_mask(kept, (ph, pw), inserted)
+
+        def with_newlines(x: torch.Tensor, nl: torch.Tensor | None) -> torch.Tensor:
+            assert nl is not None and inserted is not None
+            return add_newlines(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device), nl, (ph, pw), inserted)[0]
+
+        stages.append(with_newlines)
+    stages.append(lambda x, nl, m=seq_kept: x[m])
+    if trailing:
+        stages.append(lambda x, nl: torch.cat([x, nl.to(device=x.device, dtype=x.dtype)[None]]))  # type: ignore[union-attr]
+    seq_pos, seq_nl = sequence_positions(layout, inserted or NewlinePosition.NO_TOKEN)
+    positions, is_newline = emit_positions(layout, torch.nonzero(seq_kept.reshape(-1))[:, 0], seq_pos, seq_nl, trailing)
+    newlines = f_ * layout.newlines_per_frame + int(trailing)
+    return stages, positions, is_newline, newlines
+
+
+def _pool_stage(layout: VideoLayout) -> Stage:
+    return lambda x, nl: pool_tokens(x, layout.grid, layout.pool_mode, layout.pool_stride)
+
+
+def _merge_stage(target: torch.Tensor) -> Stage:
+    def stage(x: torch.Tensor, nl: torch.Tensor | None) -> torch.Tensor:
+        f_, n, d = x.shape
+        return _mean_into(x.reshape(f_ * n, d), target).view(f_, n, d)
+
+    return stage
+
+
+def _run(stages: Sequence[Stage], x: torch.Tensor, nl: torch.Tensor | None) -> torch.Tensor:
+    for stage in stages:
+        x = stage(x, nl)
+    return x
+
+
+def _check_budget(cfg: Any, layout: VideoLayout, frames: int, budget: int) -> None:
+    retention = float(getattr(cfg, "retention", 1.0))
+    if retention < 1.0 and budget < frames:
+        n = layout.cells_per_frame
+        raise ValueError(
+            f"method {cfg.method!r}: retention={retention} keeps {budget} tokens for {frames} frames; expected a "
+            f"retention of at least one token per frame ({1 / n:.4f} on this {layout.pooled_grid[0]}x"
+            f"{layout.pooled_grid[1]} grid)"
+        )
+
+
+#: ``select(pooled (F, n, D), video, config, budget) -> Selection``
+Select = Callable[[torch.Tensor, VideoInput, Any, int], Selection]
+
+
+def compress_on_grid(select: Select) -> Callable[[list[VideoInput], Any], list[CompressionResult]]:
+    """A method's ``compress`` from a select function on the model's pooled grid:
+    ``select(pooled (F, n, D), video, config, budget) -> Selection`` with ``budget =
+    round(config.retention * F * n)`` (``F * n`` for configs without a retention). The pooling,
+    merging, newlines, accounting and the :class:`~visionzip.plan.ReductionPlan` are done here."""
+
+    def compress(videos: list[VideoInput], cfg: Any) -> list[CompressionResult]:
+        out = []
+        for video in videos:
+            layout = video.layout
+            f_, n_full, _ = video.features.shape
+            n = layout.cells_per_frame
+            budget = round(float(getattr(cfg, "retention", 1.0)) * f_ * n)
+            _check_budget(cfg, layout, f_, budget)
+            stages: list[Stage] = [_pool_stage(layout)]
+            pooled = stages[0](video.features, layout.newline)
+            sel = select(pooled, video, cfg, budget)
+            values = pooled
+            if sel.target is not None:
+                stages.append(_merge_stage(sel.target))
+                values = stages[-1](pooled, layout.newline)
+            emit, positions, is_newline, newlines = _emit_stages(layout, sel.kept, _emits_trailing(cfg, layout))
+            stages += emit
+            tokens = _run(emit, values, layout.newline)
+            t = int(tokens.shape[0])
+            stage = {"input": f_ * n_full, "pooled": f_ * n, **sel.stages, "newlines": newlines, "output": t}
+            all_cells = torch.ones(f_, n, dtype=torch.bool, device=pooled.device)
+            out.append(CompressionResult(
+                tokens=tokens, anchor_mask=None, pooled_mask=all_cells, kept_mask=sel.kept, segments=list(sel.segments),
+                stage_tokens=stage, retention=(t - newlines) / (f_ * n), merged_mask=sel.merged,
+                pooled_grid=layout.pooled_grid, plan=ReductionPlan(layout, stages, positions, is_newline),
+            ))
+        return out
+
+    return compress
+
+
+def _coarse_positions(grids: Sequence[tuple[int, int]], layout: VideoLayout, inserted: NewlinePosition | None,
+                      trailing: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each coarse cell stands for the model-grid cell at its centre; newlines marked."""
+    ph, pw = layout.pooled_grid
+    pos_parts, nl_parts = [], []
+    for f, (a, c) in enumerate(grids):
+        rows = torch.tensor([((2 * i + 1) * ph) // (2 * a) for i in range(a)])
+        cols = torch.tensor([((2 * j + 1) * pw) // (2 * c) for j in range(c)])
+        r = rows.repeat_interleave(c).view(a, c)
+        q = cols.repeat(a).view(a, c)
+        isnl = torch.zeros(a, c, dtype=torch.bool)
+        if inserted is NewlinePosition.GRID:
+            r = torch.cat([r, rows[:, None]], 1)
+            q = torch.cat([q, torch.full((a, 1), -1)], 1)
+            isnl = torch.cat([isnl, torch.ones(a, 1, dtype=torch.bool)], 1)
+        r, q, isnl = r.reshape(-1), q.reshape(-1), isnl.reshape(-1)
+        if inserted is NewlinePosition.FRAME:
+            r = torch.cat([r, torch.tensor([ph - 1])])
+            q = torch.cat([q, torch.tensor([-1])])
+            isnl = torch.cat([isnl, torch.tensor([True])])
+        pos_parts.append(torch.stack([torch.full_like(r, f), r, q], -1))
+        nl_parts.append(isnl)
+    if trailing:
+        pos_parts.append(torch.tensor([[len(grids) - 1, ph - 1, -1]]))
+        nl_parts.append(torch.tensor([True]))
+    return torch.cat(pos_parts).long(), torch.cat(nl_parts)
+
+
+def _compress_pool(videos: list[VideoInput], cfg: PoolConfig) -> list[CompressionResult]:
+    """Uniform pooling: every pooled frame to a coarser grid (two sizes around the target)."""
+    out = []
+    for video in videos:
+        layout = video.layout
+        f_, n_full, _ = video.features.shape
+        ph, pw = layout.pooled_grid
+        n = ph * pw
+        _check_budget(cfg, layout, f_, round(cfg.retention * f_ * n))
         grids = pool_grids_for(cfg.retention, (ph, pw), f_)
-        blocks = [pooled[0]] * f_  # placeholders: every frame's block is set below
-        newlines = 0
-        for g in sorted(set(grids)):  # at most two grids: frames pooled together per grid
-            idx = [f for f in range(f_) if grids[f] == g]
-            out = pool_select(pooled[idx], (ph, pw), g)  # (F_g, a*c, D)
-            flat_cfg = cfg.replace(one_token_newline=OneTokenNewline.PAPER)
-            keep_g = torch.ones(out.shape[:2], dtype=torch.bool, device=x.device)
-            seq, nl_g = _emit(out, keep_g, g, flat_cfg, image_newline)
-            newlines += nl_g
-            for j, piece in zip(idx, seq.view(len(idx), -1, seq.shape[-1]).unbind(0)):
-                blocks[j] = piece
-        tokens = torch.cat(blocks)
-        if cfg.newline_position is NewlinePosition.ONE_TOKEN and cfg.one_token_newline is OneTokenNewline.APPEND:
-            assert image_newline is not None
-            tokens = torch.cat([tokens, image_newline.to(device=tokens.device, dtype=tokens.dtype)[None]])
-            newlines += 1
-        identity = torch.tensor([g == (ph, pw) for g in grids], device=x.device)[:, None]
-        kept, merged = all_cells & identity, all_cells & ~identity
-        stages = {"grid_cells": sum(a * c for a, c in grids)}
-        sel = Selection(pooled, kept, merged)
-    else:
-        if isinstance(cfg, FullConfig):
-            sel = full_select(pooled)
-        elif isinstance(cfg, RandomConfig):
-            sel = random_select(pooled, budget, cfg.seed)
-        elif isinstance(cfg, VisionZipConfig):
-            assert deep is not None
-            scores = _pool_scores(deep, grid, cfg.pool_mode, cfg.pool_stride)
-            sel = visionzip_select(pooled, scores, budget, cfg.contextual_ratio)
-        elif isinstance(cfg, DyCokeConfig):
-            sel = dycoke_select(pooled, budget, cfg.window)
-        else:
-            assert isinstance(cfg, FastVIDConfig)
-            sel = fastvid_select(
-                pooled, x, budget, num_clips=cfg.num_clips, threshold=cfg.segment_threshold, knn=cfg.knn
-            )
-        tokens, newlines = _emit(sel.values, sel.kept, (ph, pw), cfg, image_newline)
-        kept, merged, stages = sel.kept, sel.merged, sel.stages
-    t = int(tokens.shape[0])
-    stage = {"input": f_ * n_full, "pooled": f_ * n, **stages, "newlines": newlines, "output": t}
-    return CompressionResult(
-        tokens=tokens, anchor_mask=None, pooled_mask=all_cells, kept_mask=kept, segments=list(sel.segments),
-        stage_tokens=stage, retention=(t - newlines) / (f_ * n), merged_mask=merged, pooled_grid=(ph, pw),
-    )
+        trailing = _emits_trailing(cfg, layout)
+        inserted = _inserted(layout)
+
+        def coarse(x: torch.Tensor, nl: torch.Tensor | None, grids: list[tuple[int, int]] = grids,
+                   layout: VideoLayout = layout, inserted: NewlinePosition | None = inserted,
+                   trailing: bool = trailing) -> torch.Tensor:
+            pooled = pool_tokens(x, layout.grid, layout.pool_mode, layout.pool_stride)
+            blocks: list[torch.Tensor] = [pooled[0]] * len(grids)  # every frame's block is set below
+            for g in sorted(set(grids)):  # at most two grids: frames pooled together per grid
+                idx = [f for f in range(len(grids)) if grids[f] == g]
+                piece = pool_select(pooled[idx], layout.pooled_grid, g)  # (F_g, a*c, D)
+                if inserted is not None:
+                    assert nl is not None
+                    ones = torch.ones(piece.shape[:2], dtype=torch.bool, device=x.device)
+                    piece = add_newlines(piece, ones, nl, g, inserted)[0]
+                for j, block in zip(idx, piece.unbind(0)):
+                    blocks[j] = block
+            tokens = torch.cat(blocks)
+            if trailing:
+                assert nl is not None
+                tokens = torch.cat([tokens, nl.to(device=tokens.device, dtype=tokens.dtype)[None]])
+            return tokens
+
+        tokens = coarse(video.features, layout.newline)
+        positions, is_newline = _coarse_positions(grids, layout, inserted, trailing)
+        newlines = int(is_newline.sum())
+        identity = torch.tensor([g == (ph, pw) for g in grids], device=tokens.device)[:, None]
+        all_cells = torch.ones(f_, n, dtype=torch.bool, device=tokens.device)
+        t = int(tokens.shape[0])
+        stage = {"input": f_ * n_full, "pooled": f_ * n, "grid_cells": sum(a * c for a, c in grids),
+                 "newlines": newlines, "output": t}
+        out.append(CompressionResult(
+            tokens=tokens, anchor_mask=None, pooled_mask=all_cells, kept_mask=all_cells & identity, segments=[],
+            stage_tokens=stage, retention=(t - newlines) / (f_ * n), merged_mask=all_cells & ~identity,
+            pooled_grid=(ph, pw), plan=ReductionPlan(layout, [coarse], positions, is_newline),
+        ))
+    return out
 
 
-def compress_baseline(
-    features: torch.Tensor | Sequence[torch.Tensor],
-    shallow_scores: torch.Tensor | Sequence[torch.Tensor] | None,
-    deep_scores: torch.Tensor | Sequence[torch.Tensor] | None,
-    *,
-    config: BaselineConfig,
-    grid: tuple[int, int],
-    image_newline: torch.Tensor | None = None,
-) -> CompressionResult | list[CompressionResult]:
-    """Run a baseline on one video or a batch (stacked (B, F, N, D) or a list with own F); scores
-    (F, N) per video, or ``None`` when ``config.needs_scores`` is False (then they are not read).
-    Each video's result is the same as if it were compressed alone."""
-    feats, batched = _as_video_list("features", features, 3)
-    n, d = feats[0].shape[1], feats[0].shape[2]
-    deep: list[torch.Tensor | None] = [None] * len(feats)
-    if config.needs_scores:
-        for name, value in (("shallow_scores", shallow_scores), ("deep_scores", deep_scores)):
-            if value is None:
-                raise ValueError(f"{name} is None; expected (F, N) attention scores: method {config.method.value!r} reads them")
-        deep_list, _ = _as_video_list("deep_scores", deep_scores, 2)
-        if len(deep_list) != len(feats):
-            raise ValueError(
-                f"features and deep_scores hold {len(feats)} and {len(deep_list)} videos; expected the same number"
-            )
-        deep = list(deep_list)
-    for i, x in enumerate(feats):
-        tag = f"[{i}]" if batched else ""
-        check_tensor(f"features{tag}", x, shape=(None, n, d), floating=True)
-        if x.shape[0] == 0:
-            raise ValueError(f"features{tag} has 0 frames; expected at least 1")
-        check_finite(f"features{tag}", x)
-        if deep[i] is not None:
-            check_tensor(f"deep_scores{tag}", deep[i], shape=(x.shape[0], n), floating=True)
-            check_finite(f"deep_scores{tag}", deep[i])  # type: ignore[arg-type]
-    h, w = check_grid(grid, n)
-    stride = config.pool_stride
-    if stride > min(h, w):
-        raise ValueError(f"config.pool_stride={stride} is not valid for grid {(h, w)}; expected at most {min(h, w)}")
-    if _needs_newline(config):
-        if image_newline is None:
-            raise ValueError(
-                f"image_newline is None; expected a ({d},) tensor for newline_position={config.newline_position.value!r}"
-                + (" with one_token_newline='append'" if config.newline_position is NewlinePosition.ONE_TOKEN else "")
-            )
-        check_tensor("image_newline", image_newline, shape=(d,), floating=True)
-        check_finite("image_newline", image_newline)
-    results = [
-        _compress_one(x, None if t is None else t.to(x.device), config, (h, w), image_newline) for x, t in zip(feats, deep)
-    ]
-    return results if batched else results[0]
+def _make_full(retention: float | None = None, layout: VideoLayout | None = None, **overrides: Any) -> FullConfig:
+    if retention is not None and retention != 1.0:
+        raise ValueError(f"retention={retention!r} is not valid for method 'full'; expected None or 1.0")
+    return FullConfig(**overrides)
+
+
+def with_retention(cls: type) -> Callable[..., Any]:
+    """``make_config`` of a method whose config takes a ``retention`` field."""
+
+    def make(retention: float | None = None, layout: VideoLayout | None = None, **overrides: Any) -> Any:
+        if retention is None:
+            raise ValueError(f"retention is None; expected a target retention in (0, 1] for method {cls.method_name()!r}")
+        return cls(retention=retention, **overrides)
+
+    return make
+
+
+def _select_full(pooled: torch.Tensor, video: VideoInput, cfg: Any, budget: int) -> Selection:
+    return full_select(pooled)
+
+
+def _select_random(pooled: torch.Tensor, video: VideoInput, cfg: RandomConfig, budget: int) -> Selection:
+    return random_select(pooled, budget, cfg.seed)
+
+
+def _select_visionzip(pooled: torch.Tensor, video: VideoInput, cfg: VisionZipConfig, budget: int) -> Selection:
+    assert video.deep is not None
+    return visionzip_select(pooled, pool_scores(video.deep, video.layout), budget, cfg.contextual_ratio)
+
+
+def _select_dycoke(pooled: torch.Tensor, video: VideoInput, cfg: DyCokeConfig, budget: int) -> Selection:
+    return dycoke_select(pooled, budget, cfg.window)
+
+
+def _select_fastvid(pooled: torch.Tensor, video: VideoInput, cfg: FastVIDConfig, budget: int) -> Selection:
+    return fastvid_select(pooled, video.features, budget, num_clips=cfg.num_clips, threshold=cfg.segment_threshold,
+                          knn=cfg.knn)
+
+
+register_method(MethodSpec("full", FullConfig, compress_on_grid(_select_full), make_config=_make_full))
+register_method(MethodSpec("pool", PoolConfig, _compress_pool, make_config=with_retention(PoolConfig)))
+register_method(MethodSpec("random", RandomConfig, compress_on_grid(_select_random), make_config=with_retention(RandomConfig)))
+register_method(MethodSpec("visionzip", VisionZipConfig, compress_on_grid(_select_visionzip), scores="deep",
+                           make_config=with_retention(VisionZipConfig)))
+register_method(MethodSpec("dycoke", DyCokeConfig, compress_on_grid(_select_dycoke), make_config=with_retention(DyCokeConfig)))
+register_method(MethodSpec("fastvid", FastVIDConfig, compress_on_grid(_select_fastvid),
+                           make_config=with_retention(FastVIDConfig)))

@@ -45,16 +45,11 @@ from typing import Any
 import torch
 import torch.nn.functional as Fn
 
-from .aot import (
-    dynamic_segments,
-    insert_newlines,
-    merge_inter_frame,
-    merge_intra_frame,
-    pool_frames,
-    pooled_grid,
-    select_anchors,
-)
+from .anchors import select_anchors
 from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
+from .inter import dynamic_segments, merge_inter_frame
+from .intra import merge_intra_frame
+from .layout import insert_newlines, pool_frames, pooled_grid
 from .methods import compress_video
 from .presets import get_preset
 
@@ -254,7 +249,7 @@ def bench_config(
     naive = f_ * (n - k) * k * dim * itemsize  # bytes of one (F, n_p, n_r, D) temporary
     return {
         "config": name,
-        "method": cfg.method.value,
+        "method": cfg.method,
         "frames": f_,
         "tokens_per_frame": n,
         "grid": list(GRID),
@@ -286,7 +281,7 @@ def bench_stages(
     with the arguments ``compress_video`` derives from the config."""
     cfg = get_preset(name)
     if not isinstance(cfg, AOTConfig):
-        raise ValueError(f"preset {name!r} is method {cfg.method.value!r}; expected an AOT preset for the stage timings")
+        raise ValueError(f"preset {name!r} is method {cfg.method!r}; expected an AOT preset for the stage timings")
     f_ = model_frames(cfg) if frames is None else frames
     inp = make_inputs(f_, dim, seed=seed, dtype=dtype, device=device)
     x = inp.features  # (F, N, D)
@@ -301,15 +296,17 @@ def bench_stages(
         ot_weight=cfg.ot_weight, scale=cfg.effective_intra_scale, max_iter=cfg.sinkhorn_max_iter,
         tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop, ot_mass=cfg.ot_mass,
     )
-    pool = partial(pool_frames, intra(), mask, grid=GRID, mode=cfg.pool_mode, stride=cfg.pool_stride)
+    mode, stride = cfg.pool_mode or PoolMode.BILINEAR, cfg.pool_stride or 2
+    position = cfg.newline_position or NewlinePosition.ONE_TOKEN
+    pool = partial(pool_frames, intra(), mask, grid=GRID, mode=mode, stride=stride)
     stages: list[tuple[str, Callable[[], object]]] = [
         ("select_anchors", select), ("merge_intra_frame", intra), ("pool_frames", pool),
     ]
     seq, seq_mask = pool()  # (F, n, D), (F, n)
-    if cfg.newline_position in (NewlinePosition.GRID, NewlinePosition.FRAME):
+    if position in (NewlinePosition.GRID, NewlinePosition.FRAME):
         newlines = partial(
             insert_newlines, seq, seq_mask, inp.image_newline,
-            grid=pooled_grid(GRID, mode=cfg.pool_mode, stride=cfg.pool_stride), position=cfg.newline_position,
+            grid=pooled_grid(GRID, mode=mode, stride=stride), position=position,
         )
         stages.append(("insert_newlines", newlines))
         seq, seq_mask = newlines()  # (F, n', D), (F, n')
@@ -321,7 +318,7 @@ def bench_stages(
         )
         inter = partial(
             merge_inter_frame, seq, seq_mask, keep_ratio=cfg.keep_ratio, num_clips=cfg.num_clips, segments=segments,
-            scale=cfg.effective_inter_scale, sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon,
+            scale=cfg.inter_scale_for(position), sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon,
             max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop,
             keyframe_emit=cfg.keyframe_emit,
         )
@@ -492,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if isinstance(cfg, AOTConfig) and args.frames is not None and cfg.inter_frame and args.frames < cfg.num_clips:
             parser.error(f"--frames={args.frames} is fewer than the {cfg.num_clips} clips of preset {name!r}")
         if args.stages and name == presets[0] and not isinstance(cfg, AOTConfig):
-            parser.error(f"--stages times AOT's stages; the first preset {name!r} is method {cfg.method.value!r}")
+            parser.error(f"--stages times AOT's stages; the first preset {name!r} is method {cfg.method!r}")
 
     env = environment(device, dtype)
     monitor = LoadMonitor()

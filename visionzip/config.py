@@ -1,15 +1,19 @@
 """Hyperparameters of every compression method: one validated frozen dataclass per method, loadable
 from YAML (the ``method:`` key names the method).
 
-AOT (:class:`AOTConfig`): every default reproduces the authors' release (the ``paper`` behaviour of
-SPEC). Each place where the release departs from the paper text is a named field whose first value is
+AOT (:class:`AOTConfig`): every default reproduces the authors' release (the ``paper`` behaviour,
+docs/algorithm.md). Each place where the release departs from the paper text is a named field whose first value is
 ``"paper"``; the other value does the obvious correct thing.
 
 Baselines (:class:`FullConfig`, :class:`PoolConfig`, :class:`RandomConfig`, :class:`VisionZipConfig`,
-:class:`DyCokeConfig`, :class:`FastVIDConfig`): the fields shared with AOT (``pool_mode``,
-``pool_stride``, ``newline_position``, ``one_token_newline``, ``shallow_layer``, ``deep_layer``) take
-their defaults from :class:`AOTConfig`, so every method sees the same frames and the same sequence
-layout; ``retention`` is the target (paper definition, SPEC).
+:class:`DyCokeConfig`, :class:`FastVIDConfig`): ``retention`` is the target (paper definition);
+``shallow_layer`` / ``deep_layer`` are shared with AOT.
+
+The token layout (grid, pooling, newlines) is not a method hyperparameter: the model supplies it as
+a :class:`visionzip.VideoLayout`. The ``pool_mode`` / ``pool_stride`` / ``newline_position`` fields
+default to None (the model's layout); set, they are read only by the pure-tensor API called with
+``grid=`` (where None means the release's LLaVA-OneVision layout), never over a model's layout.
+Every class registers its method by name in :mod:`visionzip.registry`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class Method(str, Enum):
 class PoolMode(str, Enum):
     BILINEAR = "bilinear"  # LLaVA-OneVision: interpolate to ceil(H/s) x ceil(W/s)
     AVERAGE = "average"  # LLaVA-Video as evaluated: avg_pool2d(s), remainder dropped
+    MAX = "max"  # max_pool2d(s) (LLaVA-NeXT's third mode)
+    NONE = "none"  # no pooling: the features are already the LLM's tokens (Qwen-VL's merger did it)
 
 
 class NewlinePosition(str, Enum):
@@ -62,7 +68,7 @@ class OneTokenNewline(str, Enum):
     """Quirk 2: in ``one_token`` mode the release never appends the newline (a broken env check)."""
 
     PAPER = "paper"  # no newline
-    APPEND = "append"  # one newline after the video, as LLaVA-NeXT does without compression
+    APPEND = "append"  # the model's newline after the video, as LLaVA-NeXT does without compression
 
 
 class Scales(str, Enum):
@@ -94,7 +100,7 @@ class Segmentation(str, Enum):
     frame count (clips as even as possible, longer clips first)."""
 
     UNIFORM = "uniform"
-    DYNAMIC = "dynamic"  # FastVID-style cuts at low consecutive-frame similarity (SPEC)
+    DYNAMIC = "dynamic"  # FastVID-style cuts at low consecutive-frame similarity (docs/algorithm.md)
 
 
 class InterKeep(str, Enum):
@@ -128,14 +134,18 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
 }
 
 
+_LAYOUT_FIELDS = ("pool_mode", "pool_stride", "newline_position", "one_token_newline")
+
+
 class _ConfigIO:
     """Dict / YAML round trip and ``replace`` shared by every method's config dataclass."""
 
-    _METHOD: ClassVar[Method]
+    _METHOD: ClassVar[str]
 
     @property
-    def method(self) -> Method:
-        return self._METHOD
+    def method(self) -> str:
+        """The registered name of the method this config belongs to."""
+        return str(getattr(self._METHOD, "value", self._METHOD))
 
     def replace(self, **overrides: Any) -> Any:
         """A copy with some fields changed (validated again)."""
@@ -149,11 +159,15 @@ class _ConfigIO:
         return out
 
     @classmethod
+    def method_name(cls) -> str:
+        return str(getattr(cls._METHOD, "value", cls._METHOD))
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Any:
         data = dict(data)
-        method = data.pop("method", cls._METHOD.value)
-        if method != cls._METHOD.value:
-            raise ValueError(f"{source}: method={method!r} is not valid here; expected {cls._METHOD.value!r}")
+        method = data.pop("method", cls.method_name())
+        if method != cls.method_name():
+            raise ValueError(f"{source}: method={method!r} is not valid here; expected {cls.method_name()!r}")
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
@@ -168,7 +182,7 @@ class _ConfigIO:
         return cls.from_dict(data, source=str(path))
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump({"method": self._METHOD.value, **self.to_dict()}, sort_keys=False))
+        Path(path).write_text(yaml.safe_dump({"method": self.method, **self.to_dict()}, sort_keys=False))
 
 
 def read_yaml_mapping(path: str | Path, *, what: str = "config fields") -> dict[str, Any]:
@@ -191,22 +205,24 @@ class AOTConfig(_ConfigIO):
     (126 anchors, keep ratio 0.3, bilinear pooling, ``one_token`` newline, 8 clips).
     """
 
-    # -- anchors (SPEC section 1)
-    num_anchors: int = 126
+    # -- anchors (docs/algorithm.md §1); None: calibrated per video from ``token_budget`` and the layout
+    num_anchors: int | None = 126
     global_ratio: float = 0.5
     window: int = 9
     shallow_layer: int = 5  # vision layer whose attention scores pick local anchors
     deep_layer: int = -2  # vision layer whose attention scores pick global anchors
-    # -- intra-frame OT (SPEC section 2)
+    # -- intra-frame OT (docs/algorithm.md §2)
     intra_epsilon: float = 0.1
     position_weight: float = 0.5
     ot_weight: float = 0.9  # blend: ot_weight * OT update + (1 - ot_weight) * nearest-neighbour update
     intra_scale: float = 1.0
-    # -- pooling and newlines (SPEC sections 3, 3b)
-    pool_mode: PoolMode = PoolMode.BILINEAR
-    pool_stride: int = 2
-    newline_position: NewlinePosition = NewlinePosition.ONE_TOKEN
-    # -- inter-frame OT (SPEC section 4)
+    # -- layout overrides: None (the default) takes the model's layout; a value is used only where no
+    # model supplies one (the pure-tensor API with ``grid=``), where None means the release's
+    # LLaVA-OneVision layout (bilinear, stride 2, one_token)
+    pool_mode: PoolMode | None = None
+    pool_stride: int | None = None
+    newline_position: NewlinePosition | None = None
+    # -- inter-frame OT (docs/algorithm.md §4)
     inter_frame: bool = True
     keep_ratio: float = 0.3
     num_clips: int = 8
@@ -238,11 +254,19 @@ class AOTConfig(_ConfigIO):
 
     def __post_init__(self) -> None:
         for name, enum in _ENUM_FIELDS.items():
-            object.__setattr__(self, name, check_choice(name, getattr(self, name), enum))
+            if getattr(self, name) is not None or name not in _LAYOUT_FIELDS:
+                object.__setattr__(self, name, check_choice(name, getattr(self, name), enum))
         for name in ("num_anchors", "window", "pool_stride", "num_clips", "sinkhorn_max_iter"):
             value = getattr(self, name)
+            if value is None and name in ("num_anchors", "pool_stride"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
+        if self.num_anchors is None and self.token_budget is None:
+            raise ValueError(
+                "num_anchors=None is not valid without token_budget; expected an anchor count, or a "
+                "token_budget from which the anchors are calibrated for each video's layout"
+            )
         for name in ("shallow_layer", "deep_layer"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -271,7 +295,11 @@ class AOTConfig(_ConfigIO):
 
     @property
     def effective_inter_scale(self) -> float:
-        if self.scales is Scales.PAPER and self.newline_position is NewlinePosition.GRID:
+        return self.inter_scale_for(self.newline_position)
+
+    def inter_scale_for(self, newline_position: NewlinePosition | None) -> float:
+        """The inter-frame stage's scale on a layout with this newline position."""
+        if self.scales is Scales.PAPER and newline_position is NewlinePosition.GRID:
             return self.effective_intra_scale  # the release's grid path read the intra scale
         return float(self.inter_scale)
 
@@ -304,20 +332,24 @@ _AOT = AOTConfig  # the shared fields' defaults are read from AOTConfig: one pla
 
 @dataclass(frozen=True, kw_only=True)
 class _BaselineConfig(_ConfigIO):
-    """Fields shared with :class:`AOTConfig` (same meaning): LLaVA's pooling of every frame, the
-    newline layout, and the vision layers whose attention scores a method reads."""
+    """Fields shared with :class:`AOTConfig` (same meaning): layout overrides for the pure-tensor API
+    (None: the model's layout), and the vision layers whose attention scores a method reads.
+    ``one_token_newline``: None or ``append`` emit the layout's trailing newline as the model does,
+    ``paper`` drops it as AOT's release does."""
 
-    pool_mode: PoolMode = _AOT.pool_mode
-    pool_stride: int = _AOT.pool_stride
-    newline_position: NewlinePosition = _AOT.newline_position
-    one_token_newline: OneTokenNewline = _AOT.one_token_newline
+    pool_mode: PoolMode | None = None
+    pool_stride: int | None = None
+    newline_position: NewlinePosition | None = None
+    one_token_newline: OneTokenNewline | None = None
     shallow_layer: int = _AOT.shallow_layer
     deep_layer: int = _AOT.deep_layer
 
     def __post_init__(self) -> None:
         for name in ("pool_mode", "newline_position", "one_token_newline"):
-            object.__setattr__(self, name, check_choice(name, getattr(self, name), _ENUM_FIELDS[name]))
-        _check_int("pool_stride", self.pool_stride, 1)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_choice(name, getattr(self, name), _ENUM_FIELDS[name]))
+        if self.pool_stride is not None:
+            _check_int("pool_stride", self.pool_stride, 1)
         for name in ("shallow_layer", "deep_layer"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -415,6 +447,9 @@ class FastVIDConfig(_BaselineConfig):
         _check_unit_interval("segment_threshold", self.segment_threshold)
 
 
+MethodConfig = _ConfigIO  # base of every method's config: ``_METHOD`` name, dict / YAML round trip
+
+#: the built-in methods' config classes (the registry, :mod:`visionzip.registry`, holds every method's)
 CONFIG_CLASSES: dict[Method, type] = {
     Method.AOT: AOTConfig,
     Method.FULL: FullConfig,

@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import CONFIG_CLASSES, CompressionConfig, Method, read_yaml_mapping
+from .config import CompressionConfig, read_yaml_mapping
 from .methods import as_method, make_config
+from .registry import config_classes, get_method, list_methods
 
 _SOURCE_DIR = Path(__file__).resolve().parent.parent / "configs" / "compression"
 
@@ -28,8 +29,8 @@ def presets_dir() -> Path:
     return shipped
 
 
-def _method_of(data: dict[str, Any], source: str) -> Method:
-    value = data.get("method", Method.AOT.value)
+def _method_of(data: dict[str, Any], source: str) -> str:
+    value = data.get("method", "aot")
     try:
         return as_method(value)
     except ValueError as err:
@@ -39,17 +40,17 @@ def _method_of(data: dict[str, Any], source: str) -> Method:
 def config_from_yaml(path: str | Path) -> CompressionConfig:
     """The config a YAML file holds, of the class its ``method:`` key names."""
     data = read_yaml_mapping(path)
-    return CONFIG_CLASSES[_method_of(data, str(path))].from_dict(data, source=str(path))
+    return get_method(_method_of(data, str(path))).config_class.from_dict(data, source=str(path))
 
 
-def list_presets(method: Method | str | None = Method.AOT) -> list[str]:
+def list_presets(method: Any = "aot") -> list[str]:
     """Names of the presets of ``method``, sorted: AOT's by default (as before baselines existed),
     another method's by name, every method's with ``None``."""
     names = sorted(p.stem for p in presets_dir().glob("*.yaml"))
     if method is None:
         return names
     want = as_method(method)
-    return [n for n in names if _method_of(read_yaml_mapping(presets_dir() / f"{n}.yaml"), n) is want]
+    return [n for n in names if _method_of(read_yaml_mapping(presets_dir() / f"{n}.yaml"), n) == want]
 
 
 def get_preset(name: str) -> CompressionConfig:
@@ -65,7 +66,7 @@ def load_config(spec: str | Path | CompressionConfig | None) -> CompressionConfi
     config of any method, ``"<method>@<retention>"`` (e.g. ``"fastvid@0.15"``, ``"aot@0.10"``: see
     :func:`make_config`), a bare method name (``"full"``), or ``None`` / ``"none"`` for no
     compression."""
-    if spec is None or isinstance(spec, tuple(CONFIG_CLASSES.values())):
+    if spec is None or isinstance(spec, config_classes()):
         return spec  # type: ignore[return-value]
     text = str(spec)
     if text.lower() in ("none", "off", ""):
@@ -81,6 +82,6 @@ def load_config(spec: str | Path | CompressionConfig | None) -> CompressionConfi
                 f"compression {text!r} is not valid; expected '<method>@<retention>' with a number, e.g. 'fastvid@0.15'"
             ) from None
         return make_config(name, retention=retention)
-    if text in {m.value for m in Method} and not (presets_dir() / f"{text}.yaml").is_file():
+    if text in list_methods() and not (presets_dir() / f"{text}.yaml").is_file():
         return make_config(text)
     return get_preset(text)
