@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import visionzip as vz
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 from llava.model.builder import load_pretrained_model
-from llava.tiny_checkpoint import write_tiny_checkpoint
 from llava.video import load_video, write_synthetic_video
 
 
@@ -28,7 +28,7 @@ def test_each_method_through_the_model(model_and_pixels, method):
     model, pixels = model_and_pixels
     spec = method if method == "full" else f"{method}@0.15"
     cfg = model.set_compression(spec)
-    assert cfg.method.value == method
+    assert cfg.method == method
     calls = []
     tower = model.get_vision_tower()
     real = tower.forward_with_scores
@@ -44,6 +44,7 @@ def test_each_method_through_the_model(model_and_pixels, method):
     finally:
         del tower.forward_with_scores
     assert bool(calls) == cfg.needs_scores  # attention maps are captured only for methods that read them
+    assert calls == ([vz.get_method(method).score_layers(cfg)] if calls else [])  # and only their layers
     target = 1.0 if method == "full" else 0.15
     assert abs(stats[0].retention - target) <= 0.01
     assert tokens[0].shape[0] == stats[0].tokens == stats[0].result.tokens.shape[0]

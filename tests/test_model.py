@@ -18,9 +18,9 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 import visionzip
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 from llava.mm_utils import KeywordsStoppingCriteria, tokenizer_image_token
 from llava.model.builder import CheckpointLayoutError, load_pretrained_model
-from llava.tiny_checkpoint import write_tiny_checkpoint
 from llava.video import load_video, write_synthetic_video
 
 FRAMES = 8

@@ -17,8 +17,8 @@ import torch
 pytest.importorskip("deepspeed")
 pytest.importorskip("peft")
 
+from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 from llava.model.builder import load_pretrained_model  # noqa: E402
-from llava.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 from llava.video import write_synthetic_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def _logits(model, tokenizer, video: Path, processor) -> torch.Tensor:
 def full_run(workdir):
     """3 ZeRO-2 steps of batch 2 over the 6 samples (one epoch), AOT on, checkpoints every step."""
     out = workdir / "full"
-    proc = _train(workdir, out, "--max_steps", "3")
+    proc = _train(workdir, out, "--max_steps", "3", "--time_visual", "True")
     return out, proc
 
 

@@ -2,8 +2,11 @@
 the LLM's input embeddings), with AOT compression at one seam.
 
 The seam: for video samples, after the projector and before the visual embeddings are spliced, the
-frames' features and the tower's attention scores go to :func:`visionzip.compress_video` when a
-compression config is set on the model instance. Without one, the path is LLaVA-NeXT's exactly.
+frames' features, the model's token layout (:meth:`LlavaMetaForCausalLM.video_layout`: grid,
+pooling, newlines, newline embedding) and the attention scores the method reads (the tower
+captures only those layers) go to :func:`visionzip.compress_video` when a compression config is set
+on the model instance. The method is looked up in visionzip's registry; nothing here depends on
+which method it is. Without a config, the path is LLaVA-NeXT's exactly.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -32,15 +35,12 @@ def resolve_compression(spec: Any) -> Any:
     if isinstance(spec, dict):
         data = dict(spec)
         method = data.pop("method", "aot")
-        if method == "aot":
-            return visionzip.AOTConfig.from_dict(data, source="aot_compression")
         return visionzip.config_class(method).from_dict(data, source="aot_compression")
     return visionzip.load_config(spec)
 
 
 def _config_dict(cfg: Any) -> dict:
-    method = getattr(cfg, "method", "aot")
-    return {"method": getattr(method, "value", method), **cfg.to_dict()}
+    return {"method": cfg.method, **cfg.to_dict()}
 
 
 def unpad_image(tensor: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
@@ -56,9 +56,57 @@ def unpad_image(tensor: torch.Tensor, original_size: tuple[int, int]) -> torch.T
     return tensor[:, :, padding : current_width - padding]
 
 
+class _Span(Protocol):
+    @property
+    def ms(self) -> float: ...
+
+
+class _HostSpan:
+    """Wall time of a CPU section (no device work to wait for)."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._ms: float | None = None
+
+    def stop(self) -> _HostSpan:
+        self._ms = (time.perf_counter() - self._start) * 1000
+        return self
+
+    @property
+    def ms(self) -> float:
+        return 0.0 if self._ms is None else self._ms
+
+
+class _CudaSpan:
+    """A CUDA section timed with events: recording never waits; the time is read after the fact
+    (the first read waits for the end event, by then long done)."""
+
+    def __init__(self) -> None:
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+        self._start.record()
+
+    def stop(self) -> _CudaSpan:
+        self._end.record()
+        return self
+
+    @property
+    def ms(self) -> float:
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end))
+
+
+def _span(enabled: bool, cuda: bool) -> Any:
+    if not enabled:
+        return None
+    return _CudaSpan() if cuda else _HostSpan()
+
+
 @dataclass
 class VisualStats:
-    """What the visual path did for one sample (runtime values, never written into the config)."""
+    """What the visual path did for one sample (runtime values, never written into the config).
+    ``vision_ms`` / ``compression_ms``: per sample of its batch; None where timing was off (in
+    training unless ``model.time_visual = True``)."""
 
     modality: str
     frames: int
@@ -66,9 +114,21 @@ class VisualStats:
     tokens: int  # tokens actually spliced
     stage_tokens: dict[str, int] = field(default_factory=dict)
     retention: float = 1.0
-    vision_ms: float = 0.0
-    compression_ms: float = 0.0
-    result: visionzip.CompressionResult | None = None  # masks and counts of AOT, when it ran
+    vision_span: Any = field(default=None, repr=False)
+    compression_span: Any = field(default=None, repr=False)
+    per_sample: int = 1  # samples that shared the spans
+    per_compressed: int = 1
+    result: visionzip.CompressionResult | None = None  # masks, counts and plan of the method, when it ran
+
+    @property
+    def vision_ms(self) -> float | None:
+        return None if self.vision_span is None else self.vision_span.ms / self.per_sample
+
+    @property
+    def compression_ms(self) -> float | None:
+        if self.compression_span is None:
+            return None if self.vision_span is None or self.result is not None else 0.0
+        return self.compression_span.ms / self.per_compressed
 
 
 class LlavaMetaModel:
@@ -91,29 +151,57 @@ class LlavaMetaForCausalLM:
     """Mixin for the causal LM: encoding of images and videos and their splicing into the prompt."""
 
     # -- compression (a per-instance setting; the class is never patched)
-    def set_compression(self, spec: Any) -> visionzip.AOTConfig | None:
-        """Switch AOT on (preset name, YAML path, dict, AOTConfig) or off (None / "none") for this
-        model instance. The setting is also recorded in ``config.aot_compression`` so that a saved
-        checkpoint keeps it."""
+    def set_compression(self, spec: Any) -> Any:
+        """Switch compression on (preset name, YAML path, ``"<method>@<retention>"``, dict, config
+        object of any registered method) or off (None / "none") for this model instance. The
+        setting is also recorded in ``config.aot_compression`` so that a saved checkpoint keeps it.
+        The token layout always comes from the model (:meth:`video_layout`); a config whose layout
+        fields say otherwise gets a warning."""
         cfg = resolve_compression(spec)
+        if cfg is not None:
+            visionzip.registry.method_of(cfg)  # a registered method's config, or a ValueError listing them
         self._aot_config = cfg
         self.config.aot_compression = None if cfg is None else _config_dict(cfg)
         if cfg is not None:
-            model_mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
-            model_newline = getattr(self.config, "mm_newline_position", "one_token")
-            if (cfg.pool_mode.value, cfg.newline_position.value) != (model_mode, model_newline):
+            layout = self.video_layout(1)
+            given = {"pool_mode": layout.pool_mode, "pool_stride": layout.pool_stride,
+                     "newline_position": layout.newline_position}
+            differ = {k: getattr(cfg, k, None) for k, v in given.items() if getattr(cfg, k, None) not in (None, v)}
+            if differ:
+                said = ", ".join(f"{k}={getattr(v, 'value', v)!r}" for k, v in differ.items())
+                model = ", ".join(f"{k}={getattr(given[k], 'value', given[k])!r}" for k in differ)
                 warnings.warn(
-                    f"compression uses pool_mode={cfg.pool_mode.value!r}, newline_position="
-                    f"{cfg.newline_position.value!r} while the model is configured with "
-                    f"mm_spatial_pool_mode={model_mode!r}, mm_newline_position={model_newline!r}; "
-                    "the compression config's values are used for compressed videos",
+                    f"compression config sets {said}; the model's layout ({model}) is used: the token layout "
+                    "comes from the model (override it with mm_spatial_pool_mode / mm_spatial_pool_stride / "
+                    "mm_newline_position in the model config)",
                     stacklevel=2,
                 )
         return cfg
 
     @property
-    def compression(self) -> visionzip.AOTConfig | None:
+    def compression(self) -> Any:
         return getattr(self, "_aot_config", None)
+
+    #: time the visual path (vision tower, compression): None = when not training
+    time_visual: bool | None = None
+
+    def video_layout(self, frames: int) -> visionzip.VideoLayout:
+        """The token layout of a ``frames``-frame video as this model lays it out without
+        compression: the tower's grid, ``mm_spatial_pool_mode`` / ``mm_spatial_pool_stride``,
+        ``mm_newline_position`` and the learned newline (present with an ``unpad`` merge type)."""
+        tower = self.get_vision_tower()
+        side = tower.num_patches_per_side
+        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear") or "bilinear"
+        stride = int(getattr(self.config, "mm_spatial_pool_stride", 2) or 2)
+        position = getattr(self.config, "mm_newline_position", "one_token") or "one_token"
+        newline = getattr(self.get_model(), "image_newline", None)
+        if "unpad" not in getattr(self.config, "mm_patch_merge_type", ""):
+            newline = None
+        try:
+            return visionzip.VideoLayout(frames=frames, grid=(side, side), pool_mode=mode, pool_stride=stride,
+                                         newline_position=position, newline=newline)
+        except ValueError as err:
+            raise ValueError(f"model config: {err}") from None
 
     def get_vision_tower(self):
         return self.get_model().get_vision_tower()
@@ -123,8 +211,11 @@ class LlavaMetaForCausalLM:
         """(B, 3, H, W) -> projected features (B, N, D)."""
         return self.get_model().mm_projector(self.get_vision_tower()(images))
 
-    def get_2dPool(self, image_feature: torch.Tensor, stride: int = 2) -> torch.Tensor:
-        """LLaVA-NeXT's per-frame 2D pooling, (F, N, D) -> (F, n, D)."""
+    def get_2dPool(self, image_feature: torch.Tensor, stride: int | None = None) -> torch.Tensor:
+        """LLaVA-NeXT's per-frame 2D pooling, (F, N, D) -> (F, n, D); ``stride`` defaults to
+        ``config.mm_spatial_pool_stride`` (2)."""
+        if stride is None:
+            stride = int(getattr(self.config, "mm_spatial_pool_stride", 2) or 2)
         side = self.get_vision_tower().num_patches_per_side
         num_frames, _, dim = image_feature.shape
         # channels-last view of (F, D, H, W): the same arithmetic as a contiguous NCHW tensor
@@ -162,14 +253,7 @@ class LlavaMetaForCausalLM:
 
     def _plain_video_token_count(self, frames: int) -> int:
         """How many tokens :meth:`_video_tokens_plain` gives for ``frames`` frames."""
-        side = self.get_vision_tower().num_patches_per_side
-        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
-        ph = pw = math.ceil(side / 2) if mode == "bilinear" else side // 2
-        position = getattr(self.config, "mm_newline_position", "one_token")
-        newlines = {"grid": frames * ph, "frame": frames, "no_token": 0}.get(
-            position, int("unpad" in getattr(self.config, "mm_patch_merge_type", ""))
-        )
-        return frames * ph * pw + newlines
+        return self.video_layout(frames).num_tokens
 
     def _image_tokens(self, feature: torch.Tensor, image_size: Any) -> torch.Tensor:
         """LLaVA-NeXT's single-image / anyres merge for one image, (P, N, D) -> (T, D)."""
@@ -210,10 +294,12 @@ class LlavaMetaForCausalLM:
         return patches if "nobase" in merge else torch.cat([base, patches], 0)
 
     def encode_multimodal(
-        self, images: list[torch.Tensor] | torch.Tensor, modalities: list[str], image_sizes: list | None = None
+        self, images: list[torch.Tensor] | torch.Tensor, modalities: list[str], image_sizes: list | None = None,
+        questions: list[str | None] | None = None,
     ) -> tuple[list[torch.Tensor], list[VisualStats]]:
         """Visual tokens per sample. ``images``: one tensor per sample ((F, 3, H, W) for a video,
-        (P, 3, H, W) or (3, H, W) for an image); ``modalities``: "video" or "image" per sample."""
+        (P, 3, H, W) or (3, H, W) for an image); ``modalities``: "video" or "image" per sample;
+        ``questions``: the question text per sample, for a method that reads it."""
         if isinstance(images, torch.Tensor):
             images = list(images) if images.dim() == 5 else [images]
         images = [x.unsqueeze(0) if x.dim() == 3 else x for x in images]
@@ -228,56 +314,65 @@ class LlavaMetaForCausalLM:
         tower = self.get_vision_tower()
         projector = self.get_model().mm_projector
         cfg = self.compression
+        spec = None if cfg is None else visionzip.registry.method_of(cfg)
         sizes = [x.shape[0] for x in images]
         batch = torch.cat(images).to(device=tower.device, dtype=tower.dtype)
-        sync = batch.is_cuda
-        t0 = time.perf_counter()
-        use_scores = cfg is not None and "video" in modalities and getattr(cfg, "needs_scores", True)
-        shallow_all = deep_all = [None] * len(images)
-        if use_scores:
-            feats, scores = tower.forward_with_scores(batch, score_layers=(cfg.shallow_layer, cfg.deep_layer))
-            shallow_all, deep_all = (s.split(sizes) for s in scores)
+        timed = (not self.training) if self.time_visual is None else bool(self.time_visual)
+        videos = [i for i, m in enumerate(modalities) if m == "video"]
+        roles = spec.score_roles if spec is not None and videos else ()
+        maps: dict[str, list[torch.Tensor | None]] = {"shallow": [None] * len(images), "deep": [None] * len(images)}
+        vision = _span(timed, batch.is_cuda)
+        if roles:
+            assert spec is not None
+            if not callable(getattr(tower, "forward_with_scores", None)):
+                raise ValueError(
+                    f"method {spec.name!r} reads attention scores (scores={spec.scores!r}) but this model's vision "
+                    f"tower ({type(tower).__name__}) cannot give them; expected a method that reads none "
+                    f"({', '.join(m for m in visionzip.list_methods() if visionzip.get_method(m).scores == 'none')})"
+                )
+            feats, scores = tower.forward_with_scores(batch, score_layers=spec.score_layers(cfg))
+            for role, score in zip(roles, scores):
+                maps[role] = list(score.split(sizes))
         else:
             feats = tower(batch)
         feats = projector(feats)  # (sum F, N, D)
-        if sync:
-            torch.cuda.synchronize()
-        vision_ms = (time.perf_counter() - t0) * 1000 / len(images)
+        if vision is not None:
+            vision.stop()
         per_sample = list(feats.split(sizes))
 
         tokens: list[torch.Tensor | None] = [None] * len(images)
         stats: list[VisualStats | None] = [None] * len(images)
-        videos = [i for i, m in enumerate(modalities) if m == "video"]
         if cfg is not None and videos:
-            side = tower.num_patches_per_side
-            t0 = time.perf_counter()
+            span = _span(timed, batch.is_cuda)
             results = visionzip.compress_video(
-                [per_sample[i] for i in videos], [shallow_all[i] for i in videos], [deep_all[i] for i in videos],
-                config=cfg, grid=(side, side), image_newline=getattr(self.get_model(), "image_newline", None),
+                [per_sample[i] for i in videos], [maps["shallow"][i] for i in videos], [maps["deep"][i] for i in videos],
+                config=cfg, layout=[self.video_layout(sizes[i]) for i in videos],
+                question=None if questions is None else [questions[i] for i in videos],
             )
-            if sync:
-                torch.cuda.synchronize()
-            comp_ms = (time.perf_counter() - t0) * 1000 / len(videos)
+            if span is not None:
+                span.stop()
             for i, res in zip(videos, results):
                 tokens[i] = res.tokens
                 stats[i] = VisualStats("video", sizes[i], self._plain_video_token_count(sizes[i]), res.num_tokens,
-                                       dict(res.stage_tokens), res.retention, vision_ms, comp_ms, res)
+                                       dict(res.stage_tokens), res.retention, vision, span, len(images), len(videos), res)
         else:
             for i in videos:
                 tokens[i] = self._video_tokens_plain(per_sample[i])
-                stats[i] = VisualStats("video", sizes[i], tokens[i].shape[0], tokens[i].shape[0], vision_ms=vision_ms)
+                stats[i] = VisualStats("video", sizes[i], tokens[i].shape[0], tokens[i].shape[0], vision_span=vision,
+                                       per_sample=len(images))
         for i, m in enumerate(modalities):
             if m == "image":
                 size = image_sizes[i] if image_sizes is not None and i < len(image_sizes) else None
                 tokens[i] = self._image_tokens(per_sample[i], size)
-                stats[i] = VisualStats("image", 1, tokens[i].shape[0], tokens[i].shape[0], vision_ms=vision_ms)
+                stats[i] = VisualStats("image", 1, tokens[i].shape[0], tokens[i].shape[0], vision_span=vision,
+                                       per_sample=len(images))
         self.last_visual_stats = stats
         return tokens, stats  # type: ignore[return-value]
 
     # -- splicing
     def prepare_inputs_labels_for_multimodal(
         self, input_ids, position_ids, attention_mask, past_key_values, labels, images,
-        modalities=("image",), image_sizes=None, padding_side: str | None = None,
+        modalities=("image",), image_sizes=None, padding_side: str | None = None, questions=None,
     ):
         """LLaVA-NeXT's splice: replace each ``IMAGE_TOKEN_INDEX`` of a prompt by the visual tokens of
         the next visual input. Returns ``(None, position_ids, attention_mask, past_key_values,
@@ -287,7 +382,7 @@ class LlavaMetaForCausalLM:
         if vision_tower is None or images is None or input_ids.shape[1] == 1:
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
         modalities = list(modalities) if not isinstance(modalities, str) else [modalities]
-        features, _ = self.encode_multimodal(images, modalities, image_sizes)
+        features, _ = self.encode_multimodal(images, modalities, image_sizes, questions)
 
         given_labels, given_mask, given_pos = labels, attention_mask, position_ids
         if attention_mask is None:

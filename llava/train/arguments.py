@@ -55,6 +55,7 @@ class DataArguments:
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
     model_max_length: int = field(default=32768, metadata={"help": "sequences are truncated (right) to this many tokens"})
+    time_visual: bool = field(default=False, metadata={"help": "time the vision tower and compression per step (CUDA events; logged as aot/compression_ms)"})
     lora_enable: bool = field(default=False, metadata={"help": "train LoRA adapters on the LLM's linear layers"})
     lora_r: int = 64
     lora_alpha: int = 16

@@ -88,6 +88,7 @@ def _setup_model(model_args: ModelArguments, training_args: TrainingArguments):
         attn_implementation=model_args.attn_implementation, overwrite_config=overwrite,
     )
     model.set_compression(model_args.compression)
+    model.time_visual = bool(training_args.time_visual)  # off by default: no timing in the training step
     model.config.mm_tunable_parts = model_args.mm_tunable_parts
     tokenizer.padding_side = "right"
     if tokenizer.pad_token_id is None:

@@ -83,7 +83,9 @@ class LLaVATrainer(Trainer):
             logs["aot/visual_tokens"] = sum(v[0] for v in self._visual) / n
             logs["aot/visual_tokens_plain"] = sum(v[1] for v in self._visual) / n
             logs["aot/retention"] = sum(v[2] for v in self._visual) / n
-            logs["aot/compression_ms"] = sum(v[3] for v in self._visual) / n
+            timed = [v[3] for v in self._visual if v[3] is not None]  # timing is off in training unless asked
+            if timed:
+                logs["aot/compression_ms"] = sum(timed) / len(timed)
             self._visual.clear()
         if "loss" in logs:
             logs["data/skipped_samples"] = self.skipped_samples

@@ -95,13 +95,15 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
         """LLaVA-NeXT's ``generate(input_ids, images=[...], modalities=[...], image_sizes=...)``.
 
         Prompts of a batch are left-padded after splicing so that every row generates as it would
-        alone. Returns only the generated tokens (as with ``inputs_embeds`` in transformers)."""
+        alone. ``questions=[...]`` (the question text per sample) reaches compression methods that read
+        it. Returns only the generated tokens (as with ``inputs_embeds`` in transformers)."""
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
         if "inputs_embeds" in kwargs:
             raise ValueError("inputs_embeds is not supported by generate; pass input_ids and images")
         position_ids = kwargs.pop("position_ids", None)
         attention_mask = kwargs.pop("attention_mask", None)
+        questions = kwargs.pop("questions", None)  # question text per sample, for methods that read it
         if inputs is None:
             raise ValueError("generate needs input_ids (the tokenized prompt with IMAGE_TOKEN_INDEX placeholders)")
         inputs = inputs.to(self.device)
@@ -110,7 +112,7 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
         if images is not None:
             (_, _, attention_mask, _, inputs_embeds, _) = self.prepare_inputs_labels_for_multimodal(
                 inputs, position_ids, attention_mask if attention_mask is not None else torch.ones_like(inputs),
-                None, None, images, modalities, image_sizes, padding_side="left",
+                None, None, images, modalities, image_sizes, padding_side="left", questions=questions,
             )
         else:
             inputs_embeds = self.get_model().embed_tokens(inputs)

@@ -1,4 +1,4 @@
-"""SigLIP vision tower of LLaVA-NeXT, with AOT's attention scores captured on the way (SPEC §0).
+"""SigLIP vision tower of LLaVA-NeXT, with AOT's attention scores captured on the way (docs/algorithm.md §0).
 
 LLaVA-NeXT checkpoints keep 26 of SigLIP so400m-patch14-384's 27 encoder layers and use the output of
 the last kept layer, *before* ``post_layernorm``, as the image features: (B, 729, 1152) for 384 px
@@ -8,9 +8,10 @@ exactly the checkpoint's ``model.vision_tower.vision_tower.vision_model.…``.
 
 :meth:`SigLipVisionTower.forward_with_scores` also returns, for a few requested layers, the attention
 each token *receives*, ``s[b, j] = mean_h Σ_i A[b, h, i, j]`` (float32, (B, N) per layer). Every
-other layer runs through the stock transformers layer (SDPA or flash-attention); a score layer is
-recomputed here with its softmax taken in query chunks, so memory stays O(B × heads × chunk × N)
-and no full (B, heads, N, N) map is ever held.
+layer runs through the stock transformers layer (SDPA or flash-attention), so the features are those
+of :meth:`SigLipVisionTower.forward` bit for bit; in a score layer the attention probabilities are
+computed again on the side with the softmax taken in query chunks, so memory stays
+O(B × heads × chunk × N) and no full (B, heads, N, N) map is ever held.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class SigLipVisionTower(nn.Module):
     def forward_with_scores(
         self, images: ImageInput, *, score_layers: Sequence[int] = (5, -2)
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Features plus the attention each token receives in the requested layers (SPEC §0).
+        """Features plus the attention each token receives in the requested layers (docs/algorithm.md §0).
 
         Args:
             images: a tensor (B, 3, S, S), or a list of (3, S, S) / (1, 3, S, S) tensors (stacked
@@ -194,8 +195,9 @@ class SigLipVisionTower(nn.Module):
             score_layers: encoder layer indices, 0-based; negative ones count from the stored
                 layers (-2 is layer 24 of 26).
         Returns:
-            ``(features, scores)``: features (B, N, C) in the tower's dtype, those of :meth:`forward`
-            up to rounding (the score layers' attention is computed here, not by SDPA); ``scores`` one float32 (B, N) tensor per entry of ``score_layers``,
+            ``(features, scores)``: features (B, N, C) in the tower's dtype, exactly those of
+            :meth:`forward` (every layer runs as stock; the scores are computed on the side);
+            ``scores`` one float32 (B, N) tensor per entry of ``score_layers``,
             ``scores[b, j] = mean_h Σ_i softmax(q_i · k_j / sqrt(d))[b, h, i, j]`` (each frame's
             scores sum to N). Scores carry no gradient.
         """
@@ -262,38 +264,31 @@ class SigLipVisionTower(nn.Module):
         return hidden, scores
 
     def _layer_with_scores(self, layer: SiglipEncoderLayer, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``SiglipEncoderLayer.forward`` with :meth:`_attention_with_scores` as its attention.
+        """The stock ``SiglipEncoderLayer`` (so the features are exactly those of :meth:`forward`)
+        plus the attention each token receives in it, computed on the side.
 
         hidden (B, N, C) → (layer output (B, N, C), float32 scores (B, N)).
         """
-        attn_out, scores = self._attention_with_scores(layer.self_attn, layer.layer_norm1(hidden))
-        hidden = hidden + attn_out
-        hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
-        return hidden, scores
+        with torch.no_grad():
+            scores = self._received_attention(layer.self_attn, layer.layer_norm1(hidden))
+        return layer(hidden, None), scores
 
-    def _attention_with_scores(self, attn: SiglipAttention, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``SiglipAttention.forward`` with eager attention whose softmax runs in query chunks.
+    def _received_attention(self, attn: SiglipAttention, normed: torch.Tensor) -> torch.Tensor:
+        """Attention each token receives in ``attn``, with eager softmax in query chunks.
 
-        normed (B, N, C) → (attention output after ``out_proj`` (B, N, C), float32 scores (B, N)). Per
-        chunk of ``c`` queries: logits (B, h, c, N) in the tower's dtype, float32 softmax (as transformers'
-        eager attention), its column sums added to a float32 (B, h, N) buffer, and the same weights
-        times V written into the (B, N, h, d) context.
+        normed (B, N, C) → float32 scores (B, N). Per chunk of ``c`` queries: logits (B, h, c, N) in
+        the tower's dtype, float32 softmax (as transformers' eager attention), its column sums added
+        to a float32 (B, h, N) buffer; never an (N, N) map per head for the whole frame.
         """
         batch, tokens, _ = normed.shape
         heads_shape = (batch, tokens, attn.num_heads, attn.head_dim)
         queries = attn.q_proj(normed).view(heads_shape).transpose(1, 2)  # (B, h, N, d)
         keys_t = attn.k_proj(normed).view(heads_shape).permute(0, 2, 3, 1).contiguous()  # (B, h, d, N)
-        values = attn.v_proj(normed).view(heads_shape).transpose(1, 2).contiguous()  # (B, h, N, d)
-
         received = torch.zeros(batch, attn.num_heads, tokens, dtype=torch.float32, device=normed.device)
-        context = values.new_empty(heads_shape)  # (B, N, h, d)
         for start in range(0, tokens, self.score_chunk_size):
             stop = min(start + self.score_chunk_size, tokens)
             logits = torch.matmul(queries[:, :, start:stop], keys_t)  # (B, h, c, N)
             logits.mul_(attn.scale)
-            probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # (B, h, c, N)
+            received += torch.softmax(logits, dim=-1, dtype=torch.float32).sum(dim=2)
             del logits
-            received += probs.detach().sum(dim=2)
-            weights = nn.functional.dropout(probs.to(values.dtype), p=attn.dropout, training=attn.training)
-            context[:, start:stop] = torch.matmul(weights, values).transpose(1, 2)  # (B, c, h, d)
-        return attn.out_proj(context.view(batch, tokens, -1)), received.mean(dim=1)
+        return received.mean(dim=1)
