@@ -66,3 +66,34 @@ def test_toy_method_through_aot_sweep(tmp_path):
     assert not run["failed"] and run["samples"] == 2 and run["failed_samples"] == 0
     assert run["retention"] == pytest.approx(0.25, abs=0.01)  # every 4th cell of 14x14 = 49 of 196
     assert toy.NAME in (out / "sweep.md").read_text()
+
+
+def test_a_method_that_reads_the_question_gets_it_through_generate(tmp_path):
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
+    from llava.model.builder import load_pretrained_model
+    from llava.video import load_video, write_synthetic_video
+
+    seen = []
+
+    def select(pooled, video, cfg, budget):
+        seen.append(video.question)
+        return toy.select(pooled, video, cfg, budget)
+
+    spec = vz.MethodSpec(toy.NAME, toy.EveryOtherConfig, vz.compress_on_grid(select), scores="deep", reads_question=True,
+                         make_config=toy.make_config)
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
+    tok, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None, torch_dtype="float32",
+                                                     attn_implementation="sdpa")
+    video = write_synthetic_video(tmp_path / "v.mp4", frames=16, seed=2)
+    pixels = processor.preprocess(load_video(video, max_frames=8).frames, return_tensors="pt")["pixel_values"]
+    ids = torch.tensor([tok("<|im_start|>user\n").input_ids + [IMAGE_TOKEN_INDEX] + tok("\nWhat moves?").input_ids])
+    vz.register_method(spec)
+    try:
+        model.set_compression("every_other@0.5")
+        with torch.no_grad():
+            model.generate(ids, images=[pixels], modalities=["video"], questions=["What moves?"], max_new_tokens=1)
+            model.generate(ids, images=[pixels], modalities=["video"], max_new_tokens=1)
+    finally:
+        vz.unregister_method(toy.NAME)
+    assert seen == ["What moves?", None]

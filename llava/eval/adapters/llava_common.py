@@ -101,8 +101,9 @@ class LlavaAdapter(AOTModelAdapter):
         modalities = [m for p in batch for m in p.modalities]
         image_sizes = [s for p in batch for s in p.image_sizes]
         kwargs = self._generation_kwargs(gen_kwargs)
-        if images:
-            kwargs.update(images=images, modalities=modalities, image_sizes=image_sizes)
+        if images:  # the question text too, one per visual input, for methods that read it
+            kwargs.update(images=images, modalities=modalities, image_sizes=image_sizes,
+                          questions=[p.context for p in batch for _ in p.visuals])
         model.last_visual_stats = []
         with self._measured() as m:
             criteria = StoppingCriteriaList([m.clock, KeywordsStoppingCriteria(self._stop_words(), self.tokenizer, input_ids)])
