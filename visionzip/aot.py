@@ -47,7 +47,7 @@ def check_aot(videos: list[VideoInput], cfg: AOTConfig) -> None:
         n = v.layout.tokens_per_frame
         if cfg.num_anchors is not None and cfg.num_anchors > n:
             raise ValueError(f"config.num_anchors={cfg.num_anchors} exceeds N={n} tokens per frame{tag}; expected <= {n}")
-        if cfg.inter_frame and v.frames < cfg.num_clips:
+        if cfg.inter_frame and v.frames < _clips(cfg, v.frames):
             raise ValueError(
                 f"frames={v.frames}{tag} is fewer than num_clips={cfg.num_clips}; expected at least one frame per clip"
             )
@@ -125,10 +125,17 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
     ]
 
 
+def _clips(cfg: AOTConfig, frames: int) -> int:
+    """Clips of a video: the config's; a layout-calibrated config (``num_anchors`` None, what
+    ``"aot@<r>"`` gives) uses at most one clip per frame on short videos."""
+    return min(cfg.num_clips, frames) if cfg.num_anchors is None else cfg.num_clips
+
+
 def _segments_for(cfg: AOTConfig, video: VideoInput) -> list[int]:
+    clips = _clips(cfg, video.frames)
     if cfg.segmentation is Segmentation.DYNAMIC:
-        return dynamic_segments(video.features, num_clips=cfg.num_clips, threshold=cfg.segment_threshold)
-    return uniform_segments(video.frames, cfg.num_clips)
+        return dynamic_segments(video.features, num_clips=clips, threshold=cfg.segment_threshold)
+    return uniform_segments(video.frames, clips)
 
 
 def _intra_stage(weights: IntraWeights | None, layout: VideoLayout) -> Stage:
