@@ -110,3 +110,32 @@ def test_another_family_is_refused(tmp_path):
                                                  device_map=None, torch_dtype="float32")
     with pytest.raises(ValueError, match="model_type='llava_qwen' is not valid here; expected 'qwen2_5_vl'"):
         Qwen25VLCompression(llava_model)
+
+
+def _greedy_without_cache(model, embeds, positions, steps):
+    """Greedy decoding by full forwards (no KV cache): each new token at the last position + 1."""
+    out = []
+    embed = model.model.get_input_embeddings()
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(inputs_embeds=embeds, position_ids=positions, use_cache=False).logits[:, -1]
+            token = logits.argmax(-1)
+            out.append(int(token))
+            embeds = torch.cat([embeds, embed(token)[:, None]], 1)
+            positions = torch.cat([positions, positions[..., -1:] + 1], -1)
+    return out
+
+
+@pytest.mark.parametrize("spec", [None, "aot@0.25", "random@0.5"])
+def test_generation_with_the_kv_cache(qwen, spec):
+    model, _, inputs, _ = qwen
+    seam = Qwen25VLCompression(model)
+    seam.set_compression(spec)
+    steps = 4
+    new = seam.generate(**dict(inputs), max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
+    prepared = seam.prepare(**inputs)
+    assert new[0].tolist() == _greedy_without_cache(model, prepared["inputs_embeds"], prepared["position_ids"], steps)
+    if spec is None:  # and without compression it is transformers' own generate
+        with torch.no_grad():
+            full = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
+        assert new[0].tolist() == full[0, inputs["input_ids"].shape[1]:].tolist()

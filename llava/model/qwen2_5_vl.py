@@ -153,3 +153,15 @@ class Qwen25VLCompression:
             embeds[b, longest - n:], mask[b, longest - n:], pos_out[:, b, longest - n:] = r, 1, p
             deltas[b, 0] = p.max() + 1 - n
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos_out, "rope_deltas": deltas}
+
+    @torch.no_grad()
+    def generate(self, **inputs: Any) -> torch.Tensor:
+        """``model.generate`` on the compressed prompt: the processor's outputs plus generation
+        arguments. Returns the new tokens only (as with ``inputs_embeds`` in transformers). Each
+        decoding step's positions continue from the prompt's last (time, row, column) + 1, as the
+        model's own ``rope_deltas`` would place them."""
+        names = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids",
+                 "second_per_grid_ts")
+        prepared = self.prepare(**{k: inputs.pop(k) for k in names if k in inputs})
+        prepared.pop("rope_deltas")
+        return self.model.generate(**prepared, **inputs)
