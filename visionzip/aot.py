@@ -9,7 +9,7 @@ Pipeline per video (docs/algorithm.md §1-4)::
 
 Every stage's decision is computed once and applied as a linear stage of the video's
 :class:`~visionzip.plan.ReductionPlan`; the tokens are that plan applied to the features. A batch of
-videos sharing a grid runs anchor selection and the intra-frame transport on all their frames at
+videos sharing a grid and pooling runs anchor selection and the intra-frame transport on all their frames at
 once (``groups`` keep the release's per-video Sinkhorn stopping rule inside each video).
 """
 
@@ -23,7 +23,7 @@ from .config import AOTConfig, NewlinePosition, OneTokenNewline, Segmentation
 from .inputs import VideoInput
 from .inter import dynamic_segments, inter_plan, uniform_segments
 from .intra import IntraWeights, apply_intra_pool, intra_weights
-from .layout import VideoLayout, add_newlines, newline_mask, pool_mask, sequence_positions
+from .layout import VideoLayout, append_newline, newline_mask, newline_values, pool_mask, sequence_positions
 from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
 from .registry import MethodSpec, register_method
 
@@ -60,14 +60,16 @@ def check_aot(videos: list[VideoInput], cfg: AOTConfig) -> None:
 
 
 def compress_aot(videos: list[VideoInput], cfg: AOTConfig) -> list[CompressionResult]:
-    """AOT on validated videos (see :func:`visionzip.compress_video`); videos sharing a grid are
-    batched, each result is the same as if its video were compressed alone."""
+    """AOT on validated videos (see :func:`visionzip.compress_video`); videos sharing a grid and
+    pooling are batched, each result is the same as if its video were compressed alone."""
     check_aot(videos, cfg)
     results: list[CompressionResult | None] = [None] * len(videos)
-    by_grid: dict[tuple[int, int], list[int]] = {}
+    # batched together: videos whose frames are shaped and pooled alike (the group's masks read one layout)
+    groups: dict[tuple, list[int]] = {}
     for i, v in enumerate(videos):
-        by_grid.setdefault(v.layout.grid, []).append(i)
-    for members in by_grid.values():
+        lay = v.layout
+        groups.setdefault((lay.grid, lay.pool_mode, lay.pool_stride, lay.newlines_per_frame), []).append(i)
+    for members in groups.values():
         for i, res in zip(members, _compress_group([videos[i] for i in members], cfg)):
             results[i] = res
     return results  # type: ignore[return-value]
@@ -142,18 +144,12 @@ def _intra_stage(weights: IntraWeights | None, layout: VideoLayout) -> Stage:
     return lambda x, nl: apply_intra_pool(x, weights, layout.grid, layout.pool_mode, layout.pool_stride)
 
 
-def _newline_stage(layout: VideoLayout) -> Stage:
+def _newline_stage(layout: VideoLayout, position: NewlinePosition) -> Stage:
     def stage(x: torch.Tensor, nl: torch.Tensor | None) -> torch.Tensor:
         assert nl is not None
-        ones = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        return add_newlines(x, ones, nl, layout.pooled_grid, layout.newline_position)[0]
+        return newline_values(x, nl, layout.pooled_grid, position)
 
     return stage
-
-
-def _trailing_stage(x: torch.Tensor, nl: torch.Tensor | None) -> torch.Tensor:
-    assert nl is not None
-    return torch.cat([x, nl.to(device=x.device, dtype=x.dtype)[None]])
 
 
 def _compress_one(
@@ -172,9 +168,9 @@ def _compress_one(
     newline = layout.newline
     stages: list[Stage] = [_intra_stage(weights, layout)]  # seq (F, n, D): this stage applied to the features
     seq_mask = pmask
-    inserted = layout.newline_position if layout.newline_position in (NewlinePosition.GRID, NewlinePosition.FRAME) and layout.has_newline else None
+    inserted = layout.inserted_newline
     if inserted is not None:
-        stages.append(_newline_stage(layout))
+        stages.append(_newline_stage(layout, inserted))
         seq = stages[-1](seq, newline)
         seq_mask = newline_mask(pmask, (ph, pw), inserted)
     width = seq.shape[1]
@@ -197,8 +193,8 @@ def _compress_one(
         tokens = stages[-1](seq, newline)
     trailing = cfg.one_token_newline is OneTokenNewline.APPEND and layout.trailing_newline
     if trailing:
-        stages.append(_trailing_stage)
-        tokens = _trailing_stage(tokens, newline)
+        stages.append(append_newline)
+        tokens = append_newline(tokens, newline)
     seq_pos, seq_nl = sequence_positions(layout, inserted or NewlinePosition.NO_TOKEN)
     positions, is_newline = emit_positions(layout, sources, seq_pos, seq_nl, trailing)
     newlines = layout.newlines_per_frame * f_ + int(trailing)

@@ -48,7 +48,8 @@ from .config import (
 )
 from .inputs import VideoInput
 from .inter import dynamic_segments
-from .layout import VideoLayout, add_newlines, newline_mask, pool_tokens, sequence_positions
+from .layout import VideoLayout, append_newline, newline_mask, newline_values, pool_tokens, sequence_positions
+from .ops import rank_ascending
 from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
 from .registry import MethodSpec, register_method
 
@@ -79,13 +80,6 @@ def _proportional_split(total: int, weights: Sequence[int]) -> list[int]:
     for i in order[: total - sum(out)]:
         out[i] += 1
     return out
-
-
-def _rank_ascending(values: torch.Tensor) -> torch.Tensor:
-    """Rank of every entry along the last dim (0 = smallest; ties: earlier first)."""
-    order = torch.argsort(values, dim=-1, stable=True)
-    ar = torch.arange(values.shape[-1], device=values.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, ar)
 
 
 def pool_scores(scores: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
@@ -177,7 +171,7 @@ def random_select(pooled: torch.Tensor, budget: int, seed: int) -> Selection:
     dev = pooled.device
     gen = torch.Generator().manual_seed(seed)
     draw = torch.rand(f_, n, generator=gen).to(dev)  # (F, n)
-    keep = _rank_ascending(draw) < frame_budgets(budget, f_, n).to(dev)[:, None]
+    keep = rank_ascending(draw) < frame_budgets(budget, f_, n).to(dev)[:, None]
     return Selection(keep, torch.zeros_like(keep))
 
 
@@ -204,7 +198,7 @@ def visionzip_select(pooled: torch.Tensor, scores: torch.Tensor, budget: int, co
     b = frame_budgets(budget, f_, n).to(dev)  # (F,)
     c = torch.round(b.double() * contextual_ratio).long()  # (F,) contextual
     dom = b - c
-    dominant = _rank_ascending(-scores.float()) < dom[:, None]  # (F, n)
+    dominant = rank_ascending(-scores.float()) < dom[:, None]  # (F, n)
     rest = ~dominant
     ordinal = rest.long().cumsum(-1) - 1  # position among the remaining tokens
     step = ((n - dom) // c.clamp_min(1)).clamp_min(1)  # (F,)
@@ -253,7 +247,7 @@ def dycoke_select(pooled: torch.Tensor, budget: int, window: int) -> Selection:
     if budget >= anchor_tokens:
         # keep the (budget - anchor tokens) least redundant later-frame tokens
         score = sim.masked_fill(~later, float("-inf")).reshape(-1)  # anchors rank first (never pruned)
-        keep = (_rank_ascending(score) < budget).view(f_, n)
+        keep = (rank_ascending(score) < budget).view(f_, n)
         target = torch.where(keep, own, to_anchor)
         spatial = 0
     else:
@@ -264,7 +258,7 @@ def dycoke_select(pooled: torch.Tensor, budget: int, window: int) -> Selection:
         cos = torch.bmm(unit, unit.transpose(1, 2))  # (F, n, n)
         eye = torch.eye(n, dtype=torch.bool, device=dev)
         distinct = cos.masked_fill(eye, float("-inf")).amax(-1)  # (F, n)
-        keep = (_rank_ascending(distinct) < per_frame[:, None]) & ~later
+        keep = (rank_ascending(distinct) < per_frame[:, None]) & ~later
         nearest = cos.masked_fill(~keep[:, None, :], float("-inf")).argmax(-1)  # (F, n)
         anchor_target = frame[:, None] * n + nearest
         # a frame with no kept token points at itself: its tokens are dropped below
@@ -323,12 +317,12 @@ def fastvid_select(
             rho = torch.exp(-(near**2).mean(-1))  # (M,)
         else:
             rho = torch.ones(m, device=dev)
-        order = _rank_ascending(-rho)  # 0 = densest; ties: earlier first
+        order = rank_ascending(-rho)  # 0 = densest; ties: earlier first
         denser = order[None, :] < order[:, None]  # (M, M) j denser than i
         delta = dist.masked_fill(~denser, float("inf")).amin(-1)
         top = order == 0
         delta = torch.where(top, dist.amax(-1), delta)
-        centers = _rank_ascending(-(rho * delta)) < b  # (M,)
+        centers = rank_ascending(-(rho * delta)) < b  # (M,)
         nearest = dist.masked_fill(~centers[None, :], float("inf")).argmin(-1)
         keep[lo : lo + m] = centers
         target[lo : lo + m] = lo + torch.where(centers, torch.arange(m, device=dev), nearest)
@@ -345,31 +339,20 @@ def _emits_trailing(cfg: Any, layout: VideoLayout) -> bool:
     return layout.trailing_newline and getattr(cfg, "one_token_newline", None) is not OneTokenNewline.PAPER
 
 
-def _inserted(layout: VideoLayout) -> NewlinePosition | None:
-    """The newline position inserted inside frames (``grid`` / ``frame``), when the model has one."""
-    position = layout.newline_position
-    return position if position in (NewlinePosition.GRID, NewlinePosition.FRAME) and layout.has_newline else None
-
-
 def _emit_stages(layout: VideoLayout, kept: torch.Tensor, trailing: bool) -> tuple[list[Stage], torch.Tensor, torch.Tensor, int]:
     """Stages from (F, n, D) values on the pooled grid to the emitted tokens, with the layout's
     newlines; also ``(positions (T, 3), is_newline (T,), newline count)``."""
     ph, pw = layout.pooled_grid
     f_ = kept.shape[0]
     stages: list[Stage] = []
-    inserted = _inserted(layout)
+    inserted = layout.inserted_newline
     seq_kept = kept
     if inserted is not None:
         seq_kept = newline_mask(kept, (ph, pw), inserted)
-
-        def with_newlines(x: torch.Tensor, nl: torch.Tensor | None) -> torch.Tensor:
-            assert nl is not None and inserted is not None
-            return add_newlines(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device), nl, (ph, pw), inserted)[0]
-
-        stages.append(with_newlines)
+        stages.append(lambda x, nl, p=inserted: newline_values(x, nl, (ph, pw), p))  # type: ignore[arg-type]
     stages.append(lambda x, nl, m=seq_kept: x[m])
     if trailing:
-        stages.append(lambda x, nl: torch.cat([x, nl.to(device=x.device, dtype=x.dtype)[None]]))  # type: ignore[union-attr]
+        stages.append(append_newline)
     seq_pos, seq_nl = sequence_positions(layout, inserted or NewlinePosition.NO_TOKEN)
     positions, is_newline = emit_positions(layout, torch.nonzero(seq_kept.reshape(-1))[:, 0], seq_pos, seq_nl, trailing)
     newlines = f_ * layout.newlines_per_frame + int(trailing)
@@ -485,7 +468,7 @@ def _compress_pool(videos: list[VideoInput], cfg: PoolConfig) -> list[Compressio
         _check_budget(cfg, layout, f_, round(cfg.retention * f_ * n))
         grids = pool_grids_for(cfg.retention, (ph, pw), f_)
         trailing = _emits_trailing(cfg, layout)
-        inserted = _inserted(layout)
+        inserted = layout.inserted_newline
 
         def coarse(x: torch.Tensor, nl: torch.Tensor | None, grids: list[tuple[int, int]] = grids,
                    layout: VideoLayout = layout, inserted: NewlinePosition | None = inserted,
@@ -497,15 +480,11 @@ def _compress_pool(videos: list[VideoInput], cfg: PoolConfig) -> list[Compressio
                 piece = pool_select(pooled[idx], layout.pooled_grid, g)  # (F_g, a*c, D)
                 if inserted is not None:
                     assert nl is not None
-                    ones = torch.ones(piece.shape[:2], dtype=torch.bool, device=x.device)
-                    piece = add_newlines(piece, ones, nl, g, inserted)[0]
+                    piece = newline_values(piece, nl, g, inserted)
                 for j, block in zip(idx, piece.unbind(0)):
                     blocks[j] = block
             tokens = torch.cat(blocks)
-            if trailing:
-                assert nl is not None
-                tokens = torch.cat([tokens, nl.to(device=tokens.device, dtype=tokens.dtype)[None]])
-            return tokens
+            return append_newline(tokens, nl) if trailing else tokens
 
         tokens = coarse(video.features, layout.newline)
         positions, is_newline = _coarse_positions(grids, layout, inserted, trailing)

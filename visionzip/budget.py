@@ -14,6 +14,7 @@ import torch
 from ._checks import check_choice
 from .config import AOTConfig, KeyframeEmit
 from .layout import VideoLayout, pool_tokens
+from .ops import rank_ascending
 
 
 def even_split(total: int, parts: int, cap: int | None = None) -> list[int]:
@@ -102,8 +103,7 @@ def exact_budget_masks(
         cell_counts += c
         keep_counts += kc
     dev = anchor_mask.device
-    order = torch.argsort(coverage, dim=-1, descending=True, stable=True)  # (sum F, n)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=dev).expand(f_all, n))
+    rank = rank_ascending(-coverage)  # highest coverage first; ties: earlier position first
     mask = rank < torch.tensor(cell_counts, device=dev)[:, None]
     return mask, torch.tensor(keep_counts, device=dev, dtype=torch.long)
 

@@ -38,10 +38,6 @@ class VideoInput:
     def frames(self) -> int:
         return int(self.features.shape[0])
 
-    @property
-    def newline(self) -> torch.Tensor | None:
-        return self.layout.newline
-
 
 def as_video_list(name: str, value: object, ndim: int) -> tuple[list[torch.Tensor], bool]:
     """Split a single video, a stacked batch or a list of videos into a list; report if batched."""

@@ -17,19 +17,10 @@ import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_finite, check_mask, check_ratio, check_tensor
 from .config import AOTConfig, InterKeep, KeyframeEmit, SinkhornStop
+from .ops import front_indices, rank_ascending
 from .sinkhorn import sinkhorn
 
 _D = AOTConfig()
-
-
-def front_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions of True entries first (ascending), per row. Returns (index (F, k_max),
-    valid (F, k_max), counts (F,)) with k_max the largest count (one host sync)."""
-    counts = mask.sum(-1)
-    k_max = int(counts.max()) if mask.numel() else 0
-    order = torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)[:, :k_max]
-    valid = torch.arange(k_max, device=mask.device)[None, :] < counts[:, None]
-    return order, valid, counts
 
 
 def uniform_segments(num_frames: int, num_clips: int) -> list[int]:
@@ -76,13 +67,6 @@ def _masked_quantile(values: torch.Tensor, valid: torch.Tensor, q: float) -> tor
     return torch.lerp(lo, hi, rank - below.double())
 
 
-def _rank(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Rank of each entry by value (ties: earlier first), invalid entries last. (C, q) -> (C, q)."""
-    c_, q = values.shape
-    order = torch.argsort(values.masked_fill(~valid, float("inf")), dim=-1, stable=True)
-    return torch.empty_like(order).scatter_(1, order, torch.arange(q, device=values.device).expand(c_, q))
-
-
 def fold_into(z: torch.Tensor, q: torch.Tensor, fold: torch.Tensor, scale: float) -> torch.Tensor:
     """Anchors Z (C, z, D) float32 after folding sources Q (C, q, D) float32 with shares fold (C, q, z):
     ``(Z + s fold^T Q) / (1 + s fold^T 1)``."""
@@ -125,12 +109,12 @@ def inter_decide(
     p = plan / plan.sum(-1, keepdim=True).clamp_min(1e-9)  # (C, q, z)
     best = p.amax(-1) if z else p.new_zeros(c_, q)  # (C, q)
     if keep_counts is not None:
-        keep = _rank(best, qv) < keep_counts.to(dev).long()[:, None]
+        keep = rank_ascending(best.masked_fill(~qv, float("inf"))) < keep_counts.to(dev).long()[:, None]
     elif keep_rule is InterKeep.PAPER:
         tau = _masked_quantile(best, qv, keep_ratio)  # (C,)
         keep = best.double() < tau[:, None]
     else:  # rank of each token by (m, position); keep the round(ratio * n) lowest
-        keep = _rank(best, qv) < torch.round(keep_ratio * nq.double()).long()[:, None]
+        keep = rank_ascending(best.masked_fill(~qv, float("inf"))) < torch.round(keep_ratio * nq.double()).long()[:, None]
     keep = (keep | (nz == 0)[:, None]) & qv
     return p * (qv & ~keep)[:, :, None], keep
 

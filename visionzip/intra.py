@@ -16,6 +16,7 @@ import torch.nn.functional as Fn
 from ._checks import check_choice, check_finite, check_grid, check_mask, check_tensor
 from .config import AOTConfig, OTMass, PoolMode, SinkhornStop
 from .layout import grid_distances, pool_tokens, pooling_matrix
+from .ops import front_indices
 from .sinkhorn import sinkhorn
 
 _D = AOTConfig()
@@ -75,13 +76,10 @@ def intra_weights(
     anchor. A frame without pruned tokens keeps its anchors exactly (self weight 1)."""
     f_, n, d = features.shape
     h, w = grid
-    counts = anchor_mask.sum(-1)
-    k = int(counts.max()) if anchor_mask.numel() else 0  # one host sync per video batch
+    idx_r, valid_r, n_r = front_indices(anchor_mask)  # (F, k) ascending; one host sync per video batch
+    k = idx_r.shape[1]
     if k == 0:
         return None
-    idx_r = torch.argsort((~anchor_mask).to(torch.uint8), dim=-1, stable=True)[:, :k]  # (F, k) ascending
-    valid_r = torch.arange(k, device=features.device)[None, :] < counts[:, None]
-    n_r = counts
     pruned = ~anchor_mask  # (F, N)
     n_p = pruned.sum(-1)  # (F,)
 

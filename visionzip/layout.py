@@ -99,6 +99,14 @@ class VideoLayout:
         return 1 if self.newline_position is NewlinePosition.FRAME else 0
 
     @property
+    def inserted_newline(self) -> NewlinePosition | None:
+        """The newline position inserted inside the frames (``grid`` / ``frame``) when the model has a
+        newline; None otherwise."""
+        if self.has_newline and self.newline_position in (NewlinePosition.GRID, NewlinePosition.FRAME):
+            return self.newline_position
+        return None
+
+    @property
     def trailing_newline(self) -> bool:
         """One newline after the whole video (``one_token`` with an embedding)."""
         return self.has_newline and self.newline_position is NewlinePosition.ONE_TOKEN
@@ -246,18 +254,29 @@ def grid_distances(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.cdist(pos[None], pos[None])[0]
 
 
-def add_newlines(
-    features: torch.Tensor, mask: torch.Tensor, newline: torch.Tensor, grid: tuple[int, int], position: NewlinePosition
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`insert_newlines` without checks (internal use)."""
+def newline_values(
+    features: torch.Tensor, newline: torch.Tensor, grid: tuple[int, int], position: NewlinePosition
+) -> torch.Tensor:
+    """(F, h*w, D) frames with the newline after every row (``grid``) or frame (``frame``); no checks."""
     f_, _, d = features.shape
     h, w = grid
     nl = newline.to(device=features.device, dtype=features.dtype)
     if position is NewlinePosition.GRID:
-        x = torch.cat([features.view(f_, h, w, d), nl.expand(f_, h, 1, d)], dim=2).reshape(f_, h * (w + 1), d)
-        m = torch.cat([mask.view(f_, h, w), mask.new_ones(f_, h, 1)], dim=2).reshape(f_, h * (w + 1))
-        return x, m
-    return torch.cat([features, nl.expand(f_, 1, d)], dim=1), torch.cat([mask, mask.new_ones(f_, 1)], dim=1)
+        return torch.cat([features.view(f_, h, w, d), nl.expand(f_, h, 1, d)], dim=2).reshape(f_, h * (w + 1), d)
+    return torch.cat([features, nl.expand(f_, 1, d)], dim=1)
+
+
+def append_newline(tokens: torch.Tensor, newline: torch.Tensor | None) -> torch.Tensor:
+    """(T, D) tokens with the video's trailing newline after them."""
+    assert newline is not None
+    return torch.cat([tokens, newline.to(device=tokens.device, dtype=tokens.dtype)[None]])
+
+
+def add_newlines(
+    features: torch.Tensor, mask: torch.Tensor, newline: torch.Tensor, grid: tuple[int, int], position: NewlinePosition
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`insert_newlines` without checks (internal use)."""
+    return newline_values(features, newline, grid, position), newline_mask(mask, grid, position)
 
 
 def newline_mask(mask: torch.Tensor, grid: tuple[int, int], position: NewlinePosition) -> torch.Tensor:

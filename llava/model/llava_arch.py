@@ -16,7 +16,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -54,11 +54,6 @@ def unpad_image(tensor: torch.Tensor, original_size: tuple[int, int]) -> torch.T
     new_width = int(original_width * (current_height / original_height))
     padding = (current_width - new_width) // 2
     return tensor[:, :, padding : current_width - padding]
-
-
-class _Span(Protocol):
-    @property
-    def ms(self) -> float: ...
 
 
 class _HostSpan:
