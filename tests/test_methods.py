@@ -298,15 +298,39 @@ def test_calibrate_aot_monotone_and_near_the_presets():
         assert abs(vz.calibrate_aot(r, ov)[0] - vz.get_preset(name).num_anchors) <= 54
 
 
-@pytest.mark.parametrize("grid,window,step", [((27, 27), 9, 18), ((14, 14), 9, 2), ((8, 8), 9, 2), ((18, 27), 9, 12)])
+@pytest.mark.parametrize("grid,window,step", [
+    ((27, 27), 9, 18), ((14, 14), 9, 2), ((18, 27), 9, 12),
+    # window None: chosen from the grid (3 windows along the shorter side, at least 2 tokens wide)
+    ((27, 27), None, 18), ((16, 16), None, 18), ((8, 8), None, 32), ((4, 6), None, 12),
+])
 def test_anchor_multiple_follows_the_grid(grid, window, step):
     # anchors are counted in steps that split the local budget evenly over the frame's windows
     layout = vz.VideoLayout(frames=8, grid=grid, pool_mode="none", newline_position="no_token")
     from visionzip.budget import anchor_multiple
 
     assert anchor_multiple(layout, window=window) == step
-    k, _ = vz.calibrate_aot(0.2, layout, num_clips=4)
+    k, _ = vz.calibrate_aot(0.2, layout, num_clips=4, window=window)
     assert k % step == 0 and 1 <= k <= grid[0] * grid[1]
+
+
+@pytest.mark.parametrize("grid,window", [((27, 27), 9), ((16, 16), 5), ((12, 20), 4), ((8, 8), 2), ((4, 6), 2), ((1, 5), 1)])
+def test_window_chosen_from_the_grid(grid, window):
+    from visionzip.anchors import resolve_window
+
+    assert resolve_window(None, grid) == window
+    assert resolve_window(3, (3, 9)) == 3
+
+
+def test_window_larger_than_the_grid_is_refused_naming_both():
+    layout = vz.VideoLayout(frames=4, grid=(4, 6), pool_mode="none", newline_position="no_token")
+    feats = torch.randn(4, 24, 8)
+    scores = torch.rand(4, 24)
+    cfg = vz.make_config("aot", retention=0.5, window=9)
+    with pytest.raises(ValueError, match=r"window=9 does not fit the 4x6 grid of the video; expected an integer in \[1, 4\]"):
+        vz.compress_video(feats, scores, scores, config=cfg, layout=layout)
+    # the default for "aot@r" chooses the window from the grid, so the same video compresses
+    res = vz.compress_video(feats, scores, scores, config=vz.make_config("aot", retention=0.5), layout=layout)
+    assert res.tokens.shape[0] == 48
 
 
 def test_make_config_aot_overrides_win():

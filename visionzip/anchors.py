@@ -9,6 +9,29 @@ from .config import AnchorBudget, AOTConfig
 
 _D = AOTConfig()
 
+#: windows along the shorter side of the grid when the window is chosen from the grid (``window=None``)
+AUTO_WINDOWS_PER_SIDE = 3
+
+
+def resolve_window(window: int | None, grid: tuple[int, int], *, what: str = "") -> int:
+    """The side of the local-anchor windows on an ``H x W`` grid.
+
+    An integer is used as given and must fit the grid (``window <= min(H, W)``); None chooses it from
+    the grid: ``min(H, W) // 3`` (three windows along the shorter side, as the release's 9 on
+    LLaVA's 27 x 27), at least 2 (at least 1 on a grid one token wide). ``what`` names the video in
+    the error."""
+    h, w = grid
+    side = min(h, w)
+    if window is None:
+        return max(side // AUTO_WINDOWS_PER_SIDE, min(2, side))
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= side:
+        where = f" of {what}" if what else ""
+        raise ValueError(
+            f"window={window!r} does not fit the {h}x{w} grid{where}; expected an integer in [1, {side}], "
+            "or window: null to choose it from each video's grid"
+        )
+    return window
+
 
 def select_anchors(
     shallow_scores: torch.Tensor,
@@ -17,11 +40,11 @@ def select_anchors(
     grid: tuple[int, int],
     num_anchors: int,
     global_ratio: float = _D.global_ratio,
-    window: int = _D.window,
+    window: int | None = _D.window,
     budget: AnchorBudget | str = _D.anchor_budget,
 ) -> torch.Tensor:
     """Pick ``num_anchors`` anchor tokens per frame: local ones from ``shallow_scores`` inside
-    non-overlapping ``window x window`` tiles, global ones from ``deep_scores`` over the frame.
+    non-overlapping ``window x window`` tiles (None: chosen from the grid, :func:`resolve_window`), global ones from ``deep_scores`` over the frame.
 
     shallow_scores, deep_scores: (F, N) attention received per token (docs/algorithm.md §0), N = H*W.
     Returns a bool mask (F, N), True at anchors.
@@ -40,8 +63,7 @@ def select_anchors(
     if isinstance(num_anchors, bool) or not isinstance(num_anchors, int) or not 1 <= num_anchors <= n:
         raise ValueError(f"num_anchors={num_anchors!r} is not valid; expected an integer in [1, {n}] (N)")
     check_ratio("global_ratio", global_ratio)
-    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= min(h, w):
-        raise ValueError(f"window={window!r} is not valid; expected an integer in [1, {min(h, w)}] (grid {h}x{w})")
+    window = resolve_window(window, (h, w))
     budget = check_choice("budget", budget, AnchorBudget)
     return anchor_mask(shallow_scores, deep_scores, (h, w), num_anchors, global_ratio, window, budget)  # type: ignore[arg-type]
 

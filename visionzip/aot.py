@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .anchors import anchor_mask
+from .anchors import anchor_mask, resolve_window
 from .budget import calibrate_aot, exact_budget_masks
 from .config import AOTConfig, NewlinePosition, OneTokenNewline, Segmentation
 from .inputs import VideoInput
@@ -45,6 +45,7 @@ def check_aot(videos: list[VideoInput], cfg: AOTConfig) -> None:
     for i, v in enumerate(videos):
         tag = f" of video {i}" if len(videos) > 1 else ""
         n = v.layout.tokens_per_frame
+        resolve_window(cfg.window, v.layout.grid, what=f"video {i}" if len(videos) > 1 else "the video")
         if cfg.num_anchors is not None and cfg.num_anchors > n:
             raise ValueError(f"config.num_anchors={cfg.num_anchors} exceeds N={n} tokens per frame{tag}; expected <= {n}")
         if cfg.inter_frame and v.frames < _clips(cfg, v.frames):
@@ -54,7 +55,7 @@ def check_aot(videos: list[VideoInput], cfg: AOTConfig) -> None:
         if cfg.token_budget is not None and round(cfg.token_budget * v.layout.num_cells) < v.frames and cfg.token_budget < 1.0:
             raise ValueError(
                 f"method 'aot': token_budget={cfg.token_budget} keeps {round(cfg.token_budget * v.layout.num_cells)} "
-                f"tokens for {v.frames} frames{tag}; expected a retention of at least one token per frame "
+                f"tokens for {v.frames} frames{tag}; expected a retention of at least one token per {v.layout.frame_unit} "
                 f"({v.frames / v.layout.num_cells:.4f} on this {v.layout.pooled_grid[0]}x{v.layout.pooled_grid[1]} grid)"
             )
 
@@ -77,13 +78,12 @@ def compress_aot(videos: list[VideoInput], cfg: AOTConfig) -> list[CompressionRe
 
 def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[CompressionResult]:
     grid = videos[0].layout.grid
-    h, w = grid
     frames = [v.frames for v in videos]
     x = videos[0].features if len(videos) == 1 else torch.cat([v.features for v in videos])  # (sum F, N, D)
     dev = x.device
     groups = torch.repeat_interleave(torch.arange(len(frames), device=dev), torch.tensor(frames, device=dev))
     anchors = [resolved_anchors(cfg, v.layout) for v in videos]
-    window = min(cfg.window, h, w)
+    window = resolve_window(cfg.window, grid)
     assert all(v.shallow is not None and v.deep is not None for v in videos)
     if len(set(anchors)) == 1:
         s_sh = videos[0].shallow if len(videos) == 1 else torch.cat([v.shallow for v in videos])  # type: ignore[misc]
@@ -215,7 +215,8 @@ def _compress_one(
 
 def make_aot_config(retention: float | None = None, layout: VideoLayout | None = None, **overrides: object) -> AOTConfig:
     """AOT for ``"aot@<retention>"``: without a retention the release's defaults; with one, the
-    exact-budget mode (``token_budget=retention``) with anchors calibrated per video from the
+    exact-budget mode (``token_budget=retention``), the anchor window chosen from each video's grid
+    (``window=None``: 9 on 27 x 27) and anchors calibrated per video from the
     layout (:func:`visionzip.calibrate_aot`; now, when ``layout`` is given); at 1.0 the identity:
     every token an anchor, every token kept, keyframes emitted once, the model's newline kept, so
     the output is the model's uncompressed sequence."""
@@ -225,7 +226,7 @@ def make_aot_config(retention: float | None = None, layout: VideoLayout | None =
         raise ValueError(f"retention={retention!r} is not valid for method 'aot'; expected a target retention in (0, 1]")
     from .config import AnchorBudget, InterKeep, KeyframeEmit
 
-    base: dict[str, object] = {"num_anchors": None, "token_budget": float(retention)}
+    base: dict[str, object] = {"num_anchors": None, "token_budget": float(retention), "window": None}
     if retention == 1.0:
         base.update(keep_ratio=1.0, anchor_budget=AnchorBudget.EXACT, inter_keep=InterKeep.EXACT,
                     keyframe_emit=KeyframeEmit.MERGED_ONCE, one_token_newline=OneTokenNewline.APPEND)

@@ -383,7 +383,7 @@ def _check_budget(cfg: Any, layout: VideoLayout, frames: int, budget: int) -> No
         n = layout.cells_per_frame
         raise ValueError(
             f"method {cfg.method!r}: retention={retention} keeps {budget} tokens for {frames} frames; expected a "
-            f"retention of at least one token per frame ({1 / n:.4f} on this {layout.pooled_grid[0]}x"
+            f"retention of at least one token per {layout.frame_unit} ({1 / n:.4f} on this {layout.pooled_grid[0]}x"
             f"{layout.pooled_grid[1]} grid)"
         )
 

@@ -108,11 +108,15 @@ def exact_budget_masks(
     return mask, torch.tensor(keep_counts, device=dev, dtype=torch.long)
 
 
-def anchor_multiple(layout: VideoLayout, *, window: int = AOTConfig.window, global_ratio: float = AOTConfig.global_ratio) -> int:
+def anchor_multiple(layout: VideoLayout, *, window: int | None = AOTConfig.window,
+                    global_ratio: float = AOTConfig.global_ratio) -> int:
     """The step anchors are counted in so that the local budget ``int(K * (1 - g))`` divides evenly
-    over the frame's ``(H // w) * (W // w)`` windows (18 for 9 windows and g = 0.5)."""
+    over the frame's ``(H // w) * (W // w)`` windows (18 for 9 windows and g = 0.5); ``window``
+    None: the window :func:`visionzip.anchors.resolve_window` chooses for the grid."""
+    from .anchors import resolve_window
+
     h, w = layout.grid
-    win = min(window, h, w)
+    win = resolve_window(window, (h, w))
     windows = (h // win) * (w // win)
     if global_ratio >= 1.0:
         return 1
@@ -126,7 +130,7 @@ def calibrate_aot(
     keep_ratio: float = AOTConfig.keep_ratio,
     num_clips: int = AOTConfig.num_clips,
     keyframe_emit: KeyframeEmit | str = AOTConfig.keyframe_emit,
-    window: int = AOTConfig.window,
+    window: int | None = AOTConfig.window,
     global_ratio: float = AOTConfig.global_ratio,
     inter_frame: bool = True,
 ) -> tuple[int, float]:

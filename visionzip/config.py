@@ -208,7 +208,9 @@ class AOTConfig(_ConfigIO):
     # -- anchors (docs/algorithm.md §1); None: calibrated per video from ``token_budget`` and the layout
     num_anchors: int | None = 126
     global_ratio: float = 0.5
-    window: int = 9
+    # side of the non-overlapping local-anchor windows; None: chosen per video from its grid
+    # (visionzip.anchors.resolve_window: 3 windows along the shorter side, 9 on 27x27)
+    window: int | None = 9
     shallow_layer: int = 5  # vision layer whose attention scores pick local anchors
     deep_layer: int = -2  # vision layer whose attention scores pick global anchors
     # -- intra-frame OT (docs/algorithm.md §2)
@@ -258,7 +260,7 @@ class AOTConfig(_ConfigIO):
                 object.__setattr__(self, name, check_choice(name, getattr(self, name), enum))
         for name in ("num_anchors", "window", "pool_stride", "num_clips", "sinkhorn_max_iter"):
             value = getattr(self, name)
-            if value is None and name in ("num_anchors", "pool_stride"):
+            if value is None and name in ("num_anchors", "pool_stride", "window"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")

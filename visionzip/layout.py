@@ -76,6 +76,12 @@ class VideoLayout:
         return self.grid[0] * self.grid[1]
 
     @property
+    def frame_unit(self) -> str:
+        """What one layout frame is, for messages: ``frame``, or ``temporal token`` (of
+        ``temporal_patch`` sampled frames) for a model that groups frames."""
+        return "frame" if self.temporal_patch == 1 else f"temporal token ({self.temporal_patch} sampled frames)"
+
+    @property
     def pooled_grid(self) -> tuple[int, int]:
         """(h, w) of the model's grid after its pooling (the grid retention is counted on)."""
         return pooled_grid(self.grid, mode=self.pool_mode, stride=self.pool_stride)
