@@ -32,12 +32,16 @@ from llava.conversation import conv_templates  # noqa: E402
 from llava.eval.adapters.base import LMMS_EVAL_INJECTED_ARGS, AOTModelAdapter  # noqa: E402
 from llava.eval.adapters.llava_onevision import AOTLlavaOneVision  # noqa: E402
 from llava.eval.adapters.llava_video import AOTLlavaVid  # noqa: E402
+from llava.eval.adapters.qwen2_5_vl import AOTQwen25VL  # noqa: E402
 from llava.eval.plugin import MODELS  # noqa: E402
 from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl  # noqa: E402
 from llava.model.language_model.llava_qwen import LlavaQwenForCausalLM  # noqa: E402
 from llava.video import write_synthetic_video  # noqa: E402
 
-ADAPTERS: dict[str, type[AOTModelAdapter]] = {"aot_llava_onevision": AOTLlavaOneVision, "aot_llava_vid": AOTLlavaVid}
+ADAPTERS: dict[str, type[AOTModelAdapter]] = {
+    "aot_llava_onevision": AOTLlavaOneVision, "aot_llava_vid": AOTLlavaVid, "aot_qwen2_5_vl": AOTQwen25VL,
+}
 #: what lmms-eval's simple_evaluate passes besides --model_args (None values are dropped)
 INJECTED = {"batch_size": 1, "max_batch_size": None, "device": "cpu"}
 
@@ -50,18 +54,23 @@ def assets(tmp_path_factory):
     video = write_synthetic_video(root / "v.mp4", frames=40, fps=8, seed=3)  # 5 s
     custom = root / "custom_config.json"
     custom.write_text(json.dumps(json.loads((Path(ckpt) / "config.json").read_text()) | {"aot_test_marker": 7}))
-    return {"ckpt": str(ckpt), "grid": str(grid), "video": str(video), "custom": str(custom)}
+    qwen = write_tiny_qwen2_5_vl(root / "qwen")
+    return {"ckpt": str(ckpt), "grid": str(grid), "video": str(video), "custom": str(custom), "qwen": str(qwen)}
 
 
 def build(name: str, assets: dict, args: dict[str, Any], **additional: Any) -> AOTModelAdapter:
     """The model as ``python -m lmms_eval --model <name> --model_args <args>`` builds it."""
-    base = {"pretrained": assets["ckpt"], "torch_dtype": "float32"}
+    base = {"pretrained": assets["qwen" if name == "aot_qwen2_5_vl" else "ckpt"], "torch_dtype": "float32"}
     arg_string = ",".join(f"{k}={v}" for k, v in (base | args).items())
     return get_model(name).create_from_arg_string(arg_string, INJECTED | additional)
 
 
 def prepared(model: AOTModelAdapter, assets: dict, question: str = "What moves?"):
-    p = model._prepare(0, question, [assets["video"]], {}, "t", 0)
+    if model.is_simple:
+        visual = [assets["video"]]
+    else:  # a chat model receives the document's messages (lmms-eval's doc_to_messages)
+        visual = [{"role": "user", "content": [{"type": "video", "url": assets["video"]}, {"type": "text", "text": question}]}]
+    p = model._prepare(0, question, visual, {}, "t", 0)
     assert p.error is None, p.error
     return p
 
@@ -170,6 +179,34 @@ CHECKS: dict[str, dict[str, list[tuple[Any, Callable]]]] = {
                                  (False, lambda m, a: "The video lasts" not in prepared(m, a).prompt)],
         "add_faster_video": [(False, lambda m, a: True), (True, raises("add_faster_video=True is not supported"))],
     },
+}
+
+def _pixels(m, a) -> int:
+    video = prepared(m, a).visuals[0]  # (frames, channels, height, width) as qwen_vl_utils resized it
+    return int(video.shape[-2] * video.shape[-1])
+
+
+CHECKS["aot_qwen2_5_vl"] = {
+    key: COMMON[key] for key in ("device", "batch_size", "max_batch_size", "torch_dtype")
+} | {
+    "pretrained": [("{qwen}", lambda m, a: m.pretrained == a["qwen"] and m.model.config.model_type == "qwen2_5_vl"),
+                   ("{ckpt}", raises("is a 'llava' checkpoint; aot_qwen2_5_vl expected model_type 'qwen2_5_vl'"))],
+    "compression": [("aot@0.25", lambda m, a: m.compression_name == "aot@0.25" and m._seam.compression.token_budget == 0.25),
+                    ("none", lambda m, a: m.compression_name == "none" and m._seam.compression is None),
+                    ("ov_11pct", raises("paper_ov_10pct"))],
+    "device_map": COMMON["device_map"],
+    "attn_implementation": [("eager", lambda m, a: m.model.config._attn_implementation == "eager"),
+                            ("bogus", raises("attn_implementation='bogus' is not valid"))],
+    "use_cache": [(False, lambda m, a: m.use_cache is False and generate_kwargs(m, a)["use_cache"] is False)],
+    "max_num_frames": [(4, lambda m, a: frames(m, a) == 4), (0, raises("max_num_frames=0 is not valid"))],
+    "fps": [(2, lambda m, a: frames(m, a) == 10), (-1, raises(r"fps=-1(\.0)? is not valid"))],  # 5 s at 2 fps
+    "max_pixels": [({"max_pixels": 6272, "min_pixels": 3136}, lambda m, a: _pixels(m, a) <= 6272),
+                   (3000, raises("min_pixels=200704 exceeds max_pixels=3000"))],  # the built-in's min_pixels default
+    "min_pixels": [(50176, lambda m, a: _pixels(m, a) >= 50176)],  # the 64 x 64 px video is resized up
+    "shallow_score_layer": [({"shallow_score_layer": 0, "deep_score_layer": 3}, lambda m, a: m._seam.score_layers == (0, 3)),
+                            ({"shallow_score_layer": 0}, raises("expected both or neither"))],
+    "deep_score_layer": [({"shallow_score_layer": 1, "deep_score_layer": 2}, lambda m, a: m._seam.score_layers == (1, 2)),
+                         ({}, lambda m, a: m._seam.score_layers == (1, 3))],  # the fixture's full-attention blocks
 }
 
 CASES = [(name, key, i, value, check) for name, keys in CHECKS.items() for key, entries in keys.items()

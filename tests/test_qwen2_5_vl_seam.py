@@ -139,3 +139,72 @@ def test_generation_with_the_kv_cache(qwen, spec):
         with torch.no_grad():
             full = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
         assert new[0].tolist() == full[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("method", sorted(set(__import__("visionzip").list_methods()) - {"full"}))
+def test_every_registered_method_through_the_model(qwen, method):
+    """Each method at 25 % through the seam: the prompt shrinks to what the method returned, every token
+    carries the position of a cell of the uncompressed prompt, the stats report it, and the model runs."""
+    model, _, inputs, frames = qwen
+    seam = Qwen25VLCompression(model)
+    seam.set_compression(f"{method}@0.25")
+    prepared = seam.prepare(**inputs, questions=["What moves in the video?"])
+    (result,) = seam.last_results
+    (stats,) = seam.last_visual_stats
+    plain = int((inputs["input_ids"] == model.config.video_token_id).sum())
+    assert stats.tokens_plain == plain and stats.tokens == result.tokens.shape[0] < plain
+    assert stats.frames == len(frames) and stats.retention == result.retention
+    assert abs(result.retention - 0.25) <= 1.5 / plain * 4  # within a token or so per temporal token
+    assert prepared["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1] - plain + stats.tokens
+    with torch.no_grad():
+        positions, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                                  video_grid_thw=inputs["video_grid_thw"],
+                                                  second_per_grid_ts=inputs.get("second_per_grid_ts"),
+                                                  attention_mask=inputs["attention_mask"])
+    cells = {tuple(p) for p in positions[:, 0].T.tolist()}
+    assert {tuple(p) for p in prepared["position_ids"][:, 0].T.tolist()} <= cells
+    assert torch.isfinite(_logits(model, prepared)).all()
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def test_one_temporal_token_is_refused_naming_it(qwen):
+    model, processor, _, frames = qwen
+    text = processor.apply_chat_template(PROMPT, add_generation_prompt=True)
+    inputs = processor(text=[text], videos=[frames[:2]], return_tensors="pt")  # 2 frames: one temporal token
+    assert inputs["video_grid_thw"][0, 0] == 1
+    seam = Qwen25VLCompression(model)
+    seam.set_compression("aot@0.25")
+    with pytest.raises(ValueError, match=r"video 0 has 1 temporal token .*expected at least 2 temporal tokens \(4 sampled frames\)"):
+        seam.prepare(**inputs)
+    seam.set_compression(None)  # without compression the model's own path takes it
+    assert seam.prepare(**inputs)["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1]
+
+
+def test_a_retention_below_one_token_per_temporal_token_is_refused(qwen):
+    model, _, inputs, _ = qwen
+    seam = Qwen25VLCompression(model)
+    t, h, w = inputs["video_grid_thw"][0].tolist()
+    per = (h // 2) * (w // 2)
+    seam.set_compression(f"aot@{0.5 / per:.4f}")
+    with pytest.raises(ValueError, match=r"expected a retention of at least one token per temporal token \(2 sampled frames\)"):
+        seam.prepare(**inputs)
+
+
+def test_an_anchor_window_larger_than_the_grid_is_refused(qwen):
+    import visionzip
+
+    model, _, inputs, _ = qwen
+    _, h, w = inputs["video_grid_thw"][0].tolist()
+    seam = Qwen25VLCompression(model)
+    seam.set_compression(visionzip.make_config("aot", retention=0.25, window=9))
+    with pytest.raises(ValueError, match=rf"window=9 does not fit the {h // 2}x{w // 2} grid of the video"):
+        seam.prepare(**inputs)
+
+
+def test_images_are_refused_by_the_video_seam(qwen):
+    model, _, inputs, _ = qwen
+    seam = Qwen25VLCompression(model)
+    with pytest.raises(ValueError, match="pixel_values \\(images\\) were given"):
+        seam.prepare(**inputs, pixel_values=torch.zeros(1, 3))

@@ -107,9 +107,12 @@ def peak_memory_mb(device: Any) -> tuple[float, str]:
 
 
 def prefill_tflops(visual_tokens: int, config: Any) -> float:
-    """The paper's prefill TFLOPs for ``visual_tokens`` through the LLM described by ``config``."""
+    """The paper's prefill TFLOPs for ``visual_tokens`` through the LLM described by ``config`` (a
+    composite config, such as Qwen2.5-VL's, is read through its text config)."""
     import visionzip
 
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
     return visionzip.prefill_flops(int(visual_tokens), layers=config.num_hidden_layers, hidden=config.hidden_size,
                                    ffn=config.intermediate_size) / 1e12
 

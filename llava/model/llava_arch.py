@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,6 +24,8 @@ import visionzip
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector
+from llava.model.visual_stats import VisualStats
+from llava.model.visual_stats import timing_span as _span
 
 
 def resolve_compression(spec: Any) -> Any:
@@ -54,76 +54,6 @@ def unpad_image(tensor: torch.Tensor, original_size: tuple[int, int]) -> torch.T
     new_width = int(original_width * (current_height / original_height))
     padding = (current_width - new_width) // 2
     return tensor[:, :, padding : current_width - padding]
-
-
-class _HostSpan:
-    """Wall time of a CPU section (no device work to wait for)."""
-
-    def __init__(self) -> None:
-        self._start = time.perf_counter()
-        self._ms: float | None = None
-
-    def stop(self) -> _HostSpan:
-        self._ms = (time.perf_counter() - self._start) * 1000
-        return self
-
-    @property
-    def ms(self) -> float:
-        return 0.0 if self._ms is None else self._ms
-
-
-class _CudaSpan:
-    """A CUDA section timed with events: recording never waits; the time is read after the fact
-    (the first read waits for the end event, by then long done)."""
-
-    def __init__(self) -> None:
-        self._start = torch.cuda.Event(enable_timing=True)
-        self._end = torch.cuda.Event(enable_timing=True)
-        self._start.record()
-
-    def stop(self) -> _CudaSpan:
-        self._end.record()
-        return self
-
-    @property
-    def ms(self) -> float:
-        self._end.synchronize()
-        return float(self._start.elapsed_time(self._end))
-
-
-def _span(enabled: bool, cuda: bool) -> Any:
-    if not enabled:
-        return None
-    return _CudaSpan() if cuda else _HostSpan()
-
-
-@dataclass
-class VisualStats:
-    """What the visual path did for one sample (runtime values, never written into the config).
-    ``vision_ms`` / ``compression_ms``: per sample of its batch; None where timing was off (in
-    training unless ``model.time_visual = True``)."""
-
-    modality: str
-    frames: int
-    tokens_plain: int  # tokens LLaVA-NeXT would splice without compression
-    tokens: int  # tokens actually spliced
-    stage_tokens: dict[str, int] = field(default_factory=dict)
-    retention: float = 1.0
-    vision_span: Any = field(default=None, repr=False)
-    compression_span: Any = field(default=None, repr=False)
-    per_sample: int = 1  # samples that shared the spans
-    per_compressed: int = 1
-    result: visionzip.CompressionResult | None = None  # masks, counts and plan of the method, when it ran
-
-    @property
-    def vision_ms(self) -> float | None:
-        return None if self.vision_span is None else self.vision_span.ms / self.per_sample
-
-    @property
-    def compression_ms(self) -> float | None:
-        if self.compression_span is None:
-            return None if self.vision_span is None or self.result is not None else 0.0
-        return self.compression_span.ms / self.per_compressed
 
 
 class LlavaMetaModel:

@@ -23,6 +23,7 @@ import torch
 
 import visionzip
 from llava.model.qwen_vl_scores import default_score_layers, video_features_with_scores
+from llava.model.visual_stats import VisualStats, timing_span
 
 
 class Qwen25VLCompression:
@@ -46,6 +47,10 @@ class Qwen25VLCompression:
         vision = model.config.vision_config
         self.score_layers = tuple(score_layers) if score_layers is not None else default_score_layers(vision)
         self.last_results: list[visionzip.CompressionResult] = []
+        #: one :class:`~llava.model.visual_stats.VisualStats` per video of the last ``prepare``
+        self.last_visual_stats: list[VisualStats] = []
+        #: time the vision tower and the compression (CUDA events on a GPU); None: when not training
+        self.time_visual: bool | None = None
 
     def set_compression(self, spec: Any) -> Any:
         """A preset, YAML path, ``"<method>@<retention>"``, config object, or None / "none"."""
@@ -65,11 +70,30 @@ class Qwen25VLCompression:
                                                  newline_position="no_token", temporal_patch=temporal))
         return layouts
 
-    def _video_tokens(self, pixel_values_videos: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
+    def check_videos(self, video_grid_thw: torch.Tensor) -> None:
+        """What a compression asks of the videos, checked before the vision tower runs: at least two
+        temporal tokens per video (a method works across them)."""
+        if self.compression is None:
+            return
+        temporal = int(self.model.config.vision_config.temporal_patch_size)
+        for i, (t, h, w) in enumerate(video_grid_thw.tolist()):
+            if int(t) < 2:
+                raise ValueError(
+                    f"video {i} has {int(t)} temporal token (video_grid_thw {int(t)}x{int(h)}x{int(w)}: at most "
+                    f"{temporal} sampled frames); compression={self.compression.method!r} expected at least 2 temporal "
+                    f"tokens ({2 * temporal} sampled frames), or compression none"
+                )
+
+    def _video_tokens(self, pixel_values_videos: torch.Tensor, grid: torch.Tensor,
+                      questions: list[str | None] | None = None) -> list[torch.Tensor]:
         visual = self.model.model.visual
         layouts = self.video_layouts(grid)
         cfg = self.compression
+        self.check_videos(grid)
         spec = None if cfg is None else visionzip.registry.method_of(cfg)
+        cuda = pixel_values_videos.is_cuda
+        timed = (not self.model.training) if self.time_visual is None else bool(self.time_visual)
+        vision = timing_span(timed, cuda)
         if spec is not None and spec.score_roles:
             layers = dict(zip(("shallow", "deep"), self.score_layers))
             wanted = [layers[r] for r in spec.score_roles]
@@ -78,10 +102,18 @@ class Qwen25VLCompression:
         else:
             feats = visual(pixel_values_videos.type(visual.dtype), grid_thw=grid).pooler_output
             maps = {}
+        if vision is not None:
+            vision.stop()
         sizes = [lay.frames * lay.tokens_per_frame for lay in layouts]
         per_video = [f.view(lay.frames, lay.tokens_per_frame, -1) for f, lay in zip(feats.split(sizes), layouts)]
+        count = len(layouts)
         if cfg is None:
             self.last_results = []
+            self.last_visual_stats = [
+                VisualStats("video", lay.frames * lay.temporal_patch, n, n, {"input": n}, 1.0, vision_span=vision,
+                            per_sample=count)
+                for lay, n in zip(layouts, sizes)
+            ]
             return [f.flatten(0, 1) for f in per_video]
 
         def split(name: str) -> list[torch.Tensor] | None:
@@ -89,8 +121,23 @@ class Qwen25VLCompression:
                 return None
             return [s.view(lay.frames, lay.tokens_per_frame) for s, lay in zip(maps[name].split(sizes), layouts)]
 
-        results = visionzip.compress_video(per_video, split("shallow"), split("deep"), config=cfg, layout=layouts)
+        span = timing_span(timed, cuda)
+        question = None
+        if spec is not None and spec.reads_question and questions is not None:
+            if len(questions) != count:
+                raise ValueError(f"questions: {len(questions)} given for {count} videos; expected one per video")
+            question = list(questions)
+        results = visionzip.compress_video(per_video, split("shallow"), split("deep"), config=cfg, layout=layouts,
+                                           question=question)
+        if span is not None:
+            span.stop()
         self.last_results = list(results)
+        self.last_visual_stats = [
+            VisualStats("video", lay.frames * lay.temporal_patch, n, int(r.tokens.shape[0]), dict(r.stage_tokens),
+                        float(r.retention), vision_span=vision, compression_span=span, per_sample=count,
+                        per_compressed=count, result=r)
+            for lay, n, r in zip(layouts, sizes, results)
+        ]
         return [r.tokens for r in results]
 
     @torch.no_grad()
@@ -102,10 +149,18 @@ class Qwen25VLCompression:
         video_grid_thw: torch.Tensor,
         mm_token_type_ids: torch.Tensor | None = None,
         second_per_grid_ts: torch.Tensor | None = None,
+        questions: list[str | None] | None = None,
+        pixel_values: torch.Tensor | None = None,
         **_: Any,
     ) -> dict[str, torch.Tensor]:
         """``inputs_embeds``, ``attention_mask`` and ``position_ids`` (3, B, L') for the model's forward,
-        the prompts left-padded to a common length; ``rope_deltas`` (B, 1) for cached decoding."""
+        the prompts left-padded to a common length; ``rope_deltas`` (B, 1) for cached decoding.
+        ``questions``: one text per video, for methods that read the question."""
+        if pixel_values is not None:
+            raise ValueError(
+                "pixel_values (images) were given to the Qwen2.5-VL compression seam, which splices videos only; "
+                "expected a prompt with videos and no images (run image prompts through the model's own generate)"
+            )
         model = self.model.model
         video_id = int(self.model.config.video_token_id)
         if mm_token_type_ids is None:
@@ -114,7 +169,7 @@ class Qwen25VLCompression:
             input_ids, mm_token_type_ids, video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts,
             attention_mask=attention_mask,
         )  # (3, B, L)
-        tokens = self._video_tokens(pixel_values_videos, video_grid_thw)
+        tokens = self._video_tokens(pixel_values_videos, video_grid_thw, questions)
         layouts = self.video_layouts(video_grid_thw)
         embed = model.get_input_embeddings()
         rows, row_pos = [], []
@@ -161,7 +216,7 @@ class Qwen25VLCompression:
         decoding step's positions continue from the prompt's last (time, row, column) + 1, as the
         model's own ``rope_deltas`` would place them."""
         names = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids",
-                 "second_per_grid_ts")
+                 "second_per_grid_ts", "questions", "pixel_values")
         prepared = self.prepare(**{k: inputs.pop(k) for k in names if k in inputs})
         prepared.pop("rope_deltas")
         return self.model.generate(**prepared, **inputs)

@@ -87,6 +87,7 @@ class Prepared:
     modalities: list[str] = field(default_factory=list)
     image_sizes: list[Any] = field(default_factory=list)
     question: str = ""  # the user turn (with its visual placeholders), for loglikelihood
+    payload: dict[str, Any] = field(default_factory=dict)  # what else the family's _generate needs
     load_ms: float = 0.0
     error: str | None = None
 
@@ -352,11 +353,25 @@ class AOTModelAdapter(lmms):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ lmms API
+    def _request_fields(self, args: tuple) -> tuple[str, dict, Any, Any, str, str]:
+        """``(context, gen_kwargs, to_visual, doc_id, task, split)`` of one ``generate_until`` request.
+        A simple model's request carries the task's ``doc_to_visual``; a chat model's (``is_simple =
+        False``) carries ``doc_to_messages`` in its place, after ``gen_kwargs``, which ``_prepare``
+        then receives as the document's messages."""
+        if getattr(self, "is_simple", True):
+            context, gen_kwargs, to_visual, doc_id, task, split = args
+        else:
+            context, to_visual, gen_kwargs, doc_id, task, split = args
+        return context, gen_kwargs, to_visual, doc_id, task, split
+
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        fields = [self._request_fields(req.args) for req in requests]
+
         def _collate(x):
             return -len(self.tok_encode(x[0])), x[0]
 
-        re_ords = lmms_utils.Collator([req.args for req in requests], _collate, grouping=True)
+        # grouped by gen_kwargs (one generate call per batch), longest prompt first
+        re_ords = lmms_utils.Collator(fields, _collate, group_fn=lambda x: x[1], grouping=True)
         chunks = re_ords.get_batched(n=self.batch_size, batch_fn=None)
         total = (len(requests) + self.batch_size - 1) // self.batch_size
         pbar = tqdm(total=total, disable=(self.rank != 0), desc="Model Responding")
@@ -371,7 +386,8 @@ class AOTModelAdapter(lmms):
                 try:
                     visual = doc_to_visual(doc)
                 except Exception as exc:  # noqa: BLE001 - a task's own loader failing is one failed sample
-                    prepared.append(Prepared(i, context, task, doc_id, doc, error=f"doc_to_visual failed: {type(exc).__name__}: {exc}"))
+                    hook = "doc_to_visual" if getattr(self, "is_simple", True) else "doc_to_messages"
+                    prepared.append(Prepared(i, context, task, doc_id, doc, error=f"{hook} failed: {type(exc).__name__}: {exc}"))
                     continue
                 prepared.append(self._prepare(i, context, visual, gen_kwargs, task, doc_id))
                 prepared[-1].doc = doc
