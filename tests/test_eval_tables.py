@@ -258,7 +258,7 @@ def _commands(stdout: str) -> list[list[str]]:
     return [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
 
 
-@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "smoke.sh"])
+@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh", "smoke.sh"])
 def test_scripts_open_with_their_commands(name):
     text = (SCRIPTS / name).read_text()
     assert text.startswith("#!/usr/bin/env bash\n#")
@@ -388,3 +388,14 @@ def test_unknown_task_fails_before_any_run(tmp_path):
     assert proc.returncode != 0
     assert "unknown lmms-eval task(s): 'aot_smoke_mcqq' (close: ['aot_smoke_mcq'" in proc.stderr
     assert "fake lmms_eval" not in proc.stdout and not (tmp_path / "runs").exists()
+
+
+def test_qwen_table_model_args_are_the_plugins_and_its_presets_are_aot_at_the_row_retention():
+    from llava.eval.adapters.qwen2_5_vl import AOTQwen25VL
+
+    table = load_table("qwen2_5_vl_7b")
+    assert table.model == AOTQwen25VL.MODEL_ID and table.frames() == 32
+    AOTQwen25VL.check_model_args(dict(table.model_args))  # every key is one the plugin accepts
+    assert [c.task for c in table.columns] == ["mvbench", "longvideobench_val_v", "videomme", "mlvu_dev"]
+    for row in table.rows[1:]:
+        assert vz.load_config(row.compression) == vz.load_config(f"aot@{row.retention}")

@@ -128,8 +128,10 @@ class Table:
         return _pick(self.rows, label, "row")
 
     def frames(self) -> int | None:
-        """``max_frames_num`` of the model arguments, when given."""
-        value = dict(self.model_args).get("max_frames_num")
+        """The frame count of the model arguments (``max_frames_num`` for LLaVA, ``max_num_frames`` for
+        Qwen-VL), when given."""
+        args = dict(self.model_args)
+        value = args.get("max_frames_num", args.get("max_num_frames"))
         return int(value) if value is not None else None
 
 
