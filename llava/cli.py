@@ -1,8 +1,9 @@
-"""``aot``: run a LLaVA-NeXT video model with and without AOT from the command line.
+"""``aot``: run a video LLM (LLaVA-NeXT, Qwen2.5-VL) with and without AOT from the command line.
 
     aot infer --model lmms-lab/llava-onevision-qwen2-7b-ov --video clip.mp4 \\
         --question "What happens in the video?" --compression paper_ov_10pct
     aot infer --model ./ckpt --video clip.mp4 --question Q --compression none --json stats.json
+    aot infer --model Qwen/Qwen2.5-VL-7B-Instruct --video clip.mp4 --question Q --compression aot@0.25 --max-pixels 200704
     aot demo --out runs/demo          # tiny model + synthetic video, on CPU, no download
     aot report runs/eval              # efficiency summary of lmms-eval runs (tokens, retention, FLOPs, ms, memory)
     aot sweep --out runs/sweep        # every method at 10/15/20/25 % on the smoke task (CPU) or a benchmark (GPUs)
@@ -100,7 +101,7 @@ def format_stats(stats: InferStats) -> str:
     rows = [("compression", stats.compression), ("frames", stats.frames),
             ("visual tokens without compression", stats.tokens_plain)]
     labels = {"input": "  input (frames x tokens per frame)", "anchors": "  anchors after intra-frame OT",
-              "pooled": "  kept after 2x2 pooling", "newlines": "  newline tokens", "output": "  after inter-frame OT"}
+              "pooled": "  cells kept (after the model's pooling, if any)", "newlines": "  newline tokens", "output": "  after inter-frame OT"}
     for stage, count in stats.stage_tokens.items():
         rows.append((labels.get(stage, f"  {stage}"), count))
     rows += [("visual tokens into the LLM", stats.tokens), ("retention (paper definition)", f"{stats.retention:.4f}"),
@@ -121,13 +122,77 @@ def _load(model: str, compression: str, device: str, dtype: str, attn: str | Non
                                  torch_dtype=dtype, attn_implementation=attn, overwrite_config=overwrite)
 
 
+def checkpoint_family(model: str) -> str:
+    """``"qwen2_5_vl"`` for a Qwen2.5-VL checkpoint in the Hugging Face layout (its ``config.json``
+    says ``model_type: qwen2_5_vl``), ``"llava"`` for anything else (the original LLaVA-NeXT layout)."""
+    config = Path(model) / "config.json"
+    if config.is_file():
+        model_type = json.loads(config.read_text()).get("model_type")
+    else:  # a hub id: its config, when it can be read
+        try:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(model).model_type
+        except Exception:  # noqa: BLE001 - LLaVA-NeXT's loader reports what it cannot find
+            model_type = None
+    return "qwen2_5_vl" if model_type == "qwen2_5_vl" else "llava"
+
+
+def answer_video_qwen2_5_vl(model_path: str, clip: VideoClip, question: str, *, compression: str, device: str, dtype: str,
+                            attn: str | None, max_new_tokens: int, max_pixels: int | None = None):
+    """One question about one decoded clip through transformers' own Qwen2.5-VL, its processor and chat
+    template, compressed by :class:`llava.model.qwen2_5_vl.Qwen25VLCompression`. Returns (answer, InferStats)."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from llava.model.qwen2_5_vl import Qwen25VLCompression
+
+    kwargs = {"torch_dtype": dtype, "device_map": "auto" if device == "auto" else {"": device}}
+    if attn:
+        kwargs["attn_implementation"] = attn
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, **kwargs).eval()
+    processor = AutoProcessor.from_pretrained(model_path, **({"max_pixels": max_pixels} if max_pixels else {}))
+    seam = Qwen25VLCompression(model)
+    seam.set_compression(None if compression in ("none", "") else compression)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt").to(model.device)
+    clock = FirstTokenClock()
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    start = time.perf_counter()
+    new = seam.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                        stopping_criteria=StoppingCriteriaList([clock]))
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    end = time.perf_counter()
+    answer = processor.batch_decode(new, skip_special_tokens=True)[0].strip()
+    vs = seam.last_visual_stats[0]
+    first = clock.first or end
+    peak, kind = peak_memory_mb(model.device)
+    vision_ms, compression_ms = vs.vision_ms or 0.0, vs.compression_ms or 0.0
+    stats = InferStats(
+        compression=compression, frames=vs.frames, tokens_plain=vs.tokens_plain, tokens=vs.tokens,
+        stage_tokens=vs.stage_tokens, retention=vs.retention, prefill_tflops=prefill_tflops(vs.tokens, model.config),
+        vision_ms=vision_ms, compression_ms=compression_ms,
+        prefill_ms=(first - start) * 1000 - vision_ms - compression_ms, decode_ms=(end - first) * 1000,
+        new_tokens=int(new.shape[1]), peak_memory_mb=peak, peak_memory_kind=kind,
+    )
+    return answer, stats
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     visionzip.load_config(args.compression)  # unknown preset or bad video: errors before the model loads
     clip = load_video(args.video, max_frames=args.max_frames)
-    tokenizer, model, processor, _ = _load(args.model, args.compression, args.device, args.dtype, args.attn_implementation)
-    answer, stats = answer_video(tokenizer, model, processor, clip, args.question, max_frames=args.max_frames,
-                                 conv_template=args.conv_template, max_new_tokens=args.max_new_tokens,
-                                 compression_name=args.compression)
+    if checkpoint_family(args.model) == "qwen2_5_vl":
+        answer, stats = answer_video_qwen2_5_vl(
+            args.model, clip, args.question, compression=args.compression, device=args.device, dtype=args.dtype,
+            attn=args.attn_implementation, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
+        )
+    else:
+        tokenizer, model, processor, _ = _load(args.model, args.compression, args.device, args.dtype, args.attn_implementation)
+        answer, stats = answer_video(tokenizer, model, processor, clip, args.question, max_frames=args.max_frames,
+                                     conv_template=args.conv_template, max_new_tokens=args.max_new_tokens,
+                                     compression_name=args.compression)
     print(f"answer: {answer}\n")
     print(format_stats(stats))
     if args.json:
@@ -249,12 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     infer = sub.add_parser("infer", help="answer a question about a video, with stats")
-    infer.add_argument("--model", required=True, help="checkpoint folder or hub id (original LLaVA-NeXT layout)")
+    infer.add_argument("--model", required=True, help="checkpoint folder or hub id: LLaVA-NeXT's original layout, or "
+                       "Qwen2.5-VL in the Hugging Face layout (Qwen/Qwen2.5-VL-7B-Instruct)")
     infer.add_argument("--video", required=True)
     infer.add_argument("--question", required=True)
     infer.add_argument("--compression", default="paper_ov_10pct", help=f"preset ({', '.join(visionzip.list_presets())}), YAML path or none")
     infer.add_argument("--max-frames", type=int, default=32)
-    infer.add_argument("--conv-template", default="qwen_1_5")
+    infer.add_argument("--conv-template", default="qwen_1_5", help="LLaVA-NeXT template (Qwen2.5-VL uses its own chat template)")
+    infer.add_argument("--max-pixels", type=int, help="Qwen2.5-VL: pixels per frame at most (default: the checkpoint's processor)")
     infer.add_argument("--max-new-tokens", type=int, default=16)
     infer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     infer.add_argument("--dtype", default="bfloat16", help="bfloat16, float16 or float32")

@@ -30,9 +30,11 @@ Outputs, in ``--out``:
 * ``sweep.png``: score against measured retention and against prefill TFLOPs, a line per method,
   full tokens as the reference.
 
-Without ``pretrained=`` in ``--model-args`` the tiny random-weight checkpoint
-(:mod:`llava.fixtures.tiny_checkpoint`) is written to ``<out>/tiny-llava-ov`` if missing and used with 32
-frames; its scores are noise, its accounting is real.
+Without ``pretrained=`` in ``--model-args`` the model's tiny random-weight checkpoint is written to
+``--out`` if missing and used (:data:`TINY_CHECKPOINTS`: ``tiny-llava-ov`` with 32 frames for the LLaVA
+models, :mod:`llava.fixtures.tiny_qwen2_5_vl` with 16 frames for ``aot_qwen2_5_vl``); its scores are
+noise, its accounting is real. ``--model aot_qwen2_5_vl --model-args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,...``
+sweeps a real Qwen2.5-VL checkpoint.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ DEFAULT_METRIC = "acc,none"
 DEFAULT_MODEL = "aot_llava_onevision"
 #: model arguments used with the tiny checkpoint when ``--model-args`` names no ``pretrained``
 TINY_MODEL_ARGS = {"max_frames_num": 32, "torch_dtype": "float32", "conv_template": "qwen_1_5", "model_name": "llava_qwen"}
+#: per plugin model: (folder under --out, fixture writer "module:function", model arguments) of its tiny checkpoint
+TINY_CHECKPOINTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "aot_llava_onevision": ("tiny-llava-ov", "llava.fixtures.tiny_checkpoint:write_tiny_checkpoint", TINY_MODEL_ARGS),
+    "aot_llava_vid": ("tiny-llava-ov", "llava.fixtures.tiny_checkpoint:write_tiny_checkpoint", TINY_MODEL_ARGS),
+    # 16 frames of the smoke videos at 168 x 168 px: 8 temporal tokens of 6 x 6 merged tokens
+    "aot_qwen2_5_vl": ("tiny-qwen2.5-vl", "llava.fixtures.tiny_qwen2_5_vl:write_tiny_qwen2_5_vl",
+                       {"max_num_frames": 16, "min_pixels": 28224, "max_pixels": 28224, "torch_dtype": "float32"}),
+}
 
 
 # ------------------------------------------------------------------------------------------- methods
@@ -127,21 +137,26 @@ def parse_limit(text: str | None) -> int | float | None:
     return value if value < 1 else int(value)
 
 
-def model_args_for(text: str | None, out: Path, device: str) -> dict[str, Any]:
-    """The plugin's model arguments: ``--model-args`` parsed as lmms-eval parses them, the tiny
-    checkpoint (written to ``<out>/tiny-llava-ov`` if missing) when no ``pretrained`` is given."""
+def model_args_for(text: str | None, out: Path, device: str, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The plugin's model arguments: ``--model-args`` parsed as lmms-eval parses them, the model's tiny
+    checkpoint (written under ``out`` if missing, :data:`TINY_CHECKPOINTS`) when no ``pretrained`` is given."""
+    import importlib
+
     from lmms_eval.utils import simple_parse_args_string
 
     args = simple_parse_args_string(text or "")
     if "compression" in args:
         raise ValueError("--model-args: leave out compression=; the sweep sets it per run")
     if "pretrained" not in args:
-        from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
-
-        ckpt = out / "tiny-llava-ov"
+        if model not in TINY_CHECKPOINTS:
+            raise ValueError(f"--model {model!r} has no tiny checkpoint; expected pretrained= in --model-args, or "
+                             f"one of {sorted(TINY_CHECKPOINTS)}")
+        folder, writer, tiny_args = TINY_CHECKPOINTS[model]
+        ckpt = out / folder
         if not (ckpt / "config.json").is_file():
-            write_tiny_checkpoint(ckpt)
-        args = {"pretrained": str(ckpt), **TINY_MODEL_ARGS, **args}
+            module, name = writer.split(":")
+            getattr(importlib.import_module(module), name)(ckpt)
+        args = {"pretrained": str(ckpt), **tiny_args, **args}
     if device == "cpu":
         args.setdefault("torch_dtype", "float32")  # the plugin's float16 default is a GPU setting
     return args
@@ -351,7 +366,7 @@ def render_plot(data: dict[str, Any], path: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="plugin model: aot_llava_onevision or aot_llava_vid")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="plugin model: aot_llava_onevision, aot_llava_vid or aot_qwen2_5_vl")
     parser.add_argument("--model-args", help="lmms-eval model_args without compression (pretrained=...,max_frames_num=32,...); "
                         "default: the tiny checkpoint in <out>/tiny-llava-ov, 32 frames")
     parser.add_argument("--methods", help="comma-separated compression methods (default: all but full; full tokens always run once)")
@@ -377,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: expected an integer >= 1")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
-    model_args = model_args_for(args.model_args, out, device)
+    model_args = model_args_for(args.model_args, out, device, args.model)
 
     started = time.perf_counter()
     from lmms_eval.models import get_model
