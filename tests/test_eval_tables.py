@@ -399,3 +399,18 @@ def test_qwen_table_model_args_are_the_plugins_and_its_presets_are_aot_at_the_ro
     assert [c.task for c in table.columns] == ["mvbench", "longvideobench_val_v", "videomme", "mlvu_dev"]
     for row in table.rows[1:]:
         assert vz.load_config(row.compression) == vz.load_config(f"aot@{row.retention}")
+
+
+def test_the_qwen_tables_tasks_have_no_qwen2_5_vl_prompt_variant():
+    """lmms-eval picks a task's prompt variant by the --model name: with no ``qwen2_5_vl`` entry, the
+    built-in and ``aot_qwen2_5_vl`` both get ``default`` (docs/reproduce.md). Fails if an lmms-eval
+    release adds one, which the plugin would then have to follow."""
+    import re
+
+    import lmms_eval
+
+    tasks_dir = Path(lmms_eval.__file__).parent / "tasks"
+    for folder in ("mvbench", "longvideobench", "videomme", "mlvu"):
+        for path in sorted((tasks_dir / folder).iterdir()):
+            if path.suffix == ".yaml" or path.name.endswith("_yaml"):
+                assert not re.search(r"^\s+qwen2_5_vl\s*:", path.read_text(), re.M), path
