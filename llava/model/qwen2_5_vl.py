@@ -9,10 +9,7 @@ the placeholders, and the 3-D rotary ``position_ids`` (time, row, column) that t
 for (a token that absorbed others takes its anchor's position). Text keeps its positions, so the
 text after a video continues from the offset the uncompressed prompt has.
 
-The layout handed to the compressor (:meth:`Qwen25VLCompression.video_layouts`): one layout frame per
-temporal token (``temporal_patch_size`` sampled frames each), the merged grid of that video (dynamic
-resolution: its own ``video_grid_thw``), no pooling (the merger already merged 2x2 patches), no
-newline tokens.
+The layout, the vision tower with its scores and the compression are :class:`llava.model.qwen_vl.QwenVLCompression`'s.
 """
 
 from __future__ import annotations
@@ -21,12 +18,10 @@ from typing import Any
 
 import torch
 
-import visionzip
-from llava.model.qwen_vl_scores import default_score_layers, video_features_with_scores
-from llava.model.visual_stats import VisualStats, timing_span
+from llava.model.qwen_vl import QwenVLCompression
 
 
-class Qwen25VLCompression:
+class Qwen25VLCompression(QwenVLCompression):
     """A per-instance compression setting for a transformers Qwen2.5-VL model.
 
     ``seam = Qwen25VLCompression(model)``; ``seam.set_compression("aot@0.25")``;
@@ -34,111 +29,8 @@ class Qwen25VLCompression:
     inputs (the uncompressed sequence, transformers' own positions).
     """
 
-    def __init__(self, model: Any, *, score_layers: tuple[int, int] | None = None) -> None:
-        for name in ("model", "config"):
-            if not hasattr(model, name):
-                raise ValueError(f"expected a transformers Qwen2_5_VLForConditionalGeneration; got {type(model).__name__}")
-        if getattr(model.config, "model_type", None) != "qwen2_5_vl":
-            raise ValueError(
-                f"model_type={getattr(model.config, 'model_type', None)!r} is not valid here; expected 'qwen2_5_vl'"
-            )
-        self.model = model
-        self.compression: Any = None
-        vision = model.config.vision_config
-        self.score_layers = tuple(score_layers) if score_layers is not None else default_score_layers(vision)
-        self.last_results: list[visionzip.CompressionResult] = []
-        #: one :class:`~llava.model.visual_stats.VisualStats` per video of the last ``prepare``
-        self.last_visual_stats: list[VisualStats] = []
-        #: time the vision tower and the compression (CUDA events on a GPU); None: when not training
-        self.time_visual: bool | None = None
-
-    def set_compression(self, spec: Any) -> Any:
-        """A preset, YAML path, ``"<method>@<retention>"``, config object, or None / "none"."""
-        cfg = visionzip.load_config(spec)
-        if cfg is not None:
-            visionzip.registry.method_of(cfg)
-        self.compression = cfg
-        return cfg
-
-    def video_layouts(self, video_grid_thw: torch.Tensor) -> list[visionzip.VideoLayout]:
-        """One layout per video: temporal tokens as frames, the merged grid, no pooling, no newline."""
-        merge = int(self.model.config.vision_config.spatial_merge_size)
-        temporal = int(self.model.config.vision_config.temporal_patch_size)
-        layouts = []
-        for t, h, w in video_grid_thw.tolist():
-            layouts.append(visionzip.VideoLayout(frames=int(t), grid=(int(h) // merge, int(w) // merge), pool_mode="none",
-                                                 newline_position="no_token", temporal_patch=temporal))
-        return layouts
-
-    def check_videos(self, video_grid_thw: torch.Tensor) -> None:
-        """What a compression asks of the videos, checked before the vision tower runs: at least two
-        temporal tokens per video (a method works across them)."""
-        if self.compression is None:
-            return
-        temporal = int(self.model.config.vision_config.temporal_patch_size)
-        for i, (t, h, w) in enumerate(video_grid_thw.tolist()):
-            if int(t) < 2:
-                raise ValueError(
-                    f"video {i} has {int(t)} temporal token (video_grid_thw {int(t)}x{int(h)}x{int(w)}: at most "
-                    f"{temporal} sampled frames); compression={self.compression.method!r} expected at least 2 temporal "
-                    f"tokens ({2 * temporal} sampled frames), or compression none"
-                )
-
-    def _video_tokens(self, pixel_values_videos: torch.Tensor, grid: torch.Tensor,
-                      questions: list[str | None] | None = None) -> list[torch.Tensor]:
-        visual = self.model.model.visual
-        layouts = self.video_layouts(grid)
-        cfg = self.compression
-        self.check_videos(grid)
-        spec = None if cfg is None else visionzip.registry.method_of(cfg)
-        cuda = pixel_values_videos.is_cuda
-        timed = (not self.model.training) if self.time_visual is None else bool(self.time_visual)
-        vision = timing_span(timed, cuda)
-        if spec is not None and spec.score_roles:
-            layers = dict(zip(("shallow", "deep"), self.score_layers))
-            wanted = [layers[r] for r in spec.score_roles]
-            feats, scores = video_features_with_scores(visual, pixel_values_videos, grid, wanted)
-            maps = dict(zip(spec.score_roles, scores))
-        else:
-            feats = visual(pixel_values_videos.type(visual.dtype), grid_thw=grid).pooler_output
-            maps = {}
-        if vision is not None:
-            vision.stop()
-        sizes = [lay.frames * lay.tokens_per_frame for lay in layouts]
-        per_video = [f.view(lay.frames, lay.tokens_per_frame, -1) for f, lay in zip(feats.split(sizes), layouts)]
-        count = len(layouts)
-        if cfg is None:
-            self.last_results = []
-            self.last_visual_stats = [
-                VisualStats("video", lay.frames * lay.temporal_patch, n, n, {"input": n}, 1.0, vision_span=vision,
-                            per_sample=count)
-                for lay, n in zip(layouts, sizes)
-            ]
-            return [f.flatten(0, 1) for f in per_video]
-
-        def split(name: str) -> list[torch.Tensor] | None:
-            if name not in maps:
-                return None
-            return [s.view(lay.frames, lay.tokens_per_frame) for s, lay in zip(maps[name].split(sizes), layouts)]
-
-        span = timing_span(timed, cuda)
-        question = None
-        if spec is not None and spec.reads_question and questions is not None:
-            if len(questions) != count:
-                raise ValueError(f"questions: {len(questions)} given for {count} videos; expected one per video")
-            question = list(questions)
-        results = visionzip.compress_video(per_video, split("shallow"), split("deep"), config=cfg, layout=layouts,
-                                           question=question)
-        if span is not None:
-            span.stop()
-        self.last_results = list(results)
-        self.last_visual_stats = [
-            VisualStats("video", lay.frames * lay.temporal_patch, n, int(r.tokens.shape[0]), dict(r.stage_tokens),
-                        float(r.retention), vision_span=vision, compression_span=span, per_sample=count,
-                        per_compressed=count, result=r)
-            for lay, n, r in zip(layouts, sizes, results)
-        ]
-        return [r.tokens for r in results]
+    MODEL_TYPES = ("qwen2_5_vl",)
+    FAMILY = "Qwen2_5_VLForConditionalGeneration"
 
     @torch.no_grad()
     def prepare(
@@ -169,7 +61,7 @@ class Qwen25VLCompression:
             input_ids, mm_token_type_ids, video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts,
             attention_mask=attention_mask,
         )  # (3, B, L)
-        tokens = self._video_tokens(pixel_values_videos, video_grid_thw, questions)
+        videos = self.video_tokens(pixel_values_videos, video_grid_thw, questions)
         layouts = self.video_layouts(video_grid_thw)
         embed = model.get_input_embeddings()
         rows, row_pos = [], []
@@ -189,9 +81,8 @@ class Qwen25VLCompression:
                 pieces.append(embed(ids[cursor:first]))
                 piece_pos.append(pos[:, cursor:first])
                 video_pos = pos[:, first:first + n].T.reshape(lay.frames, lay.tokens_per_frame, 3)  # per cell
-                result = self.last_results[video] if self.compression is not None else None
-                pieces.append(tokens[video].to(pieces[-1].dtype))
-                piece_pos.append(video_pos.reshape(-1, 3).T if result is None else result.plan.gather(video_pos).T)
+                pieces.append(videos[video].tokens.to(pieces[-1].dtype))
+                piece_pos.append(self.token_positions(videos[video], video_pos).T)
                 cursor, start, video = first + n, start + n, video + 1
             pieces.append(embed(ids[cursor:]))
             piece_pos.append(pos[:, cursor:])

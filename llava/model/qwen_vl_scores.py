@@ -1,14 +1,15 @@
-"""Attention each token receives in chosen blocks of transformers' Qwen2.5-VL vision tower, folded onto
-the merged tokens the LLM sees (docs/algorithm.md §0 for the score itself).
+"""Attention each token receives in chosen blocks of transformers' Qwen2.5-VL and Qwen3-VL vision towers,
+folded onto the merged tokens the LLM sees (docs/algorithm.md §0 for the score itself).
 
 The tower runs unchanged (its own blocks, its own attention backend), so its features are exactly
 those of ``model.visual(...)``. For each requested block a forward pre-hook on its attention reads the
-block's normalised input, ``cu_seqlens`` (windows in most blocks, whole temporal patches in the
-``fullatt_block_indexes`` ones) and rotary embeddings, and computes on the side, in query chunks, the
+block's normalised input, ``cu_seqlens`` (Qwen2.5-VL: windows in most blocks, whole temporal patches in
+the ``fullatt_block_indexes`` ones; Qwen3-VL: whole temporal patches in every block) and rotary embeddings, and computes on the side, in query chunks, the
 softmax over each attention segment and its column sums: ``s_j = mean_h sum_i A[h, i, j]`` within
 ``j``'s segment. No full (heads, N, N) map is held. Patch scores are then summed over each merged
-token's ``spatial_merge_size**2`` patches and put back from the tower's window order into the merged
-tokens' raster order (time, row, column), the order of the video placeholders.
+token's ``spatial_merge_size**2`` patches and, for a windowed tower (Qwen2.5-VL), put back from the
+tower's window order into the merged tokens' raster order (time, row, column), the order of the video
+placeholders.
 """
 
 from __future__ import annotations
@@ -18,18 +19,25 @@ from typing import Any
 
 import torch
 
-__all__ = ["default_score_layers", "video_features_with_scores"]
+__all__ = ["default_score_layers", "video_features_with_scores", "vision_output_with_scores"]
 
 
 def default_score_layers(vision_config: Any) -> tuple[int, int]:
-    """The first and the last full-attention block: the shallowest and the deepest blocks whose
-    attention spans a whole temporal patch (the others attend inside windows), the analogue of the
-    shallow and deep SigLIP layers AOT reads on LLaVA."""
+    """The (shallow, deep) blocks AOT reads by default, the analogue of SigLIP's layers 5 and -2 on LLaVA.
+
+    Qwen2.5-VL (``fullatt_block_indexes``): the first and the last full-attention block, the shallowest
+    and the deepest blocks whose attention spans a whole temporal patch (the others attend inside
+    windows). Qwen3-VL (every block global, ``deepstack_visual_indexes``): the first deepstack block, the
+    shallowest whose output the LLM reads itself, and the last block, the one the main merger reads.
+    Otherwise the first and the last block."""
+    depth = int(vision_config.depth)
     full = sorted(int(i) for i in getattr(vision_config, "fullatt_block_indexes", ()) or ())
-    if not full:
-        depth = int(vision_config.depth)
-        return 0, depth - 1
-    return full[0], full[-1]
+    if full:
+        return full[0], full[-1]
+    deepstack = sorted(int(i) for i in getattr(vision_config, "deepstack_visual_indexes", ()) or ())
+    if deepstack:
+        return deepstack[0], depth - 1
+    return 0, depth - 1
 
 
 def _resolve(layers: Sequence[int], depth: int) -> list[int]:
@@ -44,7 +52,10 @@ def _resolve(layers: Sequence[int], depth: int) -> list[int]:
 def _received(attn: torch.nn.Module, hidden: torch.Tensor, cu_seqlens: torch.Tensor,
               position_embeddings: tuple[torch.Tensor, torch.Tensor], chunk: int) -> torch.Tensor:
     """(S,) float32: attention each patch receives inside its segment, averaged over heads."""
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+    import sys
+
+    # the rotary helper of the attention's own modeling module (Qwen2.5-VL's or Qwen3-VL's)
+    apply_rotary_pos_emb_vision = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
 
     seq = hidden.shape[0]
     q, k, _ = attn.qkv(hidden).reshape(seq, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
@@ -71,9 +82,19 @@ def video_features_with_scores(
 
     Returns ``(features, scores)``: features (M, D) exactly as ``visual(...).pooler_output`` (M merged
     tokens of every video, raster order), and one float32 (M,) tensor per layer: the attention the
-    patches of each merged token receive in that block, summed over its patches.
+    patches of each merged token receive in that block, summed over its patches. The tower's whole
+    output (with Qwen3-VL's ``deepstack_features``) is :func:`vision_output_with_scores`'s.
     """
-    from transformers.vision_utils import get_vision_window_index
+    out, scores = vision_output_with_scores(visual, pixel_values_videos, grid_thw, layers, chunk=chunk)
+    return out.pooler_output, scores
+
+
+def vision_output_with_scores(
+    visual: torch.nn.Module, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor, layers: Sequence[int],
+    *, chunk: int = 256,
+) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """:func:`video_features_with_scores` returning the tower's own output object (``pooler_output``,
+    and ``deepstack_features`` on Qwen3-VL) in place of the features."""
 
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk={chunk!r} is not valid; expected a positive integer")
@@ -98,9 +119,13 @@ def video_features_with_scores(
         for handle in handles:
             handle.remove()
     merge = visual.spatial_merge_size
-    window_index, _ = get_vision_window_index(
-        grid_thw, spatial_merge_size=merge, window_size=visual.window_size, patch_size=visual.patch_size, kwargs={},
-    )
-    restore = torch.argsort(window_index.to(out.pooler_output.device))
-    scores = tuple(captured[i].view(-1, merge * merge).sum(-1)[restore] for i in wanted)
-    return out.pooler_output, scores
+    scores = tuple(captured[i].view(-1, merge * merge).sum(-1) for i in wanted)
+    if getattr(visual, "window_size", None) is not None:  # Qwen2.5-VL: back from the tower's window order
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(
+            grid_thw, spatial_merge_size=merge, window_size=visual.window_size, patch_size=visual.patch_size, kwargs={},
+        )
+        restore = torch.argsort(window_index.to(out.pooler_output.device))
+        scores = tuple(s[restore] for s in scores)
+    return out, scores

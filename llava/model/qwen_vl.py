@@ -1,0 +1,198 @@
+"""What the Qwen-VL compression seams share (:class:`QwenVLCompression`): the per-instance setting, the
+layout handed to the compressor, the vision tower run with the attention scores a method reads, the
+compression itself with its stats, and each video's placeholders and positions in the prompt.
+
+A family (:mod:`llava.model.qwen2_5_vl`, :mod:`llava.model.qwen3_vl`) subclasses it with the
+``model_type`` it accepts and the way its compressed prompt reaches transformers' own ``forward`` and
+``generate``. Nothing of transformers is patched: the seam wraps a loaded model instance.
+
+The layout (:meth:`QwenVLCompression.video_layouts`): one layout frame per temporal token
+(``temporal_patch_size`` sampled frames each), the merged grid of that video (dynamic resolution: its
+own ``video_grid_thw`` / ``spatial_merge_size``), no pooling (the merger already merged 2x2 patches),
+no newline tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+import visionzip
+from llava.model.qwen_vl_scores import default_score_layers, vision_output_with_scores
+from llava.model.visual_stats import VisualStats, timing_span
+
+__all__ = ["QwenVLCompression", "VideoTokens"]
+
+
+class VideoTokens:
+    """One video after the seam: ``tokens`` (T, D) in the order the LLM sees them, ``levels`` (one (T, D')
+    tensor per extra feature level, Qwen3-VL's deepstack; empty otherwise) reduced exactly as the tokens
+    were, and the compression ``result`` (None without compression)."""
+
+    __slots__ = ("tokens", "levels", "result")
+
+    def __init__(self, tokens: torch.Tensor, levels: list[torch.Tensor], result: visionzip.CompressionResult | None):
+        self.tokens, self.levels, self.result = tokens, levels, result
+
+
+class QwenVLCompression:
+    """A per-instance compression setting for a transformers Qwen-VL model (subclassed per family)."""
+
+    #: the ``config.model_type`` values a family accepts
+    MODEL_TYPES: ClassVar[tuple[str, ...]] = ()
+    #: what the family is called in messages
+    FAMILY: ClassVar[str] = "Qwen-VL"
+
+    def __init__(self, model: Any, *, score_layers: tuple[int, int] | None = None) -> None:
+        for name in ("model", "config"):
+            if not hasattr(model, name):
+                raise ValueError(f"expected a transformers {self.FAMILY} model; got {type(model).__name__}")
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in self.MODEL_TYPES:
+            expected = " or ".join(repr(t) for t in self.MODEL_TYPES)
+            raise ValueError(f"model_type={model_type!r} is not valid here; expected {expected}")
+        self.model = model
+        self.compression: Any = None
+        vision = model.config.vision_config
+        self.score_layers = tuple(score_layers) if score_layers is not None else default_score_layers(vision)
+        self.last_results: list[visionzip.CompressionResult] = []
+        #: one :class:`~llava.model.visual_stats.VisualStats` per video of the last ``prepare``
+        self.last_visual_stats: list[VisualStats] = []
+        #: time the vision tower and the compression (CUDA events on a GPU); None: when not training
+        self.time_visual: bool | None = None
+
+    # ------------------------------------------------------------------ setting and layout
+    def set_compression(self, spec: Any) -> Any:
+        """A preset, YAML path, ``"<method>@<retention>"``, config object, or None / "none"."""
+        cfg = visionzip.load_config(spec)
+        if cfg is not None:
+            visionzip.registry.method_of(cfg)
+        self.compression = cfg
+        return cfg
+
+    @property
+    def merge(self) -> int:
+        return int(self.model.config.vision_config.spatial_merge_size)
+
+    @property
+    def temporal(self) -> int:
+        return int(self.model.config.vision_config.temporal_patch_size)
+
+    def video_layouts(self, video_grid_thw: torch.Tensor) -> list[visionzip.VideoLayout]:
+        """One layout per video: temporal tokens as frames, the merged grid, no pooling, no newline."""
+        return [
+            visionzip.VideoLayout(frames=int(t), grid=(int(h) // self.merge, int(w) // self.merge), pool_mode="none",
+                                  newline_position="no_token", temporal_patch=self.temporal)
+            for t, h, w in video_grid_thw.tolist()
+        ]
+
+    def check_videos(self, video_grid_thw: torch.Tensor) -> None:
+        """What a compression asks of the videos, checked before the vision tower runs: at least two
+        temporal tokens per video (a method works across them)."""
+        if self.compression is None:
+            return
+        for i, (t, h, w) in enumerate(video_grid_thw.tolist()):
+            if int(t) < 2:
+                raise ValueError(
+                    f"video {i} has {int(t)} temporal token (video_grid_thw {int(t)}x{int(h)}x{int(w)}: at most "
+                    f"{self.temporal} sampled frames); compression={self.compression.method!r} expected at least 2 "
+                    f"temporal tokens ({2 * self.temporal} sampled frames), or compression none"
+                )
+
+    # ------------------------------------------------------------------ the visual path
+    @staticmethod
+    def _levels_of(output: Any, total: int) -> list[torch.Tensor]:
+        """The extra feature levels of the tower's output (Qwen3-VL's ``deepstack_features``), each
+        checked to hold one row per main feature row."""
+        levels = list(getattr(output, "deepstack_features", None) or [])
+        for k, level in enumerate(levels):
+            if level.shape[0] != total:
+                raise ValueError(
+                    f"deepstack level {k} has {level.shape[0]} tokens; expected {total}, the main features' count "
+                    "(every level is reduced with the main features' plan)"
+                )
+        return levels
+
+    def video_tokens(self, pixel_values_videos: torch.Tensor, grid: torch.Tensor,
+                     questions: list[str | None] | None = None) -> list[VideoTokens]:
+        """Run the vision tower (with the scores the method reads) and the compression; set
+        :attr:`last_results` and :attr:`last_visual_stats`."""
+        visual = self.model.model.visual
+        layouts = self.video_layouts(grid)
+        cfg = self.compression
+        self.check_videos(grid)
+        spec = None if cfg is None else visionzip.registry.method_of(cfg)
+        cuda = pixel_values_videos.is_cuda
+        timed = (not self.model.training) if self.time_visual is None else bool(self.time_visual)
+        vision = timing_span(timed, cuda)
+        if spec is not None and spec.score_roles:
+            layers = dict(zip(("shallow", "deep"), self.score_layers))
+            output, scores = vision_output_with_scores(visual, pixel_values_videos, grid, [layers[r] for r in spec.score_roles])
+            maps = dict(zip(spec.score_roles, scores))
+        else:
+            output = visual(pixel_values_videos.type(visual.dtype), grid_thw=grid)
+            maps = {}
+        if vision is not None:
+            vision.stop()
+        feats = output.pooler_output
+        levels = self._levels_of(output, feats.shape[0])
+        sizes = [lay.frames * lay.tokens_per_frame for lay in layouts]
+        if sum(sizes) != feats.shape[0]:
+            raise ValueError(f"the vision tower returned {feats.shape[0]} tokens; expected {sum(sizes)} from video_grid_thw")
+
+        def per_video(x: torch.Tensor) -> list[torch.Tensor]:
+            return [f.view(lay.frames, lay.tokens_per_frame, -1) for f, lay in zip(x.split(sizes), layouts)]
+
+        main = per_video(feats)
+        extra = [per_video(level) for level in levels]  # [level][video] -> (F, N, D')
+        count = len(layouts)
+        if cfg is None:
+            self.last_results = []
+            self.last_visual_stats = [
+                VisualStats("video", lay.frames * lay.temporal_patch, n, n, {"input": n}, 1.0, vision_span=vision,
+                            per_sample=count)
+                for lay, n in zip(layouts, sizes)
+            ]
+            return [VideoTokens(main[v].flatten(0, 1), [lvl[v].flatten(0, 1) for lvl in extra], None) for v in range(count)]
+
+        def split(name: str) -> list[torch.Tensor] | None:
+            if name not in maps:
+                return None
+            return [s.view(lay.frames, lay.tokens_per_frame) for s, lay in zip(maps[name].split(sizes), layouts)]
+
+        span = timing_span(timed, cuda)
+        question = None
+        if spec is not None and spec.reads_question and questions is not None:
+            if len(questions) != count:
+                raise ValueError(f"questions: {len(questions)} given for {count} videos; expected one per video")
+            question = list(questions)
+        results = visionzip.compress_video(main, split("shallow"), split("deep"), config=cfg, layout=layouts,
+                                           question=question)
+        out = [VideoTokens(r.tokens, [r.plan.apply(lvl[v]) for lvl in extra], r) for v, r in enumerate(results)]
+        if span is not None:
+            span.stop()
+        self.last_results = list(results)
+        self.last_visual_stats = [
+            VisualStats("video", lay.frames * lay.temporal_patch, n, int(r.tokens.shape[0]), dict(r.stage_tokens),
+                        float(r.retention), vision_span=vision, compression_span=span, per_sample=count,
+                        per_compressed=count, result=r)
+            for lay, n, r in zip(layouts, sizes, results)
+        ]
+        return out
+
+    @staticmethod
+    def token_positions(video: VideoTokens, cell_positions: torch.Tensor) -> torch.Tensor:
+        """(T, 3) rotary positions of a video's tokens from its cells' (F, N, 3): every kept token its own
+        cell's, a token that absorbed others its anchor's (the plan's provenance)."""
+        if video.result is None:
+            return cell_positions.reshape(-1, 3)
+        return video.result.plan.gather(cell_positions)
+
+    @staticmethod
+    def left_pad(rows: list[torch.Tensor], fill: float | int, longest: int) -> torch.Tensor:
+        """Stack per-prompt rows (L_b, ...) into (B, longest, ...), padded on the left with ``fill``."""
+        out = rows[0].new_full((len(rows), longest, *rows[0].shape[1:]), fill)
+        for b, r in enumerate(rows):
+            out[b, longest - r.shape[0]:] = r
+        return out
