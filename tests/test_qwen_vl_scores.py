@@ -84,3 +84,57 @@ def test_bad_layer_is_named(tower_inputs):
     model, pixels, grid = tower_inputs
     with pytest.raises(ValueError, match=r"score layer 9 is not valid; expected a block index in \[-4, 3\]"):
         video_features_with_scores(model.model.visual, pixels, grid, (9,))
+
+
+# ---------------------------------------------------------------------------------------- Qwen3-VL
+
+
+@pytest.fixture(scope="module")
+def qwen3_tower_inputs(tmp_path_factory):
+    from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl
+
+    root = tmp_path_factory.mktemp("qwen3-scores")
+    model = transformers.Qwen3VLForConditionalGeneration.from_pretrained(write_tiny_qwen3_vl(root / "ckpt"),
+                                                                        attn_implementation="eager").eval()
+    processor = transformers.AutoProcessor.from_pretrained(root / "ckpt")
+    a = load_video(write_synthetic_video(root / "a.mp4", frames=24, seed=1, size=(128, 160)), max_frames=4).frames
+    b = load_video(write_synthetic_video(root / "b.mp4", frames=24, seed=2), max_frames=6).frames
+    text = "<|vision_start|><|video_pad|><|vision_end|>"
+    metas = [{"fps": 8.0, "total_num_frames": 24, "frames_indices": list(range(0, 24, 24 // n))[:n]} for n in (4, 6)]
+    inputs = processor(text=[text, text], videos=[a, b], video_metadata=metas, do_sample_frames=False,
+                       return_tensors="pt", padding=True)
+    return model, inputs["pixel_values_videos"], inputs["video_grid_thw"]
+
+
+def test_qwen3_default_layers_are_the_first_deepstack_block_and_the_last(qwen3_tower_inputs):
+    model, _, _ = qwen3_tower_inputs
+    assert model.config.vision_config.deepstack_visual_indexes == [1, 2]
+    assert default_score_layers(model.config.vision_config) == (1, 3)
+
+
+def test_qwen3_scores_match_transformers_attention_weights_and_keep_the_deepstack_levels(qwen3_tower_inputs):
+    from llava.model.qwen_vl_scores import vision_output_with_scores
+
+    q3 = pytest.importorskip("transformers.models.qwen3_vl.modeling_qwen3_vl")
+    model, pixels, grid = qwen3_tower_inputs
+    visual = model.model.visual
+    with torch.no_grad():
+        out, scores = vision_output_with_scores(visual, pixels, grid, (1, 3), chunk=5)
+        stock = visual(pixels, grid_thw=grid)
+    assert torch.equal(out.pooler_output, stock.pooler_output)  # the tower runs unchanged
+    assert all(torch.equal(a, b) for a, b in zip(out.deepstack_features, stock.deepstack_features))
+    recorded: dict[int, list[torch.Tensor]] = {}
+    real = q3.eager_attention_forward
+
+    def recording(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        result, weights = real(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        index = next(i for i, blk in enumerate(visual.blocks) if blk.attn is module)
+        recorded.setdefault(index, []).append(weights[0].float().sum(1).mean(0))
+        return result, weights
+
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setattr(q3, "eager_attention_forward", recording)
+        visual(pixels, grid_thw=grid)
+    assert len(recorded[1]) == int(grid[:, 0].sum())  # global attention: one segment per temporal patch
+    for layer, got in zip((1, 3), scores):  # no window order: the raster order of the placeholders
+        torch.testing.assert_close(got, torch.cat(recorded[layer]).view(-1, 4).sum(-1), rtol=1e-5, atol=1e-5)
