@@ -33,15 +33,20 @@ from llava.eval.adapters.base import LMMS_EVAL_INJECTED_ARGS, AOTModelAdapter  #
 from llava.eval.adapters.llava_onevision import AOTLlavaOneVision  # noqa: E402
 from llava.eval.adapters.llava_video import AOTLlavaVid  # noqa: E402
 from llava.eval.adapters.qwen2_5_vl import AOTQwen25VL  # noqa: E402
+from llava.eval.adapters.qwen3_vl import AOTQwen3VL  # noqa: E402
 from llava.eval.plugin import MODELS  # noqa: E402
 from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl  # noqa: E402
+from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl  # noqa: E402
 from llava.model.language_model.llava_qwen import LlavaQwenForCausalLM  # noqa: E402
 from llava.video import write_synthetic_video  # noqa: E402
 
 ADAPTERS: dict[str, type[AOTModelAdapter]] = {
     "aot_llava_onevision": AOTLlavaOneVision, "aot_llava_vid": AOTLlavaVid, "aot_qwen2_5_vl": AOTQwen25VL,
+    "aot_qwen3_vl": AOTQwen3VL,
 }
+#: the checkpoint each plugin model is built on
+CHECKPOINT_OF = {"aot_qwen2_5_vl": "qwen", "aot_qwen3_vl": "qwen3"}
 #: what lmms-eval's simple_evaluate passes besides --model_args (None values are dropped)
 INJECTED = {"batch_size": 1, "max_batch_size": None, "device": "cpu"}
 
@@ -55,12 +60,14 @@ def assets(tmp_path_factory):
     custom = root / "custom_config.json"
     custom.write_text(json.dumps(json.loads((Path(ckpt) / "config.json").read_text()) | {"aot_test_marker": 7}))
     qwen = write_tiny_qwen2_5_vl(root / "qwen")
-    return {"ckpt": str(ckpt), "grid": str(grid), "video": str(video), "custom": str(custom), "qwen": str(qwen)}
+    qwen3 = write_tiny_qwen3_vl(root / "qwen3")
+    return {"ckpt": str(ckpt), "grid": str(grid), "video": str(video), "custom": str(custom), "qwen": str(qwen),
+            "qwen3": str(qwen3)}
 
 
 def build(name: str, assets: dict, args: dict[str, Any], **additional: Any) -> AOTModelAdapter:
     """The model as ``python -m lmms_eval --model <name> --model_args <args>`` builds it."""
-    base = {"pretrained": assets["qwen" if name == "aot_qwen2_5_vl" else "ckpt"], "torch_dtype": "float32"}
+    base = {"pretrained": assets[CHECKPOINT_OF.get(name, "ckpt")], "torch_dtype": "float32"}
     arg_string = ",".join(f"{k}={v}" for k, v in (base | args).items())
     return get_model(name).create_from_arg_string(arg_string, INJECTED | additional)
 
@@ -207,6 +214,25 @@ CHECKS["aot_qwen2_5_vl"] = {
                             ({"shallow_score_layer": 0}, raises("expected both or neither"))],
     "deep_score_layer": [({"shallow_score_layer": 1, "deep_score_layer": 2}, lambda m, a: m._seam.score_layers == (1, 2)),
                          ({}, lambda m, a: m._seam.score_layers == (1, 3))],  # the fixture's full-attention blocks
+}
+
+CHECKS["aot_qwen3_vl"] = {
+    key: CHECKS["aot_qwen2_5_vl"][key]
+    for key in ("device", "batch_size", "max_batch_size", "torch_dtype", "device_map", "attn_implementation", "use_cache",
+                "max_num_frames", "fps", "max_pixels", "min_pixels", "shallow_score_layer", "deep_score_layer")
+} | {
+    "pretrained": [("{qwen3}", lambda m, a: m.pretrained == a["qwen3"] and m.model.config.model_type == "qwen3_vl"),
+                   ("{qwen}", raises("is a 'qwen2_5_vl' checkpoint; aot_qwen3_vl expected model_type 'qwen3_vl' or 'qwen3_vl_moe'"))],
+    "compression": [("aot@0.25", lambda m, a: m.compression_name == "aot@0.25" and m._seam.compression.token_budget == 0.25),
+                    ("none", lambda m, a: m._seam.compression is None), ("ov_11pct", raises("paper_ov_10pct"))],
+    # the video items carry total_pixels in place of max_pixels (and max_frames in place of nframes)
+    "total_pixels": [({"total_pixels": 100000, "min_pixels": 1024},
+                      lambda m, a: (lambda k: k["total_pixels"] == 100000 and "max_pixels" not in k and "nframes" not in k)(
+                          prepared(m, a).payload["video_kwargs"])),
+                     (0, raises("total_pixels=0 is not valid"))],
+    "system_prompt": [("Be brief.", lambda m, a: prepared(m, a).prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>"))],
+    "enable_thinking": [(True, lambda m, a: m.enable_thinking is True and m._answer("plan</think> B") == "B"),
+                        (False, lambda m, a: m.enable_thinking is False and m._answer("B") == "B")],
 }
 
 CASES = [(name, key, i, value, check) for name, keys in CHECKS.items() for key, entries in keys.items()

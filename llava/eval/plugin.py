@@ -16,11 +16,12 @@ MODELS = {
     "aot_llava_onevision": "llava.eval.adapters.llava_onevision.AOTLlavaOneVision",
     "aot_llava_vid": "llava.eval.adapters.llava_video.AOTLlavaVid",
     "aot_qwen2_5_vl": "llava.eval.adapters.qwen2_5_vl.AOTQwen25VL",
+    "aot_qwen3_vl": "llava.eval.adapters.qwen3_vl.AOTQwen3VL",
 }
 
 #: the chat models among them (``is_simple = False``: they take the task's ``doc_to_messages``), as the
 #: lmms-eval built-ins they follow are
-CHAT_MODELS = frozenset({"aot_qwen2_5_vl"})
+CHAT_MODELS = frozenset({"aot_qwen2_5_vl", "aot_qwen3_vl"})
 
 
 def manifests() -> list:

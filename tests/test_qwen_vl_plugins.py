@@ -1,7 +1,8 @@
-"""``aot_qwen2_5_vl`` through the real lmms-eval command line, against lmms-eval's own ``qwen2_5_vl``
-(its chat adapter, what the name resolves to) on the same tiny checkpoint in the Hugging Face layout:
-the same answers without compression and with a compression that keeps every token, at batch size 1
-and 2; retention and the efficiency figures reported with ``aot@0.25``; bad videos fail alone."""
+"""``aot_qwen2_5_vl`` and ``aot_qwen3_vl`` through the real lmms-eval command line, against lmms-eval's own
+``qwen2_5_vl`` and ``qwen3_vl`` (their chat adapters, what the names resolve to) on the same tiny
+checkpoint in the Hugging Face layout: the same answers without compression and with a compression that
+keeps every token, at batch size 1 and 2; retention and the efficiency figures reported with
+``aot@0.25``; bad videos fail alone."""
 
 from __future__ import annotations
 
@@ -18,11 +19,19 @@ pytest.importorskip("qwen_vl_utils")
 pytest.importorskip("torchvision")
 
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl  # noqa: E402
+from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TASK = ROOT / "lmms_eval_tasks" / "aot_smoke"
-#: the built-in's own keys, small enough for CPU: 8 frames (4 temporal tokens) of 84 x 84 px (3 x 3 merged tokens)
-ARGS = "device_map=cpu,max_num_frames=8,max_pixels=12544,min_pixels=3136"
+#: family -> (lmms-eval built-in, plugin, fixture writer, the built-in's own keys, small enough for CPU:
+#: 8 frames (4 temporal tokens) of the 96 x 96 px smoke videos at 84 x 84 (patch 14) or 96 x 96 (patch
+#: 16) px, 3 x 3 merged tokens each)
+FAMILIES = {
+    "qwen2_5_vl": ("qwen2_5_vl", "aot_qwen2_5_vl", write_tiny_qwen2_5_vl,
+                   "device_map=cpu,max_num_frames=8,max_pixels=12544,min_pixels=3136"),
+    "qwen3_vl": ("qwen3_vl", "aot_qwen3_vl", write_tiny_qwen3_vl,
+                 "device_map=cpu,max_num_frames=8,max_pixels=12544,min_pixels=4096"),
+}
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +49,17 @@ def _only(folder: Path, pattern: str) -> Path:
     return found[0]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return write_tiny_qwen2_5_vl(tmp_path_factory.mktemp("qwen-plugin") / "ckpt")
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory):
+    """(built-in name, plugin name, tiny checkpoint, model_args) of one family."""
+    builtin, plugin, writer, args = FAMILIES[request.param]
+    return builtin, plugin, writer(tmp_path_factory.mktemp(request.param) / "ckpt"), args
 
 
-def _run(ckpt: Path, out: Path, model: str, extra: str = "", *, batch: int = 1, tasks: str = "aot_smoke_mcq",
+def _run(fam: tuple, out: Path, model: str, extra: str = "", *, batch: int = 1, tasks: str = "aot_smoke_mcq",
          include: Path = ROOT / "lmms_eval_tasks", limit: int | None = 4) -> tuple[dict, dict[str, dict[int, dict]]]:
-    args = ["--model", model, "--model_args", f"pretrained={ckpt},{ARGS}{extra}", "--tasks", tasks,
+    _, _, ckpt, model_args = fam
+    args = ["--model", model, "--model_args", f"pretrained={ckpt},{model_args}{extra}", "--tasks", tasks,
             "--include_path", str(include), "--batch_size", str(batch), "--device", "cpu",
             "--output_path", str(out), "--log_samples"]
     if limit is not None:
@@ -66,14 +78,15 @@ def _answers(samples: dict[int, dict]) -> dict[int, str]:
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-def test_plugin_answers_as_the_builtin_without_compression_and_keeping_every_token(ckpt, tmp_path, batch):
-    _, builtin = _run(ckpt, tmp_path / "builtin", "qwen2_5_vl", batch=batch)
+def test_plugin_answers_as_the_builtin_without_compression_and_keeping_every_token(family, tmp_path, batch):
+    builtin_name, plugin = family[:2]
+    _, builtin = _run(family, tmp_path / "builtin", builtin_name, batch=batch)
     want = _answers(builtin["aot_smoke_mcq"])
     assert len(want) == 4 and all(isinstance(a, str) and a for a in want.values())
     specs = ["none", "aot@1.0"] if batch == 1 else ["aot@1.0"]
     for spec in specs:
-        results, ours = _run(ckpt, tmp_path / f"ours-{spec}", "aot_qwen2_5_vl", f",compression={spec}", batch=batch)
-        assert results["config"]["model"] == "aot_qwen2_5_vl"
+        results, ours = _run(family, tmp_path / f"ours-{spec}", plugin, f",compression={spec}", batch=batch)
+        assert results["config"]["model"] == plugin
         assert _answers(ours["aot_smoke_mcq"]) == want, spec
         for s in ours["aot_smoke_mcq"].values():
             counts = s["token_counts"][0]
@@ -84,7 +97,7 @@ def test_plugin_answers_as_the_builtin_without_compression_and_keeping_every_tok
         assert results["throughput"]["avg_retention"] == 1.0
 
 
-def test_aot_quarter_reports_retention_and_bad_videos_fail_alone(ckpt, tmp_path):
+def test_aot_quarter_reports_retention_and_bad_videos_fail_alone(family, tmp_path):
     """``compression=aot@0.25`` on the smoke task and, in the same run, a task with a missing and a corrupt
     video: retention and the efficiency figures per sample and per run; the two bad samples answered
     wrong and counted as failed, the others answered."""
@@ -101,7 +114,7 @@ def test_aot_quarter_reports_retention_and_bad_videos_fail_alone(ckpt, tmp_path)
     bad = [dict(good[0], id="missing", video="missing.mp4"), dict(good[0], id="corrupt", video="corrupt.mp4")]
     (bad_dir / "data.jsonl").write_text("".join(json.dumps(d) + "\n" for d in [good[0], *bad, good[1]]))
 
-    results, samples = _run(ckpt, tmp_path / "out", "aot_qwen2_5_vl", ",compression=aot@0.25", batch=2,
+    results, samples = _run(family, tmp_path / "out", family[1], ",compression=aot@0.25", batch=2,
                             tasks="aot_smoke_mcq,aot_test_qwen_bad_videos", include=tasks, limit=None)
     smoke = samples["aot_smoke_mcq"]
     assert len(smoke) == 8
@@ -129,45 +142,35 @@ def test_aot_quarter_reports_retention_and_bad_videos_fail_alone(ckpt, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------- model_args
+# (each accepted key's effect: tests/test_adapters.py)
 
 
-def _create(ckpt: Path, text: str):
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_checkpoint_of_another_family_is_refused_naming_its_type(tmp_path, name):
     from lmms_eval.models import get_model
 
-    return get_model("aot_qwen2_5_vl").create_from_arg_string(f"pretrained={ckpt},{text}", {"device": "cpu"})
-
-
-def test_a_checkpoint_of_another_family_is_refused_naming_its_type(tmp_path):
     from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
 
+    plugin = FAMILIES[name][1]
     llava = write_tiny_checkpoint(tmp_path / "llava")
-    with pytest.raises(ValueError, match=r"is a 'llava' checkpoint; aot_qwen2_5_vl expected model_type 'qwen2_5_vl'"):
-        _create(llava, "device_map=cpu")
+    with pytest.raises(ValueError, match=rf"is a 'llava' checkpoint; {plugin} expected model_type '{name}'"):
+        get_model(plugin).create_from_arg_string(f"pretrained={llava},device_map=cpu", {"device": "cpu"})
 
 
-@pytest.mark.parametrize("text,match", [
-    ("system_prompt=hi", r"'system_prompt' is not accepted by aot_qwen2_5_vl .*never reads it"),
-    ("max_frames_num=8", r"'max_frames_num' is not accepted by aot_qwen2_5_vl; expected one of"),
-    ("compression=nope", r"nope"),
-    ("torch_dtype=int8", r"torch_dtype='int8' is not valid"),
-    ("min_pixels=50000,max_pixels=3136", r"min_pixels=50000 exceeds max_pixels=3136"),
-    ("shallow_score_layer=1", r"expected both or neither"),
+@pytest.mark.parametrize("name,module,cls", [
+    ("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VL"), ("qwen3_vl", "qwen3_vl", "Qwen3_VL"),
 ])
-def test_bad_model_args_are_refused_before_loading(ckpt, text, match):
-    with pytest.raises(ValueError, match=match):
-        _create(ckpt, f"device_map=cpu,{text}")
-
-
-def test_plugin_keeps_the_builtin_keys_and_adds_its_own():
-    """Every key of lmms-eval's qwen2_5_vl ``__init__`` is accepted or refused with its reason."""
+def test_plugin_keeps_the_builtin_keys_and_adds_its_own(name, module, cls):
+    """Every key of the built-in's ``__init__`` is accepted or refused with its reason."""
+    import importlib
     import inspect
 
-    from lmms_eval.models.simple.qwen2_5_vl import Qwen2_5_VL
+    from lmms_eval.models import get_model
 
-    from llava.eval.adapters.qwen2_5_vl import AOTQwen25VL
-
-    builtin = {n for n, p in inspect.signature(Qwen2_5_VL.__init__).parameters.items()
+    builtin_cls = getattr(importlib.import_module(f"lmms_eval.models.simple.{module}"), cls)
+    builtin = {n for n, p in inspect.signature(builtin_cls.__init__).parameters.items()
                if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
-    ours = set(AOTQwen25VL.accepted_model_args())
-    assert builtin - ours == set(AOTQwen25VL.RETIRED_MODEL_ARGS)
+    ours_cls = get_model(FAMILIES[name][1])
+    ours = set(ours_cls.accepted_model_args())
+    assert builtin - ours == set(ours_cls.RETIRED_MODEL_ARGS)
     assert ours - builtin == {"compression", "max_batch_size", "torch_dtype", "shallow_score_layer", "deep_score_layer"}
