@@ -1,4 +1,4 @@
-"""``aot``: run a video LLM (LLaVA-NeXT, Qwen2.5-VL) with and without AOT from the command line.
+"""``aot``: run a video LLM (LLaVA-NeXT, Qwen2.5-VL, Qwen3-VL) with and without AOT from the command line.
 
     aot infer --model lmms-lab/llava-onevision-qwen2-7b-ov --video clip.mp4 \\
         --question "What happens in the video?" --compression paper_ov_10pct
@@ -122,9 +122,13 @@ def _load(model: str, compression: str, device: str, dtype: str, attn: str | Non
                                  torch_dtype=dtype, attn_implementation=attn, overwrite_config=overwrite)
 
 
+#: Hugging Face ``model_type`` -> the family ``aot infer`` runs it as
+QWEN_FAMILIES = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl"}
+
+
 def checkpoint_family(model: str) -> str:
-    """``"qwen2_5_vl"`` for a Qwen2.5-VL checkpoint in the Hugging Face layout (its ``config.json``
-    says ``model_type: qwen2_5_vl``), ``"llava"`` for anything else (the original LLaVA-NeXT layout)."""
+    """``"qwen2_5_vl"`` / ``"qwen3_vl"`` for a Qwen2.5-VL / Qwen3-VL checkpoint in the Hugging Face layout
+    (by the ``model_type`` of its ``config.json``), ``"llava"`` for anything else (the original LLaVA-NeXT layout)."""
     config = Path(model) / "config.json"
     if config.is_file():
         model_type = json.loads(config.read_text()).get("model_type")
@@ -135,27 +139,40 @@ def checkpoint_family(model: str) -> str:
             model_type = AutoConfig.from_pretrained(model).model_type
         except Exception:  # noqa: BLE001 - LLaVA-NeXT's loader reports what it cannot find
             model_type = None
-    return "qwen2_5_vl" if model_type == "qwen2_5_vl" else "llava"
+    return QWEN_FAMILIES.get(str(model_type), "llava")
 
 
-def answer_video_qwen2_5_vl(model_path: str, clip: VideoClip, question: str, *, compression: str, device: str, dtype: str,
-                            attn: str | None, max_new_tokens: int, max_pixels: int | None = None):
-    """One question about one decoded clip through transformers' own Qwen2.5-VL, its processor and chat
-    template, compressed by :class:`llava.model.qwen2_5_vl.Qwen25VLCompression`. Returns (answer, InferStats)."""
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+def answer_video_qwen(model_path: str, clip: VideoClip, question: str, *, family: str, compression: str, device: str,
+                      dtype: str, attn: str | None, max_new_tokens: int, max_pixels: int | None = None):
+    """One question about one decoded clip through transformers' own Qwen2.5-VL or Qwen3-VL, its processor
+    and chat template, compressed by the family's seam (:mod:`llava.model.qwen2_5_vl`, :mod:`llava.model.qwen3_vl`).
+    Qwen3-VL's timestamps come from the clip's frame indices and frame rate. Returns (answer, InferStats)."""
+    import transformers
+    from transformers import AutoProcessor
 
-    from llava.model.qwen2_5_vl import Qwen25VLCompression
+    if family == "qwen3_vl":
+        from llava.model.qwen3_vl import Qwen3VLCompression as seam_cls
 
+        model_type = json.loads((Path(model_path) / "config.json").read_text()).get("model_type") \
+            if (Path(model_path) / "config.json").is_file() else transformers.AutoConfig.from_pretrained(model_path).model_type
+        model_cls = (transformers.Qwen3VLMoeForConditionalGeneration if model_type == "qwen3_vl_moe"
+                     else transformers.Qwen3VLForConditionalGeneration)
+        video_kwargs = {"video_metadata": [{"fps": clip.fps, "total_num_frames": clip.total_frames,
+                                            "frames_indices": list(clip.indices)}], "do_sample_frames": False}
+    else:
+        from llava.model.qwen2_5_vl import Qwen25VLCompression as seam_cls
+
+        model_cls, video_kwargs = transformers.Qwen2_5_VLForConditionalGeneration, {}
     kwargs = {"torch_dtype": dtype, "device_map": "auto" if device == "auto" else {"": device}}
     if attn:
         kwargs["attn_implementation"] = attn
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, **kwargs).eval()
+    model = model_cls.from_pretrained(model_path, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(model_path, **({"max_pixels": max_pixels} if max_pixels else {}))
-    seam = Qwen25VLCompression(model)
+    seam = seam_cls(model)
     seam.set_compression(None if compression in ("none", "") else compression)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt").to(model.device)
+    inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt", **video_kwargs).to(model.device)
     clock = FirstTokenClock()
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -183,10 +200,11 @@ def answer_video_qwen2_5_vl(model_path: str, clip: VideoClip, question: str, *, 
 def cmd_infer(args: argparse.Namespace) -> int:
     visionzip.load_config(args.compression)  # unknown preset or bad video: errors before the model loads
     clip = load_video(args.video, max_frames=args.max_frames)
-    if checkpoint_family(args.model) == "qwen2_5_vl":
-        answer, stats = answer_video_qwen2_5_vl(
-            args.model, clip, args.question, compression=args.compression, device=args.device, dtype=args.dtype,
-            attn=args.attn_implementation, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
+    family = checkpoint_family(args.model)
+    if family != "llava":
+        answer, stats = answer_video_qwen(
+            args.model, clip, args.question, family=family, compression=args.compression, device=args.device,
+            dtype=args.dtype, attn=args.attn_implementation, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
         )
     else:
         tokenizer, model, processor, _ = _load(args.model, args.compression, args.device, args.dtype, args.attn_implementation)
@@ -315,13 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     infer = sub.add_parser("infer", help="answer a question about a video, with stats")
     infer.add_argument("--model", required=True, help="checkpoint folder or hub id: LLaVA-NeXT's original layout, or "
-                       "Qwen2.5-VL in the Hugging Face layout (Qwen/Qwen2.5-VL-7B-Instruct)")
+                       "Qwen2.5-VL / Qwen3-VL in the Hugging Face layout (Qwen/Qwen2.5-VL-7B-Instruct, Qwen/Qwen3-VL-8B-Instruct)")
     infer.add_argument("--video", required=True)
     infer.add_argument("--question", required=True)
     infer.add_argument("--compression", default="paper_ov_10pct", help=f"preset ({', '.join(visionzip.list_presets())}), YAML path or none")
     infer.add_argument("--max-frames", type=int, default=32)
     infer.add_argument("--conv-template", default="qwen_1_5", help="LLaVA-NeXT template (Qwen2.5-VL uses its own chat template)")
-    infer.add_argument("--max-pixels", type=int, help="Qwen2.5-VL: pixels per frame at most (default: the checkpoint's processor)")
+    infer.add_argument("--max-pixels", type=int, help="Qwen-VL: the processor's max_pixels (default: the checkpoint's)")
     infer.add_argument("--max-new-tokens", type=int, default=16)
     infer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     infer.add_argument("--dtype", default="bfloat16", help="bfloat16, float16 or float32")

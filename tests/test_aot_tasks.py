@@ -33,6 +33,9 @@ def test_same_as_the_builtin_but_the_name_and_prompts():
     assert ours == builtin
     assert ours_prompts["aot_llava_vid"] == builtin_prompts["llava_vid"]
     assert ours_prompts["aot_llava_onevision"] == builtin_prompts["default"] == ours_prompts["default"]
+    assert ours_prompts["aot_qwen2_5_vl"] == builtin_prompts["default"]  # the built-in has no qwen2_5_vl entry
+    assert "qwen2_5_vl" not in builtin_prompts
+    assert ours_prompts["aot_qwen3_vl"] == builtin_prompts["qwen3_vl"]
 
 
 def test_hooks_are_lmms_evals_own():

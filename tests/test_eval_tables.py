@@ -258,7 +258,7 @@ def _commands(stdout: str) -> list[list[str]]:
     return [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
 
 
-@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh", "smoke.sh"])
+@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh", "qwen3_vl_8b.sh", "smoke.sh"])
 def test_scripts_open_with_their_commands(name):
     text = (SCRIPTS / name).read_text()
     assert text.startswith("#!/usr/bin/env bash\n#")
@@ -390,27 +390,32 @@ def test_unknown_task_fails_before_any_run(tmp_path):
     assert "fake lmms_eval" not in proc.stdout and not (tmp_path / "runs").exists()
 
 
-def test_qwen_table_model_args_are_the_plugins_and_its_presets_are_aot_at_the_row_retention():
-    from llava.eval.adapters.qwen2_5_vl import AOTQwen25VL
+@pytest.mark.parametrize("name,videomme", [("qwen2_5_vl_7b", "videomme"), ("qwen3_vl_8b", "aot_videomme")])
+def test_qwen_table_model_args_are_the_plugins_and_its_presets_are_aot_at_the_row_retention(name, videomme):
+    from lmms_eval.models import get_model
 
-    table = load_table("qwen2_5_vl_7b")
-    assert table.model == AOTQwen25VL.MODEL_ID and table.frames() == 32
-    AOTQwen25VL.check_model_args(dict(table.model_args))  # every key is one the plugin accepts
-    assert [c.task for c in table.columns] == ["mvbench", "longvideobench_val_v", "videomme", "mlvu_dev"]
+    table = load_table(name)
+    plugin = get_model(table.model)
+    assert table.frames() == 32
+    plugin.check_model_args(dict(table.model_args))  # every key is one the plugin accepts
+    assert [c.task for c in table.columns] == ["mvbench", "longvideobench_val_v", videomme, "mlvu_dev"]
     for row in table.rows[1:]:
         assert vz.load_config(row.compression) == vz.load_config(f"aot@{row.retention}")
 
 
-def test_the_qwen_tables_tasks_have_no_qwen2_5_vl_prompt_variant():
-    """lmms-eval picks a task's prompt variant by the --model name: with no ``qwen2_5_vl`` entry, the
-    built-in and ``aot_qwen2_5_vl`` both get ``default`` (docs/reproduce.md). Fails if an lmms-eval
-    release adds one, which the plugin would then have to follow."""
+@pytest.mark.parametrize("builtin", ["qwen2_5_vl", "qwen3_vl"])
+def test_the_qwen_tables_tasks_have_no_prompt_variant_of_the_builtin(builtin):
+    """lmms-eval picks a task's prompt variant by the --model name: where a task has no entry for the
+    built-in, the built-in and the plugin both get ``default`` (docs/reproduce.md). VideoMME has one for
+    qwen3_vl, which ``aot_videomme`` gives aot_qwen3_vl (tests/test_aot_tasks.py). Fails if an lmms-eval
+    release adds another, which the plugin would then have to follow."""
     import re
 
     import lmms_eval
 
     tasks_dir = Path(lmms_eval.__file__).parent / "tasks"
-    for folder in ("mvbench", "longvideobench", "videomme", "mlvu"):
+    folders = ("mvbench", "longvideobench", "mlvu") + (("videomme",) if builtin == "qwen2_5_vl" else ())
+    for folder in folders:
         for path in sorted((tasks_dir / folder).iterdir()):
             if path.suffix == ".yaml" or path.name.endswith("_yaml"):
-                assert not re.search(r"^\s+qwen2_5_vl\s*:", path.read_text(), re.M), path
+                assert not re.search(rf"^\s+{builtin}\s*:", path.read_text(), re.M), path

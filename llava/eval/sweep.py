@@ -32,7 +32,8 @@ Outputs, in ``--out``:
 
 Without ``pretrained=`` in ``--model-args`` the model's tiny random-weight checkpoint is written to
 ``--out`` if missing and used (:data:`TINY_CHECKPOINTS`: ``tiny-llava-ov`` with 32 frames for the LLaVA
-models, :mod:`llava.fixtures.tiny_qwen2_5_vl` with 16 frames for ``aot_qwen2_5_vl``); its scores are
+models, :mod:`llava.fixtures.tiny_qwen2_5_vl` / :mod:`llava.fixtures.tiny_qwen3_vl` with 16 frames for
+``aot_qwen2_5_vl`` / ``aot_qwen3_vl``); its scores are
 noise, its accounting is real. ``--model aot_qwen2_5_vl --model-args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,...``
 sweeps a real Qwen2.5-VL checkpoint.
 """
@@ -68,6 +69,9 @@ TINY_CHECKPOINTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # 16 frames of the smoke videos at 168 x 168 px: 8 temporal tokens of 6 x 6 merged tokens
     "aot_qwen2_5_vl": ("tiny-qwen2.5-vl", "llava.fixtures.tiny_qwen2_5_vl:write_tiny_qwen2_5_vl",
                        {"max_num_frames": 16, "min_pixels": 28224, "max_pixels": 28224, "torch_dtype": "float32"}),
+    # 16 frames at 192 x 192 px: 8 temporal tokens of 6 x 6 merged tokens (32 px each)
+    "aot_qwen3_vl": ("tiny-qwen3-vl", "llava.fixtures.tiny_qwen3_vl:write_tiny_qwen3_vl",
+                     {"max_num_frames": 16, "min_pixels": 36864, "max_pixels": 36864, "torch_dtype": "float32"}),
 }
 
 
@@ -366,7 +370,7 @@ def render_plot(data: dict[str, Any], path: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="plugin model: aot_llava_onevision, aot_llava_vid or aot_qwen2_5_vl")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="plugin model: aot_llava_onevision, aot_llava_vid, aot_qwen2_5_vl or aot_qwen3_vl")
     parser.add_argument("--model-args", help="lmms-eval model_args without compression (pretrained=...,max_frames_num=32,...); "
                         "default: the tiny checkpoint in <out>/tiny-llava-ov, 32 frames")
     parser.add_argument("--methods", help="comma-separated compression methods (default: all but full; full tokens always run once)")
