@@ -11,12 +11,20 @@ module                         lmms-eval ``--model``       what it holds
 :mod:`.llava_onevision`        ``aot_llava_onevision``     frame sampling and prompts of ``llava_onevision``
 :mod:`.llava_video`            ``aot_llava_vid``           frame sampling, prompts, time instruction and
                                                            config overrides of ``llava_vid``
+:mod:`.qwen_vl_common`         (none)                      :class:`~.qwen_vl_common.QwenVLChatAdapter`:
+                                                           chat requests, transformers loading, the
+                                                           family's seam, batched generation
+:mod:`.qwen2_5_vl`             ``aot_qwen2_5_vl``          messages, frames and generation of the
+                                                           chat ``qwen2_5_vl``
+:mod:`.qwen3_vl`               ``aot_qwen3_vl``            system turn, video arguments, thinking and
+                                                           generation of the chat ``qwen3_vl``
 =============================  ==========================  ==========================================
 
 lmms-eval finds them through the ``lmms_eval.models`` entry point (:mod:`llava.eval.plugin`) and
 imports a module only when a run asks for its model, so nothing is imported here.
 
-Adding a model family (Qwen2.5-VL, Qwen3-VL, ...) is one new file, ``llava/eval/adapters/<family>.py``:
+Adding a model family is one new file, ``llava/eval/adapters/<family>.py`` (another Qwen-VL family:
+subclass :class:`~.qwen_vl_common.QwenVLChatAdapter` and its seam, :class:`llava.model.qwen_vl.QwenVLCompression`):
 
 1. Subclass :class:`~.base.AOTModelAdapter` (or :class:`~.llava_common.LlavaAdapter` for another
    LLaVA-NeXT checkpoint) and set ``MODEL_ID`` to the lmms-eval name, e.g. ``aot_qwen2_5_vl``.
