@@ -261,3 +261,25 @@ def test_another_family_is_refused(tmp_path):
     other = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(write_tiny_qwen2_5_vl(tmp_path / "q25"))
     with pytest.raises(ValueError, match=r"model_type='qwen2_5_vl' is not valid here; expected 'qwen3_vl' or 'qwen3_vl_moe'"):
         Qwen3VLCompression(other)
+
+
+def test_the_moe_class_shares_the_visual_path(qwen3):
+    """Qwen3VLMoeForConditionalGeneration (tiny, 4 experts): keeping every token gives its logits exactly,
+    and a compressed prompt generates."""
+    _, processor, inputs, _ = qwen3
+    dense = transformers.AutoConfig.from_pretrained(processor.tokenizer.name_or_path)
+    text = {k: v for k, v in dense.text_config.to_dict().items() if k not in ("model_type", "architectures")}
+    text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+    vision = {k: v for k, v in dense.vision_config.to_dict().items() if k not in ("model_type", "architectures")}
+    config = transformers.Qwen3VLMoeConfig(
+        text_config=text, vision_config=vision, image_token_id=dense.image_token_id, video_token_id=dense.video_token_id,
+        vision_start_token_id=dense.vision_start_token_id, vision_end_token_id=dense.vision_end_token_id)
+    torch.manual_seed(0)
+    moe = transformers.Qwen3VLMoeForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        want = moe(**inputs).logits
+    seam = Qwen3VLCompression(moe)
+    seam.set_compression("aot@1.0")
+    assert torch.equal(_logits(moe, seam.prepare(**inputs)), want)
+    seam.set_compression("aot@0.25")
+    assert seam.generate(**dict(inputs), max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (1, 3)
