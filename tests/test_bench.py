@@ -103,3 +103,24 @@ def test_unknown_preset_is_a_usage_error(capsys):
         bench.main(["--presets", "no_such_preset", "--quick"])
     assert exc.value.code == 2
     assert "no_such_preset" in capsys.readouterr().err
+
+
+def test_input_families_by_name(tmp_path, capsys):
+    report = bench.main(["--quick", "--device", "cpu", "--frames", "8", "--presets", "paper_ov_10pct",
+                         "--inputs", "smooth,independent,shared_base", "--json", str(tmp_path / "b.json")])
+    assert [(r["config"], r["inputs"]) for r in report["results"]] == [
+        ("paper_ov_10pct", "smooth"), ("paper_ov_10pct", "independent"), ("paper_ov_10pct", "shared_base")]
+    assert report["settings"]["inputs"] == ["smooth", "independent", "shared_base"]
+    assert "| paper_ov_10pct | shared_base |" in capsys.readouterr().out
+    # the families differ: a static scene's frames resemble each other, independent ones do not
+    a = bench.make_inputs(4, 16, family="shared_base").features
+    b = bench.make_inputs(4, 16, family="independent").features
+    sim = torch.nn.functional.cosine_similarity
+    assert sim(a[0], a[1], dim=-1).mean() > 0.7 > 0.2 > sim(b[0], b[1], dim=-1).mean().abs()
+
+
+def test_unknown_input_family_lists_the_known_ones(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--inputs", "noise", "--json", str(tmp_path / "b.json")])
+    with pytest.raises(ValueError, match=r"input family 'noise' is unknown; expected one of \['independent', 'shared_base', 'smooth'\]"):
+        bench.make_inputs(4, 16, family="noise")

@@ -10,8 +10,8 @@ frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1)
 
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
 at 64 frames; N = 729 tokens per frame (27x27 SigLIP grid), D = 3584. float32 on CPU, bfloat16 on
-CUDA. Inputs are a seeded smooth random field over (time, row, col) plus noise, with random
-positive attention scores.
+CUDA. Inputs are seeded, of the families in :data:`INPUT_FAMILIES` (``--inputs``; default ``smooth``:
+a smooth random field over (time, row, col) plus noise), with random positive attention scores.
 
 Commands::
 
@@ -19,6 +19,7 @@ Commands::
     python -m visionzip.bench --stages              # also time every stage of the first preset
     python -m visionzip.bench --device cpu --presets paper_ov_10pct --repeats 3
     python -m visionzip.bench --quick --json /tmp/b.json   # small shapes (D=256, 1 repeat), for tests
+    python -m visionzip.bench --inputs smooth,independent,shared_base   # every preset on every input family
 
 Prints a Markdown table (paste into docs/benchmarks.md) and writes every number plus the
 environment to ``--json`` (default ``runs/bench/compress.json``).
@@ -63,8 +64,15 @@ DEFAULT_JSON = Path("runs/bench/compress.json")
 MB = 1e6
 GB = 1e9
 
+#: the seeded input families ``--inputs`` offers, by name
+INPUT_FAMILIES = {
+    "smooth": "a smooth random field over (time, row, col) plus noise: neighbouring tokens and frames alike",
+    "independent": "independent standard-normal frames: no token resembles another",
+    "shared_base": "one random base per video plus per-frame noise: a static scene",
+}
+
 TABLE_HEADER = (
-    "| config | F × N × D | tokens out | retention | median ms | min ms | floor median ms | ratio "
+    "| config | inputs | F × N × D | tokens out | retention | median ms | min ms | floor median ms | ratio "
     "| peak MB | input MB | naive temp GB |"
 )
 STAGE_HEADER = "| stage | median ms | min ms | share of stages | × floor | peak MB |"
@@ -90,17 +98,26 @@ def make_inputs(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    family: str = "smooth",
 ) -> BenchInputs:
-    """A seeded synthetic video: a smooth random field over (time, row, col) plus noise, so that
-    neighbouring tokens and frames are similar as in a real video; scores uniform in (0, 1].
-    Generated in float32 on the CPU (identical for every device), then cast and moved."""
+    """A seeded synthetic video of one of :data:`INPUT_FAMILIES` (default ``smooth``: a smooth random
+    field over (time, row, col) plus noise, so that neighbouring tokens and frames are similar as in a
+    real video); scores uniform in (0, 1]. Generated in float32 on the CPU (identical for every device),
+    then cast and moved."""
+    if family not in INPUT_FAMILIES:
+        raise ValueError(f"input family {family!r} is unknown; expected one of {sorted(INPUT_FAMILIES)}")
     g = torch.Generator().manual_seed(seed)
     h, w = grid
-    coarse = torch.randn(1, dim, max(frames // 4, 2), max(h // 6, 2), max(w // 6, 2), generator=g)  # (1, D, f, h', w')
-    field = Fn.interpolate(coarse, size=(frames, h, w), mode="trilinear", align_corners=True)  # (1, D, F, H, W)
-    features = field[0].permute(1, 2, 3, 0).contiguous().view(frames, h * w, dim)  # (F, N, D), row-major
-    del field
-    features.add_(torch.randn(frames, h * w, dim, generator=g), alpha=0.5)
+    if family == "smooth":
+        coarse = torch.randn(1, dim, max(frames // 4, 2), max(h // 6, 2), max(w // 6, 2), generator=g)  # (1, D, f, h', w')
+        field = Fn.interpolate(coarse, size=(frames, h, w), mode="trilinear", align_corners=True)  # (1, D, F, H, W)
+        features = field[0].permute(1, 2, 3, 0).contiguous().view(frames, h * w, dim)  # (F, N, D), row-major
+        del field
+        features.add_(torch.randn(frames, h * w, dim, generator=g), alpha=0.5)
+    elif family == "independent":
+        features = torch.randn(frames, h * w, dim, generator=g)
+    else:  # shared_base
+        features = torch.randn(frames, h * w, dim, generator=g).mul_(0.5).add_(torch.randn(1, h * w, dim, generator=g))
     shallow = 1.0 - torch.rand(frames, h * w, generator=g)  # (F, N) in (0, 1]
     deep = 1.0 - torch.rand(frames, h * w, generator=g)
     newline = torch.randn(dim, generator=g)  # (D,)
@@ -225,14 +242,15 @@ def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.T
 
 
 def bench_config(
-    name: str, *, frames: int | None, dim: int, repeats: int, seed: int, dtype: torch.dtype, device: torch.device
+    name: str, *, frames: int | None, dim: int, repeats: int, seed: int, dtype: torch.dtype, device: torch.device,
+    family: str = "smooth",
 ) -> dict[str, Any]:
-    """Time and measure ``compress_video`` with preset ``name`` and its floor product."""
+    """Time and measure ``compress_video`` with preset ``name`` on inputs of ``family``, and its floor product."""
     cfg = get_preset(name)
     f_ = model_frames(cfg) if frames is None else frames
     n = GRID[0] * GRID[1]
     k = floor_anchors(cfg, n)
-    inp = make_inputs(f_, dim, seed=seed, dtype=dtype, device=device)
+    inp = make_inputs(f_, dim, seed=seed, dtype=dtype, device=device, family=family)
     run = partial(
         compress_video, inp.features, inp.shallow_scores, inp.deep_scores, config=cfg, grid=GRID,
         image_newline=inp.image_newline,
@@ -249,6 +267,7 @@ def bench_config(
     naive = f_ * (n - k) * k * dim * itemsize  # bytes of one (F, n_p, n_r, D) temporary
     return {
         "config": name,
+        "inputs": family,
         "method": cfg.method,
         "frames": f_,
         "tokens_per_frame": n,
@@ -404,7 +423,7 @@ def results_table(results: list[dict[str, Any]]) -> str:
     lines = [TABLE_HEADER, _separator(TABLE_HEADER)]
     for r in results:
         lines.append(
-            f"| {r['config']} | {r['frames']} × {r['tokens_per_frame']} × {r['dim']} | {r['output_tokens']} "
+            f"| {r['config']} | {r['inputs']} | {r['frames']} × {r['tokens_per_frame']} × {r['dim']} | {r['output_tokens']} "
             f"| {r['retention']:.3f} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['floor']['median_ms']:.0f} "
             f"| {r['ratio']:.1f} | {_fmt(r['peak_extra_mb'], '.0f')} | {r['input_mb']:.0f} | {r['naive_temp_gb']:.1f} |"
         )
@@ -467,6 +486,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=_positive_int, default=None, help="timed runs after 1 warm-up (default 5; 1 with --quick)")
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="comma-separated preset names")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    parser.add_argument("--inputs", default="smooth",
+                        help=f"comma-separated input families, each timed with every preset: {', '.join(INPUT_FAMILIES)}")
     parser.add_argument("--stages", action="store_true", help="also time each stage of the first preset")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output JSON (default {DEFAULT_JSON})")
     parser.add_argument("--quick", action="store_true", help=f"small shapes for tests: D={QUICK_DIM}, 1 repeat")
@@ -491,10 +512,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.stages and name == presets[0] and not isinstance(cfg, AOTConfig):
             parser.error(f"--stages times AOT's stages; the first preset {name!r} is method {cfg.method!r}")
 
+    families = [f.strip() for f in args.inputs.split(",") if f.strip()]
+    unknown = [f for f in families if f not in INPUT_FAMILIES]
+    if unknown or not families:
+        parser.error(f"--inputs {args.inputs!r}: unknown input family {unknown}; expected some of {sorted(INPUT_FAMILIES)}")
+
     env = environment(device, dtype)
     monitor = LoadMonitor()
     common = {"frames": args.frames, "dim": dim, "repeats": repeats, "seed": args.seed, "dtype": dtype, "device": device}
-    results = [bench_config(name, **common) for name in presets]
+    results = [bench_config(name, family=family, **common) for name in presets for family in families]
     stages = bench_stages(presets[0], **common) if args.stages else None
     env["load"] = monitor.report()
 
@@ -509,7 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "environment": env,
         "settings": {"repeats": repeats, "warmup": 1, "seed": args.seed, "dim": dim, "grid": list(GRID),
-                     "frames": args.frames, "quick": args.quick, "presets": presets},
+                     "frames": args.frames, "quick": args.quick, "presets": presets, "inputs": families},
         "results": results,
         "stages": stages,
     }
