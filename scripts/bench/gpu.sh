@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU half of the speed benchmarks in one command, for one GPU in bf16, within about 8 minutes. It needs
+# nothing beyond torch, transformers and this repository's code: no internet, no download, no lmms-eval.
+#
+#   bash scripts/bench/gpu.sh                 # writes runs/bench/gpu/{compress,e2e}.{json,md}
+#   bash scripts/bench/gpu.sh /tmp/out        # another output folder
+#   PYTHON=/opt/env/bin/python bash scripts/bench/gpu.sh
+#
+# 1. python -m visionzip.bench: the AOT step against its floor for every preset and input family (smooth,
+#    independent, shared_base) at LLaVA-OV-7B / LLaVA-Video-7B shapes, plus the per-stage table.
+# 2. python -m llava.bench.e2e: the whole LLaVA-OV-7B (32 frames) and LLaVA-Video-7B (64 frames) stacks with
+#    random weights: tower with and without score capture, compression, prefill, first token, TTFT at full
+#    tokens and 25/15/10 %.
+# Record the figures in docs/benchmarks.md with the device named (the JSON holds the environment).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python; fi
+out=${1:-runs/bench/gpu}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository's own code, installed or not
+"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is the GPU half')"
+"$py" -m visionzip.bench --device cuda --inputs smooth,independent,shared_base --stages --json "$out/compress.json" \
+  | tee "$out/compress.md"
+"$py" -m llava.bench.e2e --device cuda --json "$out/e2e.json" | tee "$out/e2e.md"
+echo "wrote $out/compress.json $out/e2e.json"
