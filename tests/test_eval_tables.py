@@ -20,7 +20,7 @@ from llava.eval.tables import TableError, list_tables, load_table, slugify, tabl
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts" / "eval"
 OV_ARGS = ("pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,"
-           "max_frames_num=32,mm_spatial_pool_mode=bilinear")
+           "max_frames_num=32")
 
 
 # ------------------------------------------------------------------------------------------- configs
@@ -224,7 +224,7 @@ def test_plan_selection_and_smoke_table():
 
 def test_plan_video_table_model_args():
     runs = plan_commands("llava_video_7b")
-    assert len(runs) == 12
+    assert len(runs) == 16  # full tokens, the release's k180, 25 %, 15 %
     args = runs[0].argv[runs[0].argv.index("--model_args") + 1]
     assert args == ("pretrained=lmms-lab/LLaVA-Video-7B-Qwen2,conv_template=qwen_1_5,max_frames_num=64,"
                     "mm_spatial_pool_mode=average,mm_newline_position=grid,force_sample=True,"

@@ -92,7 +92,9 @@ def test_cells_avg_paper_and_missing(ov_runs):
     data = gather("llava_ov_7b", ov_runs)
     lines = _table_lines(render_markdown(data))
     #                         MVBench EgoSchema LVB  VideoMME Avg  Retention TFLOPs Failed
-    assert lines["Full tokens"] == ["58.0 (1 failed)", "60.4", "56.1", "58.9 (2 failed)", "58.4", "100.0 %", "40.8", "3"]
+    # each cell: score @ the retention its run measured (failed samples)
+    assert lines["Full tokens"] == ["58.0 @ 100.0 % (1 failed)", "60.4 @ 100.0 %", "56.1 @ 100.0 %",
+                                    "58.9 @ 100.0 % (2 failed)", "58.4", "100.0 %", "40.8", "3"]
     assert lines["↳ paper"] == ["58.3", "60.4", "56.4", "58.6", "58.4", "", "", ""]
     assert lines["↳ Δ vs paper"] == ["-0.3", "0.0", "-0.3", "+0.3", "-0.1", "", "", ""]
     assert lines["AOT 10 %"] == ["57.0", "61.0", "—", "55.0", "—", "≈10 %", "≈3.36", "—"]
@@ -168,7 +170,7 @@ def test_tflops_from_visual_tokens_when_the_summary_has_none(tmp_path):
     assert row["tflops"] == pytest.approx(prefill_flops(160, layers=2, hidden=64, ffn=128) / 1e12)
     assert row["retention"] == pytest.approx(0.1) and row["failed"] == 1
     lines = _table_lines(render_markdown(data))
-    assert lines["AOT 10 %"][:3] == ["25.0 (1 failed)", "25.0", "10.0 %"]
+    assert lines["AOT 10 %"][:3] == ["25.0 @ 10.0 % (1 failed)", "25.0", "10.0 %"]
     assert lines["Full tokens"] == ["—", "—", "≈100 %", f"≈{gather_mod._fmt_tflops(data['rows'][0]['tflops'])}", "—"]
 
 
@@ -177,7 +179,7 @@ def test_main_writes_markdown_json_and_plot(ov_runs, tmp_path, capsys):
     assert gather_mod.main(["llava_ov_7b", "--runs", str(ov_runs), "--out", str(out), "--json", str(js),
                             "--plot", str(png)]) == 0
     stdout = capsys.readouterr().out
-    assert "| Full tokens | 58.0 (1 failed) | 60.4 | 56.1 | 58.9 (2 failed) | 58.4 |" in stdout
+    assert "| Full tokens | 58.0 @ 100.0 % (1 failed) | 60.4 @ 100.0 % | 56.1 @ 100.0 % | 58.9 @ 100.0 % (2 failed) | 58.4 |" in stdout
     assert "Missing runs (13):" in stdout
     assert out.read_text() in stdout
     data = json.loads(js.read_text())

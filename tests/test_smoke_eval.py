@@ -121,3 +121,17 @@ def test_readme_smoke_evaluation(tmp_path):
         summary = json.loads(Path(cell["efficiency_file"]).read_text())
         assert summary["results_file"] == Path(cell["results_file"]).name and summary["source"] == "samples"
     assert (tmp_path / "table.md").is_file() and (tmp_path / "table.png").stat().st_size > 10_000
+
+    # the retention audit on the smoke evaluation's outputs: per row, the measured retention and its spread
+    from llava.eval.audit import audit, render
+
+    report = audit("smoke_tiny", tmp_path)
+    by_row = {e["row"]: e for e in report["entries"]}
+    assert by_row["Full tokens"]["status"] == "ok" and by_row["Full tokens"]["mean"] == 1.0
+    assert by_row["Full tokens"]["retention_min"] == by_row["Full tokens"]["retention_max"] == 1.0
+    aot_entry = by_row["AOT 10 %"]
+    assert aot_entry["samples"] == 4 and aot_entry["mean"] == pytest.approx(aot["retention_mean"])
+    assert aot_entry["retention_min"] <= aot_entry["mean"] <= aot_entry["retention_max"]
+    # the preset's retention on these synthetic clips is not its LLaVA-OV-7B label: the audit says so
+    assert aot_entry["flag"] is (abs(aot_entry["mean"] - 0.10) > 0.01)
+    assert "### Retention audit" in render(report)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,12 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
     for name in MEAN_FIELDS:
         values = [float(r[name]) for r in ok if isinstance(r.get(name), (int, float)) and math.isfinite(float(r[name]))]
         agg[f"{name}_mean"] = sum(values) / len(values) if values else None
+    retentions = [float(r["retention"]) for r in ok if isinstance(r.get("retention"), (int, float))
+                  and math.isfinite(float(r["retention"]))]
+    # the spread of retention over the samples (the retention audit's)
+    agg["retention_min"] = min(retentions) if retentions else None
+    agg["retention_max"] = max(retentions) if retentions else None
+    agg["retention_std"] = (statistics.pstdev(retentions) if len(retentions) > 1 else 0.0) if retentions else None
     peaks = [float(r["peak_memory_mb"]) for r in ok if isinstance(r.get("peak_memory_mb"), (int, float))]
     agg["peak_memory_mb_max"] = max(peaks) if peaks else None
     kinds = sorted({r.get("peak_memory_kind") for r in ok if r.get("peak_memory_kind")})

@@ -77,6 +77,18 @@ def read_score(results: dict, column: Column) -> tuple[float | None, str | None]
     return raw, None
 
 
+def read_subtasks(results: dict, column: Column) -> dict[str, float]:
+    """{subtask: score in percent} of a group column (MVBench's 20 tasks), as lmms-eval lists them."""
+    table = results.get("results") or {}
+    names = (results.get("group_subtasks") or {}).get(column.task) or [t for t in table if t.startswith(column.task + "_")]
+    out = {}
+    for name in sorted(names):
+        raw = _number((table.get(name) or {}).get(column.metric))
+        if raw is not None:
+            out[name] = 100.0 * raw if column.scale == "fraction" and raw <= 1.0 + 1e-9 else raw
+    return out
+
+
 def read_efficiency(results_path: Path, column: Column) -> tuple[dict | None, str | None]:
     """The run's efficiency stats (the summary's ``overall``: one run is one column), or a reason."""
     path = efficiency_path(results_path)
@@ -143,10 +155,18 @@ def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str
     except (OSError, ValueError) as err:
         problems.append(f"{row.label} / {column.label}: {results_path}: unreadable ({err})")
         return cell
-    score, why = read_score(results if isinstance(results, dict) else {}, column)
+    results = results if isinstance(results, dict) else {}
+    score, why = read_score(results, column)
     cell["score"] = score
     if why:
         problems.append(f"{row.label} / {column.label}: {results_path}: {why}")
+    model = (results.get("config") or {}).get("model")
+    cell["model"] = model
+    if model not in (None, table.model):
+        problems.append(f"{row.label} / {column.label}: {results_path} is a run of model {model!r}, not the table's "
+                        f"{table.model!r}: no delta is shown for it")
+    if column.aggregate == "subtask_mean":
+        cell["subtasks"] = read_subtasks(results, column)
     stats, note = read_efficiency(results_path, column)
     if note:
         problems.append(f"{row.label} / {column.label}: {note}")
@@ -154,7 +174,7 @@ def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str
         cell["efficiency_file"] = str(efficiency_path(results_path))
         for key in ("samples", "failed"):
             cell[key] = stats.get(key) if isinstance(stats.get(key), int) else None
-        for key in ("retention_mean", "prefill_tflops_mean", "visual_tokens_mean", "visual_tokens_plain_mean",
+        for key in ("retention_mean", "retention_min", "retention_max", "retention_std", "prefill_tflops_mean", "visual_tokens_mean", "visual_tokens_plain_mean",
                     "frames_mean", "ttft_ms_mean", "vision_ms_mean", "compression_ms_mean", "peak_memory_mb_max"):
             cell[key] = _number(stats.get(key))
         if cell["prefill_tflops_mean"] is None and cell["visual_tokens_mean"] is not None:
@@ -171,12 +191,28 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
     numbers; plus the missing runs and the problems met (unreadable files, absent metrics)."""
     if not isinstance(table, Table):
         table = load_table(table)
+    from llava.eval.reference import reference_cells
+
     runs = Path(runs if runs is not None else table.output_dir)
     problems: list[str] = []
     missing: list[str] = []
+    release_cells, warnings, release_source = reference_cells(table)
     rows = []
     for row in table.rows:
         cells = {c.label: _cell(table, row, c, runs, problems) for c in table.columns}
+        for c in table.columns:
+            ref = release_cells.get((row.label, c.label))
+            cell = cells[c.label]
+            cell["release"] = None if ref is None else {k: ref[k] for k in ("score", "file", "date")}
+            comparable = ref is not None and cell["score"] is not None and cell.get("model") in (None, table.model)
+            cell["delta_vs_release"] = cell["score"] - ref["score"] if comparable else None
+            if ref is not None and ref["subtasks"]:
+                ours = cell.get("subtasks") or {}
+                cell["subtask_table"] = [
+                    {"subtask": name, "ours": ours.get(name), "release": value,
+                     "delta": (ours[name] - value) if name in ours and cell.get("model") in (None, table.model) else None}
+                    for name, value in ref["subtasks"].items()
+                ]
         for c in table.columns:
             if cells[c.label]["results_file"] is None:
                 missing.append(f"{row.label} / {c.label}: no *_results.json under {cells[c.label]['run_dir']}")
@@ -185,6 +221,7 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
         tflops = _mean([x["prefill_tflops_mean"] for x in cells.values() if x.get("prefill_tflops_mean") is not None])
         failed = [x["failed"] for x in cells.values() if x.get("failed") is not None]
         paper = {c.label: row.paper_score(c.label) for c in table.columns if row.paper_score(c.label) is not None}
+        release = {c.label: cells[c.label]["release"]["score"] for c in table.columns if cells[c.label]["release"]}
         avg = _mean(scores) if all(s is not None for s in scores) else None
         paper_avg = _mean(list(paper.values())) if len(paper) == len(table.columns) else None
         rows.append({
@@ -202,10 +239,14 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
             "paper": paper or None,
             "paper_avg": paper_avg,
             "delta_vs_paper": {k: cells[k]["score"] - v for k, v in paper.items() if cells[k]["score"] is not None} or None,
+            "release": release or None,
+            "delta_vs_release": {k: cells[k]["delta_vs_release"] for k in release
+                                 if cells[k]["delta_vs_release"] is not None} or None,
         })
     return {"table": table.name, "title": table.title, "source": table.source, "runs": str(runs),
             "columns": [{"label": c.label, "task": c.task, "metric": c.metric, "scale": c.scale} for c in table.columns],
-            "rows": rows, "missing": missing, "problems": problems}
+            "rows": rows, "missing": missing, "problems": problems, "warnings": warnings,
+            "reference": release_source or None}
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -215,9 +256,16 @@ def _fmt_score(value: float | None) -> str:
     return DASH if value is None else f"{value:.1f}"
 
 
+#: a subtask whose score differs from the release's by more than this (points) is flagged
+SUBTASK_FLAG_POINTS = 2.0
+
+
 def _fmt_cell(cell: dict[str, Any]) -> str:
-    """A run's score, marked with its failed samples when it has any: ``56.1 (3 failed)``."""
+    """A run's score with its measured retention, marked with its failed samples when it has any:
+    ``56.1 @ 10.2 % (3 failed)``."""
     text = _fmt_score(cell["score"])
+    if cell["score"] is not None and cell.get("retention_mean") is not None:
+        text += f" @ {100 * cell['retention_mean']:.1f} %"
     return f"{text} ({cell['failed']} failed)" if cell.get("failed") else text
 
 
@@ -263,6 +311,12 @@ def render_markdown(data: dict[str, Any]) -> str:
             avg_delta = row["avg"] - row["paper_avg"] if row["avg"] is not None and row["paper_avg"] is not None else None
             lines.append("| ↳ Δ vs paper | " + " | ".join([*(_fmt_delta(delta.get(k)) for k in labels),
                                                            _fmt_delta(avg_delta), "", "", ""]) + " |")
+        if row.get("release"):
+            release = [_fmt_score(row["release"].get(k)) for k in labels]
+            lines.append("| ↳ release log | " + " | ".join([*release, "", "", "", ""]) + " |")
+        if row.get("delta_vs_release"):
+            delta = row["delta_vs_release"]
+            lines.append("| ↳ Δ vs release | " + " | ".join([*(_fmt_delta(delta.get(k)) for k in labels), "", "", "", ""]) + " |")
     lines.append("")
     notes = ["Scores in %; Avg only when every benchmark has a result. Retention: visual tokens into the LLM "
              "(newlines excluded) over frames × pooled tokens per frame; TFLOPs: prefill over the visual "
@@ -273,8 +327,37 @@ def render_markdown(data: dict[str, Any]) -> str:
                      "<date>_aot_efficiency.json.")
     if estimated:
         notes.append("≈: no efficiency summary for the row; retention is nominal and TFLOPs computed from it.")
+    notes.append("A cell's @ figure is the retention its run measured (mean over its samples).")
+    ref = data.get("reference")
+    if ref:
+        notes.append(f"↳ paper: the paper's numbers. ↳ release log: the authors' own lmms-eval results "
+                     f"({ref['source']}: {ref['model']} runs under {ref['folder']}; figures in "
+                     f"configs/eval/{Path(ref['file']).name}, each run's date and model_args in table.json); "
+                     "Δ: ours minus theirs.")
+        if ref.get("unmatched"):
+            notes.append("Logged runs matched to no row: " + ", ".join(Path(f).name for f in ref["unmatched"]) + ".")
     lines += notes
+    lines += _subtask_tables(data)
     return "\n".join(lines) + "\n"
+
+
+def _subtask_tables(data: dict[str, Any]) -> list[str]:
+    """One table per row with a release log of a group column (MVBench): ours, theirs, Δ, and ⚠ where
+    the gap exceeds :data:`SUBTASK_FLAG_POINTS` (where a first GPU run is debugged)."""
+    out: list[str] = []
+    for row in data["rows"]:
+        for label, cell in row["cells"].items():
+            entries = cell.get("subtask_table")
+            if not entries:
+                continue
+            flagged = [e for e in entries if e["delta"] is not None and abs(e["delta"]) > SUBTASK_FLAG_POINTS]
+            out += ["", f"#### {label} per subtask: {row['label']} (⚠: |Δ| > {SUBTASK_FLAG_POINTS:g} points; "
+                    f"{len(flagged)} flagged)", "", "| subtask | ours | release log | Δ | |", "|---|---:|---:|---:|---|"]
+            for e in entries:
+                flag = "⚠" if e in flagged else ""
+                out.append(f"| {e['subtask']} | {_fmt_score(e['ours'])} | {_fmt_score(e['release'])} "
+                           f"| {_fmt_delta(e['delta'])} | {flag} |")
+    return out
 
 
 def render_plot(data: dict[str, Any], path: str | Path) -> Path:
@@ -346,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     if data["problems"]:
         print(f"Problems ({len(data['problems'])}):")
         print("\n".join(f"  {p}" for p in data["problems"]))
+    if data["warnings"]:
+        print(f"Warnings ({len(data['warnings'])}):")
+        print("\n".join(f"  {w}" for w in data["warnings"]))
     print(f"wrote {out}, {out_json}, {out_plot}")
     return 0
 

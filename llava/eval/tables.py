@@ -105,6 +105,22 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Where a table's cells find the release's logged runs (:mod:`llava.eval.reference`): runs of the
+    lmms-eval ``model`` whose file lies under ``folder`` and is named ``<column file>_<row tag>.json``."""
+
+    model: str
+    folder: str
+    columns: tuple[tuple[str, str, str], ...]  # (column label, file prefix, logged task)
+    rows: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (row label, ((column label or "default", tag), ...))
+    source: str = "aot_release_logs.json"
+
+    def tag_for(self, row: str, column: str) -> str | None:
+        tags = dict(dict(self.rows).get(row, ()))
+        return tags.get(column, tags.get("default"))
+
+
+@dataclass(frozen=True)
 class Table:
     """A paper table: what to run (model, lmms-eval arguments) and how to lay out the results."""
 
@@ -120,6 +136,7 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     source: str = ""
+    reference: Reference | None = None
 
     def column(self, label: str) -> Column:
         return _pick(self.columns, label, "column")
@@ -150,7 +167,9 @@ class TableError(ValueError):
 
 
 _TOP_KEYS = {"name": True, "title": True, "model": True, "model_args": True, "launcher": True, "batch_size": False,
-             "lmms_args": False, "output_dir": True, "model_shape": True, "columns": True, "rows": True}
+             "lmms_args": False, "output_dir": True, "model_shape": True, "columns": True, "rows": True,
+             "reference": False}
+_REFERENCE_KEYS = {"model": True, "folder": True, "columns": True, "rows": True, "source": False}
 _COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False}
 _ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False}
 _SHAPE_KEYS = {"layers": True, "hidden": True, "ffn": True, "tokens_per_frame": True}
@@ -299,6 +318,38 @@ def _load_rows(ck: _Checker, value: Any, columns: tuple[Column, ...]) -> tuple[R
     return tuple(rows)
 
 
+def _load_reference(ck: _Checker, value: Any, columns: tuple[Column, ...], rows: Any) -> Reference | None:
+    """The optional ``reference:`` section: which logged run stands beside which cell."""
+    if value is None:
+        return None
+    data = ck.mapping(value, "reference", _REFERENCE_KEYS)
+    labels = [c.label for c in columns]
+    cols = []
+    for label, spec in ck.free_mapping(data["columns"], "reference.columns").items():
+        if label not in labels:
+            raise ck.fail(f"reference.columns.{label}", f"is not a column; expected one of {labels}")
+        column = next(c for c in columns if c.label == label)
+        if isinstance(spec, str):
+            cols.append((label, spec, column.task))
+        else:
+            entry = ck.mapping(spec, f"reference.columns.{label}", {"file": True, "task": True})
+            cols.append((label, ck.text(entry["file"], f"reference.columns.{label}.file"),
+                         ck.text(entry["task"], f"reference.columns.{label}.task")))
+    row_labels = [r.get("label") for r in rows if isinstance(r, dict)]
+    out_rows = []
+    for label, spec in ck.free_mapping(data["rows"], "reference.rows").items():
+        if label not in row_labels:
+            raise ck.fail(f"reference.rows.{label}", f"is not a row; expected one of {row_labels}")
+        tags = {"default": spec} if not isinstance(spec, dict) else dict(ck.free_mapping(spec, f"reference.rows.{label}"))
+        for key in tags:
+            if key != "default" and key not in labels:
+                raise ck.fail(f"reference.rows.{label}.{key}", f"is not a column; expected 'default' or one of {labels}")
+        out_rows.append((label, tuple((str(k), str(v)) for k, v in tags.items())))
+    return Reference(model=ck.text(data["model"], "reference.model"), folder=ck.text(data["folder"], "reference.folder"),
+                     columns=tuple(cols), rows=tuple(out_rows),
+                     source=ck.text(data.get("source", "aot_release_logs.json"), "reference.source"))
+
+
 def _resolve(path_or_name: str | Path) -> Path:
     text = str(path_or_name)
     if text.endswith((".yaml", ".yml")) or Path(text).is_file() or "/" in text:
@@ -350,4 +401,5 @@ def load_table(path_or_name: str | Path) -> Table:
         columns=columns,
         rows=_load_rows(ck, data["rows"], columns),
         source=str(path),
+        reference=_load_reference(ck, data.get("reference"), columns, data["rows"]),
     )
