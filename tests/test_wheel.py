@@ -73,8 +73,10 @@ def test_installed_from_the_wheel_alone(wheel_env, empty):
 def test_every_preset_by_name(wheel_env, empty):
     code = ("import visionzip as vz; names = vz.list_presets(None); [vz.get_preset(n) for n in names]; "
             "from llava.eval.tables import list_tables, load_table; [load_table(t) for t in list_tables()]; "
-            "print(len(names), len(list_tables()))")
-    presets, tables = map(int, _run([str(wheel_env / "bin" / "python"), "-c", code], cwd=empty).stdout.split())
+            "from llava.eval.reference import load_reference; "
+            "print(len(names), len(list_tables()), len(load_reference()['runs']))")
+    presets, tables, logged = map(int, _run([str(wheel_env / "bin" / "python"), "-c", code], cwd=empty).stdout.split())
+    assert logged == len(json.loads((ROOT / "configs" / "eval" / "aot_release_logs.json").read_text())["runs"])
     assert presets == len(list((ROOT / "configs" / "compression").glob("*.yaml")))
     assert tables == len(list((ROOT / "configs" / "eval").glob("*.yaml")))
 
