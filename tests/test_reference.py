@@ -136,3 +136,24 @@ def test_reference_rows_and_columns_must_exist(tmp_path):
     path.write_text(text)
     with pytest.raises(TableError, match=r"reference.rows.AOT 30 %.*is not a row"):
         load_table(path)
+
+
+def test_logged_runs_of_a_benchmark_the_table_lacks_are_named(tmp_path):
+    """A table without VideoMME beside the OneVision logs: the logged videomme runs are named, never
+    matched to another column."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "configs" / "eval" / "llava_ov_7b.yaml").read_text())
+    data["columns"] = [c for c in data["columns"] if c["label"] != "VideoMME"]
+    for row in data["rows"]:
+        if isinstance(row.get("paper"), dict):
+            row["paper"].pop("VideoMME", None)
+        if isinstance(row.get("compression"), dict):
+            row["compression"].pop("VideoMME", None)
+    data["reference"]["columns"].pop("VideoMME")
+    path = tmp_path / "llava_ov_7b.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = gather(load_table(path), tmp_path / "runs")
+    named = [w for w in out["warnings"] if "videomme" in w]
+    assert len(named) == 4 and all("which the table does not have; not shown" in w for w in named)
+    assert all("VideoMME" not in (r["release"] or {}) for r in out["rows"])
