@@ -15,7 +15,7 @@ import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_finite, check_grid, check_mask, check_tensor
 from .config import AOTConfig, OTMass, PoolMode, SinkhornStop
-from .layout import grid_distances, pool_tokens, pooling_matrix
+from .layout import grid_distances, pool_tokens, pooling_matrix, pooling_taps
 from .ops import front_indices
 from .sinkhorn import sinkhorn
 
@@ -55,6 +55,18 @@ class IntraWeights:
             anchors = x.gather(1, self.index[..., None].expand(f_, k, x.shape[-1]))
         context = torch.bmm(self.weights.transpose(1, 2).to(x.dtype), x)  # (F, k, D)
         return anchors.float() * self.self_weight[..., None] + context.float(), anchors
+
+    def anchor_delta(self, x: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        """(F, k, D) float32: each anchor's merged value minus its value in x, ``(self_weight - 1) X_j +
+        sum_i weights_ij X_i``, computed in place on the product (no merged copy). Exactly zero at padding
+        slots: their weights are 0 and their self weight is 1."""
+        f_, k = self.index.shape
+        if same and self.anchors is not None:
+            anchors = self.anchors
+        else:
+            anchors = x.gather(1, self.index[..., None].expand(f_, k, x.shape[-1]))
+        delta = torch.bmm(self.weights.transpose(1, 2).to(x.dtype), x).float()  # (F, k, D)
+        return delta.addcmul_(anchors.float(), (self.self_weight - 1.0)[..., None])
 
 
 def intra_weights(
@@ -110,7 +122,8 @@ def intra_weights(
     self_weight = ot_weight / ot_den + (1.0 - ot_weight) / nn_den  # (F, n_r)
     weights = plan * (ot_weight * scale / ot_den)[:, None, :] + onehot * ((1.0 - ot_weight) / nn_den)[:, None, :]
     untouched = (n_p == 0)[:, None]  # every token an anchor: the frame passes through unchanged
-    self_weight = torch.where(untouched, torch.ones_like(self_weight), self_weight)
+    # padding slots (no anchor) get self weight exactly 1 (their weights are 0): their delta is exactly 0
+    self_weight = torch.where(untouched | ~valid_r, torch.ones_like(self_weight), self_weight)
     return IntraWeights(idx_r, valid_r, self_weight, weights, anchors)
 
 
@@ -123,18 +136,27 @@ def apply_intra_pool(
     pooling M (``max`` pooling materialises the merged frames). Returns (F, n, D) in x's dtype."""
     if weights is None:
         return pool_tokens(x, grid, mode, stride)
-    merged, anchors = weights.merged_anchors(x, same=same)
     if mode is PoolMode.MAX:
+        merged, _ = weights.merged_anchors(x, same=same)
         f_, k = weights.index.shape
         full = x.clone()
         flat = (weights.index + torch.arange(f_, device=x.device)[:, None] * x.shape[1])[weights.valid]
         full.view(-1, x.shape[-1])[flat] = merged.to(x.dtype)[weights.valid]
         return pool_tokens(full, grid, mode, stride)
-    pooled = pool_tokens(x, grid, mode, stride)
-    delta = (merged - anchors.float()) * weights.valid[..., None]  # (F, k, D)
+    delta = weights.anchor_delta(x, same=same)  # (F, k, D), zero at padding slots
+    cells, taps = pooling_taps(grid, mode, stride, x.device)
+    if cells.shape[1] == 1:  # each token feeds one cell (average, none): add each anchor's delta to its cell
+        pooled = pool_tokens(x, grid, mode, stride)
+        out = pooled.float()
+        if out is x or out.data_ptr() == x.data_ptr() or not out.is_contiguous():
+            out = out.clone()  # 'none' pools to x itself
+        f_, n, d = out.shape
+        target = cells[weights.index, 0] + torch.arange(f_, device=x.device)[:, None] * n  # (F, k)
+        out.view(f_ * n, d).index_add_(0, target.reshape(-1), delta.mul_(taps[weights.index, 0][..., None]).view(-1, d))
+        return out.to(x.dtype)
     m = pooling_matrix(grid, mode, stride, x.device)[weights.index]  # (F, k, n)
-    correction = torch.bmm(m.transpose(1, 2), delta)  # (F, n, D)
-    return (pooled.float() + correction).to(x.dtype)
+    correction = torch.bmm(m.transpose(1, 2), delta)  # (F, n, D) float32
+    return correction.add_(pool_tokens(x, grid, mode, stride)).to(x.dtype)  # in place: no third (F, n, D) tensor
 
 
 def merge_intra_frame(

@@ -251,6 +251,18 @@ def pooling_matrix(grid: tuple[int, int], mode: PoolMode, stride: int, device: t
 
 
 @functools.lru_cache(maxsize=64)
+def pooling_taps(grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nonzero entries of each row of :func:`pooling_matrix`: ``(cells (N, P) long, weights (N, P)
+    float32)``, P the most cells one token feeds (1 for ``average`` and ``none``, up to 4 for
+    ``bilinear``), padded with weight 0; built once per (grid, mode, stride, device)."""
+    m = pooling_matrix(grid, mode, stride, device)
+    nonzero = m != 0
+    taps = max(int(nonzero.sum(1).max()), 1)
+    cells = torch.argsort(nonzero.to(torch.int8), dim=1, descending=True, stable=True)[:, :taps].contiguous()
+    return cells, m.gather(1, cells).contiguous()
+
+
+@functools.lru_cache(maxsize=64)
 def grid_distances(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(N, N) Euclidean distance between token positions (col/(W-1), row/(H-1)); built once per
     (grid, device)."""
