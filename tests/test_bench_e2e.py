@@ -17,9 +17,9 @@ def test_quick_run_reports_every_model_and_retention(tmp_path, capsys):
     report = e2e.main(["--quick", "--device", "cpu", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     stdout = capsys.readouterr().out
-    assert stdout.count(e2e.HEADER) == 2 and "(scaled: 1 of 2 tower layers" in stdout
+    assert stdout.count(e2e.HEADER) == 3 and "(scaled: 1 of 2 tower layers" in stdout
     by_model = {m["model"]: m for m in report["models"]}
-    assert set(by_model) == {"llava_ov_7b", "llava_video_7b"}
+    assert set(by_model) == {"llava_ov_7b", "llava_video_7b", "qwen2_5_vl_7b"}
     for m in by_model.values():
         rows = m["rows"]
         assert [r["retention"] for r in rows] == list(e2e.RETENTIONS)
@@ -36,6 +36,9 @@ def test_quick_run_reports_every_model_and_retention(tmp_path, capsys):
     # 2 frames of 27 x 27: OV pools to 14 x 14 plus one newline, LLaVA-Video to 13 x 13 with a newline per row
     assert by_model["llava_ov_7b"]["rows"][0]["visual_tokens"] == 2 * 196 + 1
     assert by_model["llava_video_7b"]["rows"][0]["visual_tokens"] == 2 * 13 * 14
+    # Qwen2.5-VL: 2 frames of 224 px are one temporal token of 8 x 8 merged tokens, no newline, no projector
+    qwen = by_model["qwen2_5_vl_7b"]
+    assert qwen["rows"][0]["visual_tokens"] == 64 and qwen["projector"]["median_ms"] == 0.0
 
 
 def test_a_shape_the_machine_cannot_hold_is_refused_before_allocating(capsys):
@@ -47,7 +50,7 @@ def test_a_shape_the_machine_cannot_hold_is_refused_before_allocating(capsys):
 def test_unknown_model_shape_lists_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         e2e.main(["--models", "llava_13b"])
-    assert "model shape 'llava_13b' is unknown; expected one of ['llava_ov_7b', 'llava_video_7b']" in capsys.readouterr().err
+    assert "model shape 'llava_13b' is unknown; expected one of ['llava_ov_7b', 'llava_video_7b', 'qwen2_5_vl_7b']" in capsys.readouterr().err
 
 
 def test_gpu_script_needs_only_torch_transformers_and_the_repository():

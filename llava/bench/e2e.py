@@ -4,9 +4,15 @@ and at 25 / 15 / 10 % retention, with the time to first token (TTFT) and its lim
 
 Shapes (:data:`MODELS`): LLaVA-OneVision-7B (SigLIP so400m, 26 layers kept, 27 x 27 = 729 patches per frame,
 bilinear 2 x 2 pooling to 196 tokens, one trailing newline; projector mlp2x_gelu 1152 -> 3584; Qwen2-7B:
-28 layers, hidden 3584, MLP 18944, 28 heads, 4 KV heads, vocabulary 152064) at 32 frames, and
+28 layers, hidden 3584, MLP 18944, 28 heads, 4 KV heads, vocabulary 152064) at 32 frames;
 LLaVA-Video-7B (the same stacks; average 2 x 2 pooling to 169 tokens, a newline after each of the 13 rows)
-at 64 frames.
+at 64 frames; Qwen2.5-VL-7B (transformers' own vision tower, 32 blocks 1280 wide with 112 px windows and
+four full-attention blocks, its 2 x 2 merger; 448 x 448 px frames: 16 x 16 tokens per temporal token of two
+frames; Qwen2.5-7B, the same widths as Qwen2-7B) at 32 frames, its score capture at two blocks
+(:mod:`llava.model.qwen_vl_scores`). On a CPU two of its blocks are timed, a windowed and a full-attention
+one, so the scaled tower time counts full-attention blocks more often than the model has them (a few per
+cent more: at 448 px the MLP dominates a block either way); the capture is measured on the full-attention
+block, as the default score layers are.
 
 * **On a GPU** (``--device cuda``) every layer of both stacks is built and run, in bfloat16: the figures
   are the whole model's.
@@ -80,11 +86,13 @@ class ModelShape:
     pool_mode: str
     newline_position: str
     score_layers: tuple[int, int] = (5, -2)
+    family: str = "llava"  # "llava": SigLIP + projector; "qwen2_5_vl": transformers' Qwen2.5-VL tower (merger inside)
 
     @property
     def grid(self) -> tuple[int, int]:
+        """The grid the compressor sees per layout frame: patches for LLaVA, merged tokens for Qwen2.5-VL."""
         side = self.image_size // self.patch_size
-        return side, side
+        return (side, side) if self.family == "llava" else (side // 2, side // 2)
 
 
 _LLAVA_7B = dict(vision_layers=26, vision_hidden=1152, vision_mlp=4304, vision_heads=16, image_size=384, patch_size=14,
@@ -92,16 +100,27 @@ _LLAVA_7B = dict(vision_layers=26, vision_hidden=1152, vision_mlp=4304, vision_h
 MODELS: dict[str, ModelShape] = {
     "llava_ov_7b": ModelShape("LLaVA-OneVision-7B", 32, **_LLAVA_7B, pool_mode="bilinear", newline_position="one_token"),
     "llava_video_7b": ModelShape("LLaVA-Video-7B-Qwen2", 64, **_LLAVA_7B, pool_mode="average", newline_position="grid"),
+    # Qwen2.5-VL-7B at 448 x 448 px: 32 x 32 patches, 2 x 2 merger -> 16 x 16 tokens per temporal token of 2 frames;
+    # vision 1280 wide, 32 blocks (windowed, full attention at 7/15/23/31), MLP 3420; Qwen2.5-7B as Qwen2-7B
+    "qwen2_5_vl_7b": ModelShape("Qwen2.5-VL-7B-Instruct", 32, vision_layers=32, vision_hidden=1280, vision_mlp=3420,
+                                vision_heads=16, image_size=448, patch_size=14, llm_layers=28, hidden=3584, mlp=18944,
+                                heads=28, kv_heads=4, vocab=152064, pool_mode="none", newline_position="no_token",
+                                score_layers=(7, 31), family="qwen2_5_vl"),
 }
 #: tiny widths with the real grid, for tests (``--quick``)
 QUICK = dict(vision_layers=2, vision_hidden=64, vision_mlp=128, vision_heads=4, image_size=54, patch_size=2,
              llm_layers=2, hidden=64, mlp=128, heads=4, kv_heads=2, vocab=512)
+#: Qwen2.5-VL's quick widths: patch 14 and its 112 px windows stay (a 224 px frame: 16 x 16 patches, 8 x 8 merged)
+QUICK_QWEN = dict(QUICK, image_size=224, patch_size=14, score_layers=(0, 1))
 
 
 def model_shape(name: str, *, quick: bool = False) -> ModelShape:
     if name not in MODELS:
         raise ValueError(f"model shape {name!r} is unknown; expected one of {sorted(MODELS)}")
-    return replace(MODELS[name], **QUICK) if quick else MODELS[name]
+    shape = MODELS[name]
+    if not quick:
+        return shape
+    return replace(shape, **(QUICK_QWEN if shape.family == "qwen2_5_vl" else QUICK))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,7 +140,7 @@ def _llm_params(s: ModelShape, layers: int) -> int:
 def needed_bytes(s: ModelShape, *, frames: int, vision_layers: int, llm_layers: int, text_tokens: int, itemsize: int) -> int:
     """Weights of the built layers, projector and LM head, plus the largest activations (frames' features
     a few times over, the LLM's widest intermediate at full tokens)."""
-    n = s.grid[0] * s.grid[1]
+    n = (s.image_size // s.patch_size) ** 2 // (2 if s.family == "qwen2_5_vl" else 1)  # tower tokens per sampled frame
     weights = (_vision_params(s, vision_layers) + s.vision_hidden * s.hidden + s.hidden * s.hidden
                + _llm_params(s, llm_layers) + s.hidden * s.vocab)
     tokens = frames * n + text_tokens
@@ -158,13 +177,15 @@ def build_stacks(s: ModelShape, *, vision_layers: int, llm_layers: int, device: 
     torch.set_default_dtype(dtype)  # built in place on the device, in the run's dtype (no float32 copy of 7B on the host)
     try:
         with torch.device(device):
-            tower = SigLipVisionTower(so400m_vision_config(
-                hidden_size=s.vision_hidden, intermediate_size=s.vision_mlp, num_hidden_layers=vision_layers,
-                num_attention_heads=s.vision_heads, image_size=s.image_size, patch_size=s.patch_size,
-            )).eval()
-            projector = build_vision_projector(SimpleNamespace(
-                mm_projector_type="mlp2x_gelu", mm_hidden_size=s.vision_hidden, hidden_size=s.hidden,
-            )).eval()
+            tower = projector = None
+            if s.family == "llava":  # Qwen2.5-VL's tower (with its merger) is build_qwen_tower's
+                tower = SigLipVisionTower(so400m_vision_config(
+                    hidden_size=s.vision_hidden, intermediate_size=s.vision_mlp, num_hidden_layers=vision_layers,
+                    num_attention_heads=s.vision_heads, image_size=s.image_size, patch_size=s.patch_size,
+                )).eval()
+                projector = build_vision_projector(SimpleNamespace(
+                    mm_projector_type="mlp2x_gelu", mm_hidden_size=s.vision_hidden, hidden_size=s.hidden,
+                )).eval()
             llm = Qwen2Model(Qwen2Config(
                 vocab_size=16, hidden_size=s.hidden, intermediate_size=s.mlp, num_hidden_layers=llm_layers,
                 num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, max_position_embeddings=32768,
@@ -172,11 +193,37 @@ def build_stacks(s: ModelShape, *, vision_layers: int, llm_layers: int, device: 
             head = torch.nn.Linear(s.hidden, s.vocab, bias=False)
     finally:
         torch.set_default_dtype(previous)
-    tower, projector, llm, head = (m.to(device=device, dtype=dtype) for m in (tower, projector, llm, head))
+    tower, projector, llm, head = (None if m is None else m.to(device=device, dtype=dtype)
+                                   for m in (tower, projector, llm, head))
     return {"tower": tower, "projector": projector, "llm": llm, "head": head}
 
 
+def build_qwen_tower(s: ModelShape, *, layers: int, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
+    """transformers' own Qwen2.5-VL vision tower at full width with ``layers`` blocks: windowed ones and, from
+    the second on, every other one with full attention (the 7B has 28 windowed and 4 full of 32)."""
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLVisionConfig(
+        depth=layers, hidden_size=s.vision_hidden, intermediate_size=s.vision_mlp, num_heads=s.vision_heads,
+        out_hidden_size=s.hidden, patch_size=s.patch_size, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+        fullatt_block_indexes=list(range(1, layers, 2)) if layers > 1 else [], in_channels=3,
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            tower = Qwen2_5_VisionTransformerPretrainedModel(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    return tower.to(device=device, dtype=dtype)
+
+
 def layout_of(s: ModelShape, frames: int, device: torch.device, dtype: torch.dtype) -> visionzip.VideoLayout:
+    if s.family == "qwen2_5_vl":  # one layout frame per temporal token, the merged grid, no pooling, no newline
+        return visionzip.VideoLayout(frames=frames // 2, grid=s.grid, pool_mode="none", newline_position="no_token",
+                                     temporal_patch=2)
     newline = torch.randn(s.hidden, device=device, dtype=dtype)
     return visionzip.VideoLayout(frames=frames, grid=s.grid, pool_mode=s.pool_mode, pool_stride=2,
                                  newline_position=s.newline_position, newline=newline)
@@ -209,22 +256,39 @@ def timed(fn, *, repeats: int, device: torch.device) -> dict[str, Any]:
 def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, llm_layers: int, text_tokens: int,
                 repeats: int, device: torch.device, dtype: torch.dtype, seed: int) -> dict[str, Any]:
     stacks = build_stacks(s, vision_layers=vision_layers, llm_layers=llm_layers, device=device, dtype=dtype, seed=seed)
-    tower, projector, llm, head = stacks["tower"], stacks["projector"], stacks["llm"], stacks["head"]
+    llm, head = stacks["llm"], stacks["head"]
     g = torch.Generator().manual_seed(seed)
-    pixels = (torch.rand(frames, 3, s.image_size, s.image_size, generator=g) * 2 - 1).to(device=device, dtype=dtype)
-    layers = tower.resolve_score_layers((0, 1)) if vision_layers >= 2 else tower.resolve_score_layers((0, 0))
-    plain = timed(lambda: tower(pixels), repeats=repeats, device=device)
-    scored = timed(lambda: tower.forward_with_scores(pixels, score_layers=layers), repeats=repeats, device=device)
+    if s.family == "qwen2_5_vl":
+        from llava.model.qwen_vl_scores import video_features_with_scores
+
+        tower = build_qwen_tower(s, layers=vision_layers, device=device, dtype=dtype, seed=seed)
+        side = s.image_size // s.patch_size
+        grid_thw = torch.tensor([[frames // 2, side, side]], device=device)
+        pixels = torch.randn(frames // 2 * side * side, 3 * 2 * s.patch_size**2, generator=g).to(device=device, dtype=dtype)
+        layers = [1] if vision_layers >= 2 else [0]  # a full-attention block, as the default score layers are
+        plain = timed(lambda: tower(pixels, grid_thw=grid_thw), repeats=repeats, device=device)
+        scored = timed(lambda: video_features_with_scores(tower, pixels, grid_thw, layers), repeats=repeats, device=device)
+        merged = tower(pixels, grid_thw=grid_thw).pooler_output  # (t * h' * w', D): the merger is inside the tower
+        proj = {"median_ms": 0.0, "min_ms": 0.0, "times_ms": [], "peak_extra_mb": None}  # no separate projector
+        projected = merged.view(frames // 2, s.grid[0] * s.grid[1], -1)
+        frames_c = frames // 2
+    else:
+        tower, projector = stacks["tower"], stacks["projector"]
+        pixels = (torch.rand(frames, 3, s.image_size, s.image_size, generator=g) * 2 - 1).to(device=device, dtype=dtype)
+        layers = tower.resolve_score_layers((0, 1)) if vision_layers >= 2 else tower.resolve_score_layers((0, 0))
+        plain = timed(lambda: tower(pixels), repeats=repeats, device=device)
+        scored = timed(lambda: tower.forward_with_scores(pixels, score_layers=layers), repeats=repeats, device=device)
+        features = tower(pixels)  # (F, N, C)
+        proj = timed(lambda: projector(features), repeats=repeats, device=device)
+        projected = projector(features)  # (F, N, D)
+        frames_c = frames
     # the capture's cost is that of its (up to) two layers, whatever the tower's depth
     capture_ms = max(scored["median_ms"] - plain["median_ms"], 0.0) * (2 / len(set(layers)))
     vision_scale = s.vision_layers / vision_layers
     tower_ms = plain["median_ms"] * vision_scale
-    features = tower(pixels)  # (F, N, C)
-    proj = timed(lambda: projector(features), repeats=repeats, device=device)
-    projected = projector(features)  # (F, N, D)
     n = s.grid[0] * s.grid[1]
-    shallow = torch.rand(frames, n, generator=g).to(device)
-    deep = torch.rand(frames, n, generator=g).to(device)
+    shallow = torch.rand(frames_c, n, generator=g).to(device)
+    deep = torch.rand(frames_c, n, generator=g).to(device)
     layout = layout_of(s, frames, device, dtype)
     llm_scale = s.llm_layers / llm_layers
     head_run = timed(lambda: head(torch.randn(1, 1, s.hidden, device=device, dtype=dtype)), repeats=repeats, device=device)
@@ -342,7 +406,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         frames = args.frames or (2 if args.quick else s.frames if device.type == "cuda" else CPU_FRAMES)
         if frames < 2:
             parser.error(f"--frames {frames}: expected at least 2 (AOT works across frames)")
-        vision_layers = min(args.layers or (s.vision_layers if device.type == "cuda" else 1), s.vision_layers)
+        # on a CPU one block per stack; Qwen2.5-VL's tower two (a windowed and a full-attention one)
+        cpu_blocks = 2 if s.family == "qwen2_5_vl" else 1
+        vision_layers = min(args.layers or (s.vision_layers if device.type == "cuda" else cpu_blocks), s.vision_layers)
         llm_layers = min(args.layers or (s.llm_layers if device.type == "cuda" else 1), s.llm_layers)
         need = needed_bytes(s, frames=frames, vision_layers=vision_layers, llm_layers=llm_layers,
                             text_tokens=args.text_tokens, itemsize=torch.finfo(dtype).bits // 8)
