@@ -129,6 +129,11 @@ QWEN_FAMILIES = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_m
 def checkpoint_family(model: str) -> str:
     """``"qwen2_5_vl"`` / ``"qwen3_vl"`` for a Qwen2.5-VL / Qwen3-VL checkpoint in the Hugging Face layout
     (by the ``model_type`` of its ``config.json``), ``"llava"`` for anything else (the original LLaVA-NeXT layout)."""
+    return QWEN_FAMILIES.get(str(checkpoint_model_type(model)), "llava")
+
+
+def checkpoint_model_type(model: str) -> str | None:
+    """The ``model_type`` of a checkpoint folder's ``config.json`` or a hub id's config (None when unreadable)."""
     config = Path(model) / "config.json"
     if config.is_file():
         model_type = json.loads(config.read_text()).get("model_type")
@@ -139,7 +144,7 @@ def checkpoint_family(model: str) -> str:
             model_type = AutoConfig.from_pretrained(model).model_type
         except Exception:  # noqa: BLE001 - LLaVA-NeXT's loader reports what it cannot find
             model_type = None
-    return QWEN_FAMILIES.get(str(model_type), "llava")
+    return model_type
 
 
 def answer_video_qwen(model_path: str, clip: VideoClip, question: str, *, family: str, compression: str, device: str,
@@ -153,9 +158,7 @@ def answer_video_qwen(model_path: str, clip: VideoClip, question: str, *, family
     if family == "qwen3_vl":
         from llava.model.qwen3_vl import Qwen3VLCompression as seam_cls
 
-        model_type = json.loads((Path(model_path) / "config.json").read_text()).get("model_type") \
-            if (Path(model_path) / "config.json").is_file() else transformers.AutoConfig.from_pretrained(model_path).model_type
-        model_cls = (transformers.Qwen3VLMoeForConditionalGeneration if model_type == "qwen3_vl_moe"
+        model_cls = (transformers.Qwen3VLMoeForConditionalGeneration if checkpoint_model_type(model_path) == "qwen3_vl_moe"
                      else transformers.Qwen3VLForConditionalGeneration)
         video_kwargs = {"video_metadata": [{"fps": clip.fps, "total_num_frames": clip.total_frames,
                                             "frames_indices": list(clip.indices)}], "do_sample_frames": False}

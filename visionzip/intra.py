@@ -146,10 +146,9 @@ def apply_intra_pool(
     delta = weights.anchor_delta(x, same=same)  # (F, k, D), zero at padding slots
     cells, taps = pooling_taps(grid, mode, stride, x.device)
     if cells.shape[1] == 1:  # each token feeds one cell (average, none): add each anchor's delta to its cell
-        pooled = pool_tokens(x, grid, mode, stride)
-        out = pooled.float()
-        if out is x or out.data_ptr() == x.data_ptr() or not out.is_contiguous():
-            out = out.clone()  # 'none' pools to x itself
+        out = pool_tokens(x, grid, mode, stride).float()
+        if out.data_ptr() == x.data_ptr() or not out.is_contiguous():
+            out = out.clone()  # 'none' pools to x itself: the result is a new tensor
         f_, n, d = out.shape
         target = cells[weights.index, 0] + torch.arange(f_, device=x.device)[:, None] * n  # (F, k)
         out.view(f_ * n, d).index_add_(0, target.reshape(-1), delta.mul_(taps[weights.index, 0][..., None]).view(-1, d))

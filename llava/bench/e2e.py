@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 import visionzip
-from visionzip.bench import LoadMonitor, describe, environment, peak_extra_bytes
+from visionzip.bench import LoadMonitor, _positive_int, describe, environment, peak_extra_bytes
 
 DEFAULT_JSON = Path("runs/bench/e2e.json")
 RETENTIONS = (1.0, 0.25, 0.15, 0.10)
@@ -146,15 +146,6 @@ def needed_bytes(s: ModelShape, *, frames: int, vision_layers: int, llm_layers: 
     tokens = frames * n + text_tokens
     activations = 6 * frames * n * max(s.vision_mlp, s.hidden) + 4 * tokens * s.mlp
     return (weights + activations) * itemsize
-
-
-def available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/meminfo has no MemAvailable line")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,13 +359,6 @@ def caption(report: dict[str, Any]) -> str:
             f"{report['tower_limit_ratio']:.2f}× (the tower's limit)")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not valid; expected an integer >= 1")
-    return value
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m llava.bench.e2e", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -393,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    from llava.bench.tower import available_bytes  # its module loads the SigLIP tower (and transformers)
+
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     names = [m.strip() for m in args.models.split(",") if m.strip()]

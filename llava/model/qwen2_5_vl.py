@@ -48,15 +48,9 @@ class Qwen25VLCompression(QwenVLCompression):
         """``inputs_embeds``, ``attention_mask`` and ``position_ids`` (3, B, L') for the model's forward,
         the prompts left-padded to a common length; ``rope_deltas`` (B, 1) for cached decoding.
         ``questions``: one text per video, for methods that read the question."""
-        if pixel_values is not None:
-            raise ValueError(
-                "pixel_values (images) were given to the Qwen2.5-VL compression seam, which splices videos only; "
-                "expected a prompt with videos and no images (run image prompts through the model's own generate)"
-            )
+        mm_token_type_ids = self.prompt_token_types(input_ids, mm_token_type_ids, pixel_values)
         model = self.model.model
         video_id = int(self.model.config.video_token_id)
-        if mm_token_type_ids is None:
-            mm_token_type_ids = (input_ids == video_id).int() * 2
         positions, _ = model.get_rope_index(
             input_ids, mm_token_type_ids, video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts,
             attention_mask=attention_mask,
@@ -89,15 +83,11 @@ class Qwen25VLCompression(QwenVLCompression):
             rows.append(torch.cat(pieces))
             row_pos.append(torch.cat(piece_pos, 1))
         longest = max(r.shape[0] for r in rows)
-        dim = rows[0].shape[-1]
-        embeds = rows[0].new_zeros(len(rows), longest, dim)
-        mask = torch.zeros(len(rows), longest, dtype=attention_mask.dtype, device=attention_mask.device)
-        pos_out = torch.ones(3, len(rows), longest, dtype=positions.dtype, device=positions.device)
-        deltas = torch.zeros(len(rows), 1, dtype=positions.dtype, device=positions.device)
-        for b, (r, p) in enumerate(zip(rows, row_pos)):
-            n = r.shape[0]
-            embeds[b, longest - n:], mask[b, longest - n:], pos_out[:, b, longest - n:] = r, 1, p
-            deltas[b, 0] = p.max() + 1 - n
+        embeds = self.left_pad(rows, 0.0, longest)
+        mask = self.left_pad([torch.ones(r.shape[0], dtype=attention_mask.dtype, device=attention_mask.device)
+                              for r in rows], 0, longest)
+        pos_out = self.left_pad([p.T for p in row_pos], 1, longest).permute(2, 0, 1).contiguous()
+        deltas = torch.stack([p.max() + 1 - p.shape[1] for p in row_pos]).view(-1, 1)
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos_out, "rope_deltas": deltas}
 
     @torch.no_grad()
@@ -106,8 +96,6 @@ class Qwen25VLCompression(QwenVLCompression):
         arguments. Returns the new tokens only (as with ``inputs_embeds`` in transformers). Each
         decoding step's positions continue from the prompt's last (time, row, column) + 1, as the
         model's own ``rope_deltas`` would place them."""
-        names = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids",
-                 "second_per_grid_ts", "questions", "pixel_values")
-        prepared = self.prepare(**{k: inputs.pop(k) for k in names if k in inputs})
+        prepared = self.prepare(**self.split_generate_inputs(inputs))
         prepared.pop("rope_deltas")
         return self.model.generate(**prepared, **inputs)

@@ -88,15 +88,9 @@ class Qwen3VLCompression(QwenVLCompression):
         ``rope_deltas`` (B, 1); ``kept_blocks``: per video, which temporal patches kept a block."""
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
-        if pixel_values is not None:
-            raise ValueError(
-                "pixel_values (images) were given to the Qwen3-VL compression seam, which splices videos only; "
-                "expected a prompt with videos and no images (run image prompts through the model's own generate)"
-            )
+        mm_token_type_ids = self.prompt_token_types(input_ids, mm_token_type_ids, pixel_values)
         model = self.model.model
         video_id = int(self.model.config.video_token_id)
-        if mm_token_type_ids is None:
-            mm_token_type_ids = (input_ids == video_id).int() * 2
         positions, _ = model.get_rope_index(input_ids, mm_token_type_ids, video_grid_thw=video_grid_thw,
                                             attention_mask=attention_mask)  # (3, B, L)
         videos = self.video_tokens(pixel_values_videos, video_grid_thw, questions)
@@ -158,12 +152,9 @@ class Qwen3VLCompression(QwenVLCompression):
         """``model.generate`` on the compressed prompt: the processor's outputs plus generation arguments.
         Returns the new tokens only. Each decoding step's positions continue from the prompt's last
         (time, row, column) + 1, as the model's own ``rope_deltas`` would place them."""
-        names = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids",
-                 "questions", "pixel_values")
-        prepared = self.prepare(**{k: inputs.pop(k) for k in names if k in inputs})
+        prepared = self.prepare(**self.split_generate_inputs(inputs))
         for name in ("rope_deltas", "kept_blocks"):
             prepared.pop(name)
-        inputs.pop("second_per_grid_ts", None)
         out = self.model.generate(**prepared, **inputs)
         return out[:, prepared["input_ids"].shape[1]:]
 

@@ -100,6 +100,29 @@ class QwenVLCompression:
                     f"temporal tokens ({2 * self.temporal} sampled frames), or compression none"
                 )
 
+    #: what ``generate`` hands to ``prepare`` (the rest goes to the model's ``generate``)
+    PREPARE_INPUTS: ClassVar[tuple[str, ...]] = (
+        "input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids",
+        "second_per_grid_ts", "questions", "pixel_values",
+    )
+
+    def prompt_token_types(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None,
+                           pixel_values: torch.Tensor | None) -> torch.Tensor:
+        """The prompt's ``mm_token_type_ids`` (video placeholders 2, text 0, when the processor gave none),
+        after refusing images: the seam splices videos only."""
+        if pixel_values is not None:
+            raise ValueError(
+                f"pixel_values (images) were given to the {self.FAMILY} compression seam, which splices videos only; "
+                "expected a prompt with videos and no images (run image prompts through the model's own generate)"
+            )
+        if mm_token_type_ids is None:
+            mm_token_type_ids = (input_ids == int(self.model.config.video_token_id)).int() * 2
+        return mm_token_type_ids
+
+    def split_generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Take out of ``inputs`` what ``prepare`` reads (the processor's outputs and ``questions``)."""
+        return {k: inputs.pop(k) for k in self.PREPARE_INPUTS if k in inputs}
+
     # ------------------------------------------------------------------ the visual path
     @staticmethod
     def _levels_of(output: Any, total: int) -> list[torch.Tensor]:
