@@ -44,6 +44,17 @@ def check_finite(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name} contains {bad} NaN or inf value(s); expected finite values")
 
 
+def checked_token_norms(name: str, features: torch.Tensor) -> torch.Tensor:
+    """(..., N) float32 norms of the tokens of ``features`` (..., N, D), accumulated in at least
+    float32, after checking that every value is finite: the norms are that check's one pass (a NaN or
+    inf anywhere makes its token's norm non-finite; the exact count is taken only then)."""
+    wide = torch.promote_types(features.dtype, torch.float32)
+    norms = torch.linalg.vector_norm(features, dim=-1, dtype=wide).float()
+    if features.numel() and not bool(torch.isfinite(norms).all()):
+        check_finite(name, features)
+    return norms
+
+
 def check_grid(grid: object, n: int, *, name: str = "grid", what: str = "N") -> tuple[int, int]:
     if (
         not isinstance(grid, (tuple, list))

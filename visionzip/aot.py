@@ -23,7 +23,9 @@ from .config import AOTConfig, NewlinePosition, OneTokenNewline, Segmentation
 from .inputs import VideoInput
 from .inter import dynamic_segments, inter_plan, uniform_segments
 from .intra import IntraWeights, apply_intra_pool, intra_weights
-from .layout import VideoLayout, append_newline, newline_mask, newline_values, pool_mask, sequence_positions
+from .layout import (
+    VideoLayout, append_newline, kept_with_newlines, newline_mask, newline_values, pool_mask, sequence_positions,
+)
 from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
 from .registry import MethodSpec, register_method
 
@@ -97,7 +99,7 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
     weights = intra_weights(
         x, mask, grid=grid, epsilon=cfg.intra_epsilon, position_weight=cfg.position_weight, ot_weight=cfg.ot_weight,
         scale=cfg.effective_intra_scale, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol,
-        sinkhorn_stop=cfg.sinkhorn_stop, ot_mass=cfg.ot_mass, groups=groups,
+        sinkhorn_stop=cfg.sinkhorn_stop, ot_mass=cfg.ot_mass, groups=groups, norms=_norms(videos),
     )
     segments = [_segments_for(cfg, v) if cfg.inter_frame else [] for v in videos]
     layout0 = videos[0].layout
@@ -112,19 +114,21 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
         slices.append(slice(start, start + v.frames))
         start += v.frames
     per_video = [None if weights is None else weights.frames(sl) for sl in slices]
-    # the intra stage on the features it was computed on (their anchors are already gathered), then
-    # the gathered anchors are released before the inter-frame stage
     pooled = [
-        apply_intra_pool(v.features, w, v.layout.grid, v.layout.pool_mode, v.layout.pool_stride, same=True)
+        apply_intra_pool(v.features, w, v.layout.grid, v.layout.pool_mode, v.layout.pool_stride)
         for v, w in zip(videos, per_video)
     ]
-    for w in [weights, *per_video]:
-        if w is not None:
-            w.anchors = None
     return [
         _compress_one(v, cfg, mask[sl], w, seq, pooled_masks[sl], None if keep_counts is None else keep_counts[sl], segs)
         for v, sl, w, seq, segs in zip(videos, slices, per_video, pooled, segments)
     ]
+
+
+def _norms(videos: list[VideoInput]) -> torch.Tensor | None:
+    """The (sum F, N) token norms the input check computed, when every video has them."""
+    if any(v.norms is None for v in videos):
+        return None
+    return videos[0].norms if len(videos) == 1 else torch.cat([v.norms for v in videos])  # type: ignore[misc]
 
 
 def _clips(cfg: AOTConfig, frames: int) -> int:
@@ -171,10 +175,10 @@ def _compress_one(
     inserted = layout.inserted_newline
     if inserted is not None:
         stages.append(_newline_stage(layout, inserted))
-        seq = stages[-1](seq, newline)
         seq_mask = newline_mask(pmask, (ph, pw), inserted)
-    width = seq.shape[1]
     if cfg.inter_frame:
+        if inserted is not None:
+            seq = stages[-1](seq, newline)
         plan = inter_plan(
             seq, seq_mask, segments, keep_ratio=cfg.keep_ratio, scale=cfg.inter_scale_for(layout.newline_position),
             sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol,
@@ -182,7 +186,7 @@ def _compress_one(
             keep_counts=keep_counts,
         )
         stages.append(lambda x, nl, p=plan: p.apply(x))
-        sources = plan.sources(width)
+        sources = plan.sources(seq.shape[1])
         kept = plan.kept
         assert kept is not None and plan.tokens is not None
         tokens = plan.tokens  # equal to the stage applied to seq (tests check plan.apply against it)
@@ -190,7 +194,8 @@ def _compress_one(
         stages.append(lambda x, nl, m=seq_mask: x[m])
         sources = torch.nonzero(seq_mask.reshape(-1))[:, 0]
         kept = seq_mask
-        tokens = stages[-1](seq, newline)
+        # the kept entries of the sequence with newlines, read from the pooled frames without building it
+        tokens = seq[pmask] if inserted is None else kept_with_newlines(seq, newline, (ph, pw), inserted, pmask)
     trailing = cfg.one_token_newline is OneTokenNewline.APPEND and layout.trailing_newline
     if trailing:
         stages.append(append_newline)

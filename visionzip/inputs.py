@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_finite, check_grid, check_tensor
+from ._checks import check_finite, check_grid, check_tensor, checked_token_norms
 from .config import NewlinePosition, OneTokenNewline, PoolMode
 from .layout import VideoLayout
 
@@ -26,6 +26,8 @@ class VideoInput:
               method reads it (None otherwise)
     deep:     (F, N) the same at ``deep_layer``
     question: the question text, for methods that read it (None otherwise)
+    norms:    (F, N) float32 Euclidean norm of every token (accumulated in at least float32), computed
+              by the input check (whose finiteness test they are); None when not computed
     """
 
     features: torch.Tensor
@@ -33,6 +35,7 @@ class VideoInput:
     shallow: torch.Tensor | None = None
     deep: torch.Tensor | None = None
     question: str | None = None
+    norms: torch.Tensor | None = None
 
     @property
     def frames(self) -> int:
@@ -95,6 +98,7 @@ def gather_inputs(
     ``score_roles``: the score maps the method reads (``"shallow"``, ``"deep"``)."""
     feats, batched = as_video_list("features", features, 3)
     d = feats[0].shape[-1]
+    norms: list[torch.Tensor] = []
     for i, x in enumerate(feats):
         tag = f"[{i}]" if batched else ""
         check_tensor(f"features{tag}", x, ndim=3, floating=True)
@@ -102,7 +106,7 @@ def gather_inputs(
             raise ValueError(f"features{tag} has shape {tuple(x.shape)}; expected (*, *, {d}) like features[0]")
         if x.shape[0] == 0:
             raise ValueError(f"features{tag} has 0 frames; expected at least 1")
-        check_finite(f"features{tag}", x)
+        norms.append(checked_token_norms(f"features{tag}", x))
     if layout is not None:
         layouts = list(layout) if isinstance(layout, (list, tuple)) else [layout] * len(feats)
         if len(layouts) != len(feats):
@@ -146,5 +150,8 @@ def gather_inputs(
     questions = list(question) if isinstance(question, (list, tuple)) else [question] * len(feats)
     if len(questions) != len(feats):
         raise ValueError(f"question holds {len(questions)} entries for {len(feats)} videos; expected one per video")
-    videos = [VideoInput(x, lay, s, t, q) for x, lay, s, t, q in zip(feats, layouts, maps["shallow"], maps["deep"], questions)]
+    videos = [
+        VideoInput(x, lay, s, t, q, nrm)
+        for x, lay, s, t, q, nrm in zip(feats, layouts, maps["shallow"], maps["deep"], questions, norms)
+    ]
     return videos, batched

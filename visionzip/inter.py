@@ -17,7 +17,7 @@ import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_finite, check_mask, check_ratio, check_tensor
 from .config import AOTConfig, InterKeep, KeyframeEmit, SinkhornStop
-from .ops import front_indices, rank_ascending
+from .ops import front_indices, gather_rows, rank_ascending
 from .sinkhorn import sinkhorn
 
 _D = AOTConfig()
@@ -192,8 +192,14 @@ class InterPlan:
     tokens: torch.Tensor | None = None
 
     def _rows(self, seq: torch.Tensor) -> torch.Tensor:
-        f_, k = self.index.shape
-        return seq.gather(1, self.index[..., None].expand(f_, k, seq.shape[-1]))  # (F, k, D)
+        return gather_rows(seq.contiguous(), self.index)  # (F, k, D)
+
+    def _emitted(self, ys: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``cat([ys, z])[order][flags]`` as one row selection: (T, D)."""
+        assert self.order is not None and self.flags is not None
+        k = self.index.shape[1]
+        flat = (self.order[:, None] * k + torch.arange(k, device=ys.device))[self.flags]
+        return torch.cat([ys, z.to(ys.dtype)]).view(-1, ys.shape[-1]).index_select(0, flat)
 
     def apply(self, seq: torch.Tensor) -> torch.Tensor:
         """Tokens (T, D) of a sequence (F, n', D) laid out like the one the plan was computed on."""
@@ -203,8 +209,7 @@ class InterPlan:
         z = ys[self.key].float()
         for live, src, fold in self.steps:
             z[live] = fold_into(z[live], ys[src].float(), fold, self.scale)
-        assert self.order is not None and self.flags is not None
-        return torch.cat([ys, z.to(seq.dtype)])[self.order][self.flags]
+        return self._emitted(ys, z)
 
     def sources(self, width: int) -> torch.Tensor:
         """(T,) flat index ``frame * width + j`` into the pooled sequences of every emitted token:
@@ -275,7 +280,7 @@ def inter_plan(
     plan.order = torch.tensor(sorted(range(len(position)), key=position.__getitem__), device=dev, dtype=torch.long)
     plan.flags = torch.cat([emit, zv])[plan.order]  # (F + C, k)
     # the same operations as apply() on the same values: the tokens apply() gives for ``seq``
-    plan.tokens = torch.cat([ys, z.to(seq.dtype)])[plan.order][plan.flags]
+    plan.tokens = plan._emitted(ys, z)
     kept = torch.zeros(f_, n, dtype=torch.bool, device=dev).scatter_(1, idx, emit & valid)
     if once:
         kept[key] = mask[key]

@@ -8,6 +8,7 @@ per-token tensor of the video.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -15,58 +16,60 @@ import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_finite, check_grid, check_mask, check_tensor
 from .config import AOTConfig, OTMass, PoolMode, SinkhornStop
-from .layout import grid_distances, pool_tokens, pooling_matrix, pooling_taps
-from .ops import front_indices
+from .layout import grid_distances, pool_tokens, pooled_grid, pooling_matrix, pooling_taps
+from .ops import front_indices, gather_rows
 from .sinkhorn import sinkhorn
 
 _D = AOTConfig()
+
+
+#: On a CPU the products run over chunks of frames whose features take at most this many bytes, so that
+#: every temporary stays below glibc's mmap threshold and is reused from the heap instead of being
+#: page-faulted afresh (on a 2-core VM a fresh 300 MB buffer costs as much as a pass over it).
+CPU_CHUNK_BYTES = 24 * 2**20
+
+
+def frame_chunks(x: torch.Tensor) -> list[slice]:
+    """Slices of x's frames (dim 0) to run the per-frame products over: one slice on an accelerator
+    (whose caching allocator reuses memory), chunks of at most :data:`CPU_CHUNK_BYTES` of features
+    (at least one frame) on a CPU."""
+    f_ = x.shape[0]
+    if x.device.type != "cpu" or f_ == 0:
+        return [slice(0, f_)]
+    per_frame = max(x[0].numel() * x.element_size(), 1)
+    step = max(CPU_CHUNK_BYTES // per_frame, 1)
+    return [slice(s, min(s + step, f_)) for s in range(0, f_, step)]
 
 
 @dataclass
 class IntraWeights:
     """The intra-frame merge of a batch of frames as a linear map.
 
-    index:       (F, k) anchor positions, ascending, padded to the largest anchor count
-    valid:       (F, k) bool, real anchors (not padding)
-    self_weight: (F, k) float32, weight of an anchor's own value
-    weights:     (F, N, k) float32, weight of token i in anchor j's new value (0 for anchors)
+    index:  (F, k) anchor positions, ascending, padded to the largest anchor count
+    valid:  (F, k) bool, real anchors (not padding)
+    change: (F, N, k) float32, weight of token i in anchor j's change: the transport and
+            nearest-neighbour weight ``w_ij`` of a pruned token, ``self_weight_j - 1`` at the anchor
+            itself, 0 elsewhere (a padding slot's column is 0)
 
-    New anchor value ``A_j = self_weight_j * X_j + sum_i weights_ij X_i``; other tokens unchanged.
+    New anchor value ``A_j = X_j + sum_i change_ij X_i = self_weight_j X_j + sum_i w_ij X_i``; other
+    tokens unchanged.
     """
 
     index: torch.Tensor
     valid: torch.Tensor
-    self_weight: torch.Tensor
-    weights: torch.Tensor
-    #: the anchors' values in the features the weights were computed on (reused for them, not copied again)
-    anchors: torch.Tensor | None = None
+    change: torch.Tensor
 
     def frames(self, sl: slice) -> IntraWeights:
-        anchors = None if self.anchors is None else self.anchors[sl]
-        return IntraWeights(self.index[sl], self.valid[sl], self.self_weight[sl], self.weights[sl], anchors)
+        return IntraWeights(self.index[sl], self.valid[sl], self.change[sl])
 
-    def merged_anchors(self, x: torch.Tensor, *, same: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(merged (F, k, D) float32, anchors (F, k, D) input dtype)`` for values x (F, N, D);
-        ``same``: x is the tensor the weights were computed on (its anchors are already gathered)."""
-        f_, k = self.index.shape
-        if same and self.anchors is not None:
-            anchors = self.anchors
-        else:
-            anchors = x.gather(1, self.index[..., None].expand(f_, k, x.shape[-1]))
-        context = torch.bmm(self.weights.transpose(1, 2).to(x.dtype), x)  # (F, k, D)
-        return anchors.float() * self.self_weight[..., None] + context.float(), anchors
+    def anchor_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
+        """(c, k, D) float32 for the frames x[sl]: each anchor's merged value minus its value in x,
+        one product ``change^T X`` (no gather, no merged copy). Exactly zero at padding slots."""
+        return torch.bmm(self.change[sl].transpose(1, 2).to(x.dtype), x[sl]).float()
 
-    def anchor_delta(self, x: torch.Tensor, *, same: bool = False) -> torch.Tensor:
-        """(F, k, D) float32: each anchor's merged value minus its value in x, ``(self_weight - 1) X_j +
-        sum_i weights_ij X_i``, computed in place on the product (no merged copy). Exactly zero at padding
-        slots: their weights are 0 and their self weight is 1."""
-        f_, k = self.index.shape
-        if same and self.anchors is not None:
-            anchors = self.anchors
-        else:
-            anchors = x.gather(1, self.index[..., None].expand(f_, k, x.shape[-1]))
-        delta = torch.bmm(self.weights.transpose(1, 2).to(x.dtype), x).float()  # (F, k, D)
-        return delta.addcmul_(anchors.float(), (self.self_weight - 1.0)[..., None])
+    def merged_anchors(self, x: torch.Tensor) -> torch.Tensor:
+        """(F, k, D) float32: the anchors' merged values for values x (F, N, D)."""
+        return self.anchor_delta(x).add_(gather_rows(x, self.index).float())
 
 
 def intra_weights(
@@ -83,9 +86,14 @@ def intra_weights(
     sinkhorn_stop: SinkhornStop,
     ot_mass: OTMass,
     groups: torch.Tensor | None,
+    norms: torch.Tensor | None = None,
 ) -> IntraWeights | None:
     """The intra-frame merge's weights for validated inputs (no checks); None when no frame has an
-    anchor. A frame without pruned tokens keeps its anchors exactly (self weight 1)."""
+    anchor. A frame without pruned tokens keeps its anchors exactly (self weight 1). ``norms``: the
+    features' (F, N) float32 token norms when the caller has them (the input check computes them).
+
+    The cosines are one product per chunk of frames (:func:`frame_chunks`) written into one (F, N, k)
+    map, and without autograd every later step on that map works in place on it."""
     f_, n, d = features.shape
     h, w = grid
     idx_r, valid_r, n_r = front_indices(anchor_mask)  # (F, k) ascending; one host sync per video batch
@@ -94,68 +102,116 @@ def intra_weights(
         return None
     pruned = ~anchor_mask  # (F, N)
     n_p = pruned.sum(-1)  # (F,)
+    all_valid = bool(valid_r.all())
+    x = features.contiguous()
+    if norms is None:
+        wide = torch.promote_types(x.dtype, torch.float32)  # norms accumulate in >= float32
+        norms = torch.linalg.vector_norm(x, dim=-1, dtype=wide).float()
+    # autograd keeps the intermediates: with a gradient every step is out of place (same arithmetic)
+    inplace = not (torch.is_grad_enabled() and (x.requires_grad or norms.requires_grad))
 
-    anchors = features.gather(1, idx_r[..., None].expand(f_, k, d))  # (F, n_r, D)
-    wide = torch.promote_types(features.dtype, torch.float32)  # norms accumulate in >= float32
-    x_norm = torch.linalg.vector_norm(features, dim=-1, dtype=wide).float().clamp_min(1e-12)  # (F, N)
-    r_norm = x_norm.gather(1, idx_r)  # (F, n_r)
-    cos = torch.bmm(features, anchors.transpose(1, 2)).float()  # (F, N, n_r)
-    cos = cos / x_norm[:, :, None] / r_norm[:, None, :]
-    dist = grid_distances(h, w, features.device).T[idx_r].transpose(1, 2)  # (F, N, n_r)
-    cost = (1.0 - cos) + position_weight * dist
-    present = pruned[:, :, None] & valid_r[:, None, :]  # (F, N, n_r)
-    kernel = torch.exp(-cost / epsilon) * present
+    cos = torch.empty(f_, n, k, device=x.device, dtype=torch.float32)  # (F, N, k)
+    for sl in frame_chunks(x):
+        anchors = gather_rows(x[sl], idx_r[sl])  # (c, k, D)
+        if inplace and x.dtype == torch.float32:
+            torch.bmm(x[sl], anchors.transpose(1, 2), out=cos[sl])
+        else:
+            cos[sl] = torch.bmm(x[sl], anchors.transpose(1, 2))
+    x_norm = norms.clamp_min(1e-12)  # (F, N)
+    r_norm = x_norm.gather(1, idx_r)  # (F, k)
+    dist = _scaled_distances(h, w, float(position_weight), x.device)[idx_r].transpose(1, 2)  # (F, N, k)
+    keep = pruned[:, :, None]
+    if inplace:  # one map: cosine, then the kernel in place on it
+        cos.div_(x_norm[:, :, None]).div_(r_norm[:, None, :])
+        if not all_valid:  # padding slots: never the nearest anchor, and kernel exp(-inf) = 0
+            cos.masked_fill_(~valid_r[:, None, :], float("-inf"))
+        nearest = cos.argmax(-1)  # (F, N) nearest anchor by cosine (read for pruned tokens only)
+        kernel = cos.neg_().add_(1.0).add_(dist).neg_().div_(epsilon).exp_().mul_(keep)
+    else:
+        cos = cos / x_norm[:, :, None] / r_norm[:, None, :]
+        if not all_valid:
+            cos = cos.masked_fill(~valid_r[:, None, :], float("-inf"))
+        nearest = cos.argmax(-1)
+        kernel = torch.exp(-((1.0 - cos) + dist) / epsilon) * keep
+    # kernel = exp(-((1 - cos) + position_weight * dist) / epsilon) on pruned rows, 0 elsewhere
+    del cos, dist
     row = pruned.float() / n_p.clamp_min(1)[:, None].float()  # (F, N)
-    col = valid_r.float() / n_r.clamp_min(1)[:, None].float()  # (F, n_r)
+    col = valid_r.float() / n_r.clamp_min(1)[:, None].float()  # (F, k)
     plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=sinkhorn_stop.value, check=False).plan
-    if ot_mass is OTMass.PER_TOKEN:
-        plan = plan * n_p[:, None, None].float()  # every pruned token carries mass 1
+    del kernel
+    if ot_mass is OTMass.PER_TOKEN:  # every pruned token carries mass 1
+        plan = plan.mul_(n_p[:, None, None].float()) if inplace else plan * n_p[:, None, None].float()
 
-    # nearest anchor by cosine, for pruned tokens only
-    nearest = cos.masked_fill(~valid_r[:, None, :], float("-inf")).argmax(-1)  # (F, N)
-    onehot = Fn.one_hot(nearest, k).float() * pruned[:, :, None]  # (F, N, n_r)
-
-    ot_mass_j = plan.sum(1)  # (F, n_r)
-    nn_count = onehot.sum(1)  # (F, n_r)
-    ot_den = 1.0 + scale * ot_mass_j
+    # the nearest-neighbour update without a one-hot map: counts and weights by scatter on the plan
+    hit = pruned.float()  # (F, N)
+    nn_count = torch.zeros(f_, k, device=x.device).scatter_add_(1, nearest, hit)  # (F, k)
+    ot_den = 1.0 + scale * plan.sum(1)  # (F, k)
     nn_den = 1.0 + nn_count
-    self_weight = ot_weight / ot_den + (1.0 - ot_weight) / nn_den  # (F, n_r)
-    weights = plan * (ot_weight * scale / ot_den)[:, None, :] + onehot * ((1.0 - ot_weight) / nn_den)[:, None, :]
+    self_weight = ot_weight / ot_den + (1.0 - ot_weight) / nn_den  # (F, k)
+    ot_scale = (ot_weight * scale / ot_den)[:, None, :]
+    nn_weight = (((1.0 - ot_weight) / nn_den).gather(1, nearest) * hit)[..., None]  # (F, N, 1): 0 on anchor rows
     untouched = (n_p == 0)[:, None]  # every token an anchor: the frame passes through unchanged
-    # padding slots (no anchor) get self weight exactly 1 (their weights are 0): their delta is exactly 0
+    # padding slots (no anchor) get self weight exactly 1: their column of the change stays 0
     self_weight = torch.where(untouched | ~valid_r, torch.ones_like(self_weight), self_weight)
-    return IntraWeights(idx_r, valid_r, self_weight, weights, anchors)
+    at_anchor = (idx_r[:, None, :], (self_weight - 1.0)[:, None, :])  # anchor j's own row: self_weight_j - 1
+    if inplace:
+        change = plan.mul_(ot_scale).scatter_add_(2, nearest[..., None], nn_weight).scatter_(1, *at_anchor)
+    else:
+        change = (plan * ot_scale).scatter_add(2, nearest[..., None], nn_weight).scatter(1, *at_anchor)
+    return IntraWeights(idx_r, valid_r, change)
+
+
+@functools.lru_cache(maxsize=64)
+def _scaled_distances(h: int, w: int, position_weight: float, device: torch.device) -> torch.Tensor:
+    """(N, N) ``position_weight * grid_distances`` (symmetric), built once per (grid, weight, device)."""
+    return position_weight * grid_distances(h, w, device)
 
 
 def apply_intra_pool(
-    x: torch.Tensor, weights: IntraWeights | None, grid: tuple[int, int], mode: PoolMode, stride: int, *,
-    same: bool = False,
+    x: torch.Tensor, weights: IntraWeights | None, grid: tuple[int, int], mode: PoolMode, stride: int
 ) -> torch.Tensor:
     """The model's pooling of x (F, N, D) with the anchors replaced by their merged values, without
     building the merged frames: pool(X') = pool(X) + M[:, anchors] (merged - anchors) for a linear
-    pooling M (``max`` pooling materialises the merged frames). Returns (F, n, D) in x's dtype."""
+    pooling M (``max`` pooling materialises the merged frames). Runs over chunks of frames
+    (:func:`frame_chunks`) into one output. Returns (F, n, D) in x's dtype."""
     if weights is None:
         return pool_tokens(x, grid, mode, stride)
+    x = x.contiguous()
+    f_, n_full, d = x.shape
     if mode is PoolMode.MAX:
-        merged, _ = weights.merged_anchors(x, same=same)
-        f_, k = weights.index.shape
+        merged = weights.merged_anchors(x)
         full = x.clone()
-        flat = (weights.index + torch.arange(f_, device=x.device)[:, None] * x.shape[1])[weights.valid]
-        full.view(-1, x.shape[-1])[flat] = merged.to(x.dtype)[weights.valid]
+        flat = (weights.index + torch.arange(f_, device=x.device)[:, None] * n_full)[weights.valid]
+        full.view(-1, d)[flat] = merged.to(x.dtype)[weights.valid]
         return pool_tokens(full, grid, mode, stride)
-    delta = weights.anchor_delta(x, same=same)  # (F, k, D), zero at padding slots
+    ph, pw = pooled_grid(grid, mode=mode, stride=stride)
+    out = torch.empty(f_, ph * pw, d, device=x.device, dtype=x.dtype)
     cells, taps = pooling_taps(grid, mode, stride, x.device)
-    if cells.shape[1] == 1:  # each token feeds one cell (average, none): add each anchor's delta to its cell
-        out = pool_tokens(x, grid, mode, stride).float()
-        if out.data_ptr() == x.data_ptr() or not out.is_contiguous():
-            out = out.clone()  # 'none' pools to x itself: the result is a new tensor
-        f_, n, d = out.shape
-        target = cells[weights.index, 0] + torch.arange(f_, device=x.device)[:, None] * n  # (F, k)
-        out.view(f_ * n, d).index_add_(0, target.reshape(-1), delta.mul_(taps[weights.index, 0][..., None]).view(-1, d))
-        return out.to(x.dtype)
-    m = pooling_matrix(grid, mode, stride, x.device)[weights.index]  # (F, k, n)
-    correction = torch.bmm(m.transpose(1, 2), delta)  # (F, n, D) float32
-    return correction.add_(pool_tokens(x, grid, mode, stride)).to(x.dtype)  # in place: no third (F, n, D) tensor
+    one_tap = cells.shape[1] == 1
+    matrix = None if one_tap else pooling_matrix(grid, mode, stride, x.device)  # (N, n)
+    grad = torch.is_grad_enabled() and (x.requires_grad or weights.change.requires_grad)
+    for sl in frame_chunks(x):
+        delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
+        index = weights.index[sl]
+        c = index.shape[0]
+        pooled = pool_tokens(x[sl], grid, mode, stride)
+        if one_tap:  # each token feeds one cell (average, none): add each anchor's delta to its cell
+            if x.dtype == torch.float32 and not grad:
+                acc = out[sl]
+                acc.copy_(pooled)
+            else:  # a float32 copy ('none' pools to x itself)
+                acc = pooled.to(torch.float32, copy=True)
+            target = cells[index, 0] + torch.arange(c, device=x.device)[:, None] * (ph * pw)  # (c, k)
+            acc.view(-1, d).index_add_(0, target.reshape(-1), delta.mul_(taps[index, 0][..., None]).view(-1, d))
+            if acc.data_ptr() != out[sl].data_ptr():
+                out[sl] = acc
+        else:
+            m = matrix[index].transpose(1, 2)  # (c, n, k)
+            if x.dtype == torch.float32 and not grad:
+                torch.baddbmm(pooled, m, delta, out=out[sl])  # pooled + M_a^T delta, written in place
+            else:
+                out[sl] = torch.baddbmm(pooled.float(), m, delta)
+    return out
 
 
 def merge_intra_frame(
@@ -200,8 +256,7 @@ def merge_intra_frame(
     out = features.clone()
     if update is None:
         return out
-    merged, _ = update.merged_anchors(features, same=True)
-    merged = merged.to(features.dtype)
+    merged = update.merged_anchors(features).to(features.dtype)
     k = update.index.shape[1]
     if bool(update.valid.all()):
         out.scatter_(1, update.index[..., None].expand(f_, k, d), merged)

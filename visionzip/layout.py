@@ -306,6 +306,28 @@ def newline_mask(mask: torch.Tensor, grid: tuple[int, int], position: NewlinePos
     return torch.cat([mask, mask.new_ones(f_, 1)], dim=1)
 
 
+def kept_with_newlines(
+    pooled: torch.Tensor, newline: torch.Tensor | None, grid: tuple[int, int], position: NewlinePosition, mask: torch.Tensor
+) -> torch.Tensor:
+    """(T, D) the entries of ``newline_values(pooled, newline, grid, position)`` that
+    ``newline_mask(mask, grid, position)`` keeps, in the same order, copied from the pooled frames
+    (F, h*w, D) without building the (F, n', D) sequence; no checks."""
+    assert newline is not None
+    f_, n, d = pooled.shape
+    h, w = grid
+    if position is NewlinePosition.GRID:
+        slot = torch.arange(h * (w + 1), device=pooled.device)
+        col = slot % (w + 1)
+        is_nl, src = col == w, (slot // (w + 1)) * w + col.clamp(max=w - 1)
+    else:
+        slot = torch.arange(n + 1, device=pooled.device)
+        is_nl, src = slot == n, slot.clamp(max=n - 1)
+    frame, entry = torch.nonzero(newline_mask(mask, grid, position)).unbind(1)  # row-major, as boolean indexing
+    tokens = pooled.reshape(f_ * n, d).index_select(0, frame * n + src[entry])
+    tokens[is_nl[entry]] = newline.to(device=pooled.device, dtype=pooled.dtype)
+    return tokens
+
+
 def insert_newlines(
     features: torch.Tensor,
     mask: torch.Tensor,

@@ -20,3 +20,11 @@ def front_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     order = torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)[:, :k_max]
     valid = torch.arange(k_max, device=mask.device)[None, :] < counts[:, None]
     return order, valid, counts
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(F, k, D) the rows ``x[f, index[f, j]]`` of contiguous x (F, N, D), by one ``index_select``."""
+    f_, k = index.shape
+    n, d = x.shape[1], x.shape[2]
+    flat = (index + torch.arange(f_, device=x.device)[:, None] * n).reshape(-1)
+    return x.reshape(f_ * n, d).index_select(0, flat).view(f_, k, d)

@@ -1,0 +1,116 @@
+"""The intra stage's chunked products and in-place map, and the other copy-free paths of AOT.
+
+On a CPU ``visionzip.intra`` runs its two products over chunks of frames (``CPU_CHUNK_BYTES`` of
+features each) and, without autograd, works in place on one (F, N, k) map. These tests force many
+uneven chunks at small widths (where the default budget would hold every frame in one chunk) and
+compare against one chunk, against the autograd (out-of-place) path, and, for the newline selection,
+against the sequence built explicitly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import visionzip as vz
+import visionzip.intra as intra
+from visionzip.layout import kept_with_newlines, newline_mask, newline_values
+
+GRID = (27, 27)
+N = 729
+D = 24
+
+
+def make_video(frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(frames, N, D, generator=g)
+    shallow = torch.rand(frames, N, generator=g) + 0.01
+    deep = torch.rand(frames, N, generator=g) + 0.01
+    return x, shallow, deep, torch.randn(D, generator=g)
+
+
+SETTINGS = {
+    "bilinear_inter": vz.AOTConfig(num_anchors=126, num_clips=2, pool_mode="bilinear", newline_position="one_token"),
+    "average_grid": vz.AOTConfig(num_anchors=180, inter_frame=False, pool_mode="average", newline_position="grid"),
+    "average_frame": vz.AOTConfig(num_anchors=90, inter_frame=False, pool_mode="average", newline_position="frame"),
+    "none_budget": vz.AOTConfig(num_anchors=None, token_budget=0.2, window=None, pool_mode="none",
+                                newline_position="no_token"),
+    "max": vz.AOTConfig(num_anchors=108, num_clips=2, pool_mode="max", newline_position="one_token"),
+}
+
+
+def test_frame_chunks_cover_the_frames_within_the_budget(monkeypatch):
+    x = torch.zeros(7, N, D)
+    per_frame = N * D * 4
+    monkeypatch.setattr(intra, "CPU_CHUNK_BYTES", 2 * per_frame + 1)
+    chunks = intra.frame_chunks(x)
+    assert [(s.start, s.stop) for s in chunks] == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    monkeypatch.setattr(intra, "CPU_CHUNK_BYTES", 1)  # smaller than a frame: still one frame per chunk
+    assert len(intra.frame_chunks(x)) == 7
+    # off the CPU (the caching allocator reuses memory): one chunk of every frame
+    assert intra.frame_chunks(torch.zeros(7, N, D, device="meta")) == [slice(0, 7)]
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_chunked_equals_one_chunk(name, monkeypatch):
+    x, s, t, nl = make_video(5, seed=3)
+    cfg = SETTINGS[name]
+    one = vz.compress_video(x, s, t, config=cfg, grid=GRID, image_newline=nl)
+    monkeypatch.setattr(intra, "CPU_CHUNK_BYTES", 2 * N * D * 4)  # chunks of 2, 2 and 1 frames
+    assert len(intra.frame_chunks(x)) == 3
+    chunked = vz.compress_video(x, s, t, config=cfg, grid=GRID, image_newline=nl)
+    assert torch.equal(chunked.anchor_mask, one.anchor_mask)
+    assert torch.equal(chunked.kept_mask, one.kept_mask)
+    torch.testing.assert_close(chunked.tokens, one.tokens, rtol=1e-6, atol=1e-6)
+    # the plan replays the chunked reduction exactly
+    assert torch.equal(chunked.plan.apply(x, nl), chunked.tokens)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_autograd_path_equals_in_place_path(name):
+    x, s, t, nl = make_video(3, seed=4)
+    cfg = SETTINGS[name]
+    plain = vz.compress_video(x, s, t, config=cfg, grid=GRID, image_newline=nl)
+    xg = x.clone().requires_grad_(True)
+    graded = vz.compress_video(xg, s, t, config=cfg, grid=GRID, image_newline=nl)
+    torch.testing.assert_close(graded.tokens.detach(), plain.tokens, rtol=1e-6, atol=1e-6)
+    graded.tokens.square().sum().backward()
+    assert xg.grad is not None and bool(torch.isfinite(xg.grad).all()) and bool(xg.grad.abs().sum() > 0)
+    assert torch.equal(x, xg.detach())  # no path wrote into the features
+
+
+def test_in_place_path_leaves_the_features_untouched():
+    x, s, t, nl = make_video(4, seed=5)
+    before = x.clone()
+    for cfg in SETTINGS.values():
+        vz.compress_video(x, s, t, config=cfg, grid=GRID, image_newline=nl)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("position", [vz.NewlinePosition.GRID, vz.NewlinePosition.FRAME])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kept_with_newlines_equals_the_built_sequence(position, seed):
+    g = torch.Generator().manual_seed(seed)
+    pooled = torch.randn(4, 13 * 13, D, generator=g)
+    newline = torch.randn(D, generator=g)
+    mask = torch.rand(4, 13 * 13, generator=g) < 0.3
+    mask[2] = False  # a frame that keeps nothing keeps its newlines
+    expect = newline_values(pooled, newline, (13, 13), position)[newline_mask(mask, (13, 13), position)]
+    assert torch.equal(kept_with_newlines(pooled, newline, (13, 13), position, mask), expect)
+
+
+def test_input_check_norms_are_the_features_norms():
+    from visionzip.inputs import gather_inputs
+
+    x, s, t, _ = make_video(2)
+    videos, _ = gather_inputs(
+        x, s, t, config=vz.AOTConfig(), method="aot", score_roles=("shallow", "deep"), grid=GRID,
+        image_newline=None, layout=None, question=None,
+    )
+    assert torch.equal(videos[0].norms, torch.linalg.vector_norm(x, dim=-1))
+    x[1, 5, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"features contains 1 NaN or inf value\(s\)"):
+        gather_inputs(
+            x, s, t, config=vz.AOTConfig(), method="aot", score_roles=("shallow", "deep"), grid=GRID,
+            image_newline=None, layout=None, question=None,
+        )
