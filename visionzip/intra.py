@@ -190,6 +190,9 @@ def apply_intra_pool(
     one_tap = cells.shape[1] == 1
     matrix = None if one_tap else pooling_matrix(grid, mode, stride, x.device)  # (N, n)
     grad = torch.is_grad_enabled() and (x.requires_grad or weights.change.requires_grad)
+    # on a CPU the correction's product skips the pooling matrix's zeros (a dense product would be
+    # ~99 % multiplications by zero); on an accelerator, and under autograd, it is one dense product
+    sparse = not one_tap and not grad and x.device.type == "cpu" and x.dtype == torch.float32
     for sl in frame_chunks(x):
         delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
         index = weights.index[sl]
@@ -205,6 +208,15 @@ def apply_intra_pool(
             acc.view(-1, d).index_add_(0, target.reshape(-1), delta.mul_(taps[index, 0][..., None]).view(-1, d))
             if acc.data_ptr() != out[sl].data_ptr():
                 out[sl] = acc
+        elif sparse:  # pooled + M_a^T delta with M_a's few nonzeros only (up to 4 cells per anchor)
+            w = taps[index]  # (c, k, P)
+            nz = w > 0
+            rows = (cells[index] + torch.arange(c, device=x.device)[:, None, None] * (ph * pw))[nz]
+            cols = torch.arange(c * index.shape[1], device=x.device).view(*index.shape, 1).expand_as(w)[nz]
+            m_sparse = torch.sparse_coo_tensor(
+                torch.stack([rows, cols]), w[nz], (c * ph * pw, c * index.shape[1]), check_invariants=False
+            )
+            torch.addmm(pooled.reshape(-1, d), m_sparse, delta.view(-1, d), out=out[sl].view(-1, d))
         else:
             m = matrix[index].transpose(1, 2)  # (c, n, k)
             if x.dtype == torch.float32 and not grad:
