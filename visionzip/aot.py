@@ -24,7 +24,13 @@ from .inputs import VideoInput
 from .inter import dynamic_segments, inter_plan, uniform_segments
 from .intra import IntraWeights, apply_intra_pool, intra_weights
 from .layout import (
-    VideoLayout, append_newline, kept_with_newlines, newline_mask, newline_values, pool_mask, sequence_positions,
+    VideoLayout,
+    append_newline,
+    kept_with_newlines,
+    newline_mask,
+    newline_values,
+    pool_mask,
+    sequence_positions,
 )
 from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
 from .registry import MethodSpec, register_method

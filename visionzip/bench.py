@@ -141,15 +141,7 @@ def _sync(device: torch.device) -> None:
 
 def time_ms(fn: Callable[[], object], *, repeats: int, device: torch.device) -> list[float]:
     """Wall times (ms, ``time.perf_counter``) of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+    return time_alternating([fn], repeats=repeats, device=device)[0]
 
 
 def time_alternating(fns: list[Callable[[], object]], *, repeats: int, device: torch.device) -> list[list[float]]:
@@ -487,10 +479,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
+def bench_device(parser: argparse.ArgumentParser, choice: str) -> tuple[torch.device, torch.dtype]:
+    """The device of ``--device`` (``auto``: cuda when available, else cpu) and its benchmark dtype
+    (bfloat16 on CUDA, float32 on CPU); ``cuda`` without a CUDA device is a usage error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice)
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def write_report(path: Path, report: dict[str, Any], load: dict[str, float | None]) -> None:
+    """Print the other processes' load of the run, write ``report`` as JSON to ``path``, say where."""
+    if load["other_cpu_s"] is not None:
+        print(f"other processes used {load['other_cpu_s']:.1f} CPU-s during this {load['wall_s']:.0f} s run")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -510,10 +514,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help=f"small shapes for tests: D={QUICK_DIM}, 1 repeat")
     args = parser.parse_args(argv)
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = _device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = bench_device(parser, args.device)
     dim = args.dim if args.dim is not None else (QUICK_DIM if args.quick else DIM)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
@@ -556,13 +557,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "stages": stages,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    load = env["load"]
     print()
-    if load["other_cpu_s"] is not None:
-        print(f"other processes used {load['other_cpu_s']:.1f} CPU-s during this {load['wall_s']:.0f} s run")
-    print(f"wrote {args.json}")
+    write_report(args.json, report, env["load"])
     return report
 
 

@@ -12,7 +12,6 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_finite, check_grid, check_mask, check_tensor
 from .config import AOTConfig, OTMass, PoolMode, SinkhornStop

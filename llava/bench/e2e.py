@@ -46,7 +46,6 @@ number plus the environment to ``--json`` (default ``runs/bench/e2e.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -56,7 +55,15 @@ from typing import Any
 import torch
 
 import visionzip
-from visionzip.bench import LoadMonitor, _positive_int, describe, environment, peak_extra_bytes
+from visionzip.bench import (
+    LoadMonitor,
+    _positive_int,
+    bench_device,
+    describe,
+    environment,
+    peak_extra_bytes,
+    write_report,
+)
 
 DEFAULT_JSON = Path("runs/bench/e2e.json")
 RETENTIONS = (1.0, 0.25, 0.15, 0.10)
@@ -375,12 +382,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny widths on the real grids, 2 frames, for tests")
     args = parser.parse_args(argv)
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
+    device, dtype = bench_device(parser, args.device)
     from llava.bench.tower import available_bytes  # its module loads the SigLIP tower (and transformers)
 
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
         shapes = {name: model_shape(name, quick=args.quick) for name in names}
@@ -421,13 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(table(report))
     out = {"environment": env, "settings": {"repeats": repeats, "text_tokens": args.text_tokens, "seed": args.seed,
                                             "quick": args.quick, "models": names}, "models": reports}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    load = env["load"]
     print()
-    if load["other_cpu_s"] is not None:
-        print(f"other processes used {load['other_cpu_s']:.1f} CPU-s during this {load['wall_s']:.0f} s run")
-    print(f"wrote {args.json}")
+    write_report(args.json, out, env["load"])
     return out
 
 

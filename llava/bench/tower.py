@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from typing import Any
 import torch
 
 from llava.model.multimodal_encoder.siglip_encoder import SigLipVisionTower, so400m_vision_config
-from visionzip.bench import LoadMonitor, describe, environment, peak_extra_bytes
+from visionzip.bench import LoadMonitor, bench_device, describe, environment, peak_extra_bytes, write_report
 
 DEFAULT_JSON = Path("runs/bench/tower.json")
 CPU_FRAMES = 8
@@ -239,10 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny tower (27 × 27 grid, width 64, 6 layers), 1 repeat")
     args = parser.parse_args(argv)
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = bench_device(parser, args.device)
     frames = args.frames or (QUICK_FRAMES if args.quick else CUDA_FRAMES if device.type == "cuda" else CPU_FRAMES)
     repeats = args.repeats or (1 if args.quick else 3)
 
@@ -322,12 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{'met' if report['overhead_goal_met'] else 'NOT met'}), {overhead_min:+.1f} % of the min")
     print(f"one-frame checks: features max |Δ| {checks['features_max_abs_diff']:.2e}; scores vs release "
           f"{_fmt(checks['scores_max_abs_diff_vs_release'], '.2e')}")
-    load = env["load"]
-    if load["other_cpu_s"] is not None:
-        print(f"other processes used {load['other_cpu_s']:.1f} CPU-s during this {load['wall_s']:.0f} s run")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_report(args.json, report, env["load"])
     return report
 
 
