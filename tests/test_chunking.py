@@ -115,3 +115,30 @@ def test_input_check_norms_are_the_features_norms():
             x, s, t, config=vz.AOTConfig(), method="aot", score_roles=("shallow", "deep"), grid=GRID,
             image_newline=None, layout=None, question=None,
         )
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_anchor_delta_frame_by_frame_equals_the_batched_product(grad):
+    """On a CPU the anchors' change runs frame by frame (``mm``); it is the batched ``change^T X``
+    (``torch.bmm``, and an einsum as a second oracle), zero at padding slots."""
+    x, s, t, _ = make_video(3, seed=6)
+    mask = vz.select_anchors(s, t, grid=GRID, num_anchors=60, global_ratio=0.5, window=9)
+    mask[1] = False
+    mask[1, :7] = True  # a frame with fewer anchors: padding slots
+    cfg = vz.AOTConfig()
+    weights = intra.intra_weights(
+        x, mask, grid=GRID, epsilon=cfg.intra_epsilon, position_weight=cfg.position_weight, ot_weight=cfg.ot_weight,
+        scale=1.0, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop,
+        ot_mass=cfg.ot_mass, groups=None,
+    )
+    assert weights is not None and not bool(weights.valid.all())
+    xs = x.clone().requires_grad_(grad)
+    delta = weights.anchor_delta(xs, slice(0, 3))
+    assert delta.requires_grad is grad and delta.shape == (3, weights.index.shape[1], D)
+    batched = torch.bmm(weights.change.transpose(1, 2), x)
+    torch.testing.assert_close(delta.detach(), batched, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(delta.detach(), torch.einsum("fnk,fnd->fkd", weights.change, x), rtol=1e-5, atol=1e-5)
+    assert bool((delta.detach()[~weights.valid] == 0).all())
+    # the autograd path is the same kernel: bit for bit
+    with torch.no_grad():
+        assert torch.equal(weights.anchor_delta(x, slice(0, 3)), delta.detach())

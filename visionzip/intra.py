@@ -64,8 +64,20 @@ class IntraWeights:
     def anchor_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
         """(c, k, D) float32 for the frames x[sl]: each anchor's merged value minus its value in x,
         one product ``change^T X`` in x's dtype, the anchor's own term included (no gather, no merged
-        copy). Exactly zero at padding slots."""
-        return torch.bmm(self.change[sl].transpose(1, 2).to(x.dtype), x[sl]).float()
+        copy). Exactly zero at padding slots.
+
+        On a CPU the product runs frame by frame (``mm``, threaded within each frame): at LLaVA shapes
+        that took 0.85x the time of the batched ``bmm`` on a 2-core VM. Elsewhere it is one ``bmm``."""
+        change_t = self.change[sl].transpose(1, 2).to(x.dtype)  # (c, k, N) view
+        xs = x[sl]
+        if x.device.type != "cpu":
+            return torch.bmm(change_t, xs).float()
+        if torch.is_grad_enabled() and (xs.requires_grad or change_t.requires_grad):  # same kernel, no out=
+            return torch.stack([torch.mm(c_f, x_f) for c_f, x_f in zip(change_t, xs)]).float()
+        out = torch.empty(change_t.shape[0], change_t.shape[1], xs.shape[2], dtype=x.dtype, device=x.device)
+        for c_f, x_f, o_f in zip(change_t, xs, out):
+            torch.mm(c_f, x_f, out=o_f)
+        return out.float()
 
     def merged_anchors(self, x: torch.Tensor) -> torch.Tensor:
         """(F, k, D) float32: the anchors' merged values for values x (F, N, D)."""
