@@ -56,6 +56,11 @@ def test_every_config_has_timings_and_ratio(quick_run):
         assert r["ratio"] == pytest.approx(r["median_ms"] / r["floor"]["median_ms"])
         k, n = r["num_anchors"], r["tokens_per_frame"]
         assert r["floor"]["output_shape"] == [r["frames"], n - k, k]
+        products = r["products"]  # every default preset is an AOT one
+        assert len(products["times_ms"]) == 1 and _positive_finite(products["median_ms"])
+        assert products["cosine_shapes"] == [[r["frames"], n, r["dim"]], [r["frames"], r["dim"], k]]
+        assert products["plan_shapes"] == [[r["frames"], k, n], [r["frames"], n, r["dim"]]]
+        assert r["products_ratio"] == pytest.approx(products["median_ms"] / r["floor"]["median_ms"])
         assert r["naive_temp_gb"] == pytest.approx(r["frames"] * (n - k) * k * r["dim"] * 4 / 1e9)
         assert r["peak_extra_mb"] is None or r["peak_extra_mb"] >= 0
         assert _positive_finite(r["input_mb"])

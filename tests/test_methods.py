@@ -190,6 +190,7 @@ def test_bench_accepts_baseline_presets(tmp_path):
     assert [r["config"] for r in report["results"]] == list(BASELINE_PRESETS)
     for r in report["results"]:
         assert abs(r["retention"] - 0.1) <= 0.01 and r["output_tokens"] > 0 and r["method"] != "aot"
+        assert r["products"] is None and r["products_ratio"] is None  # the two OT products are AOT's
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ Baseline presets (``method:`` other than ``aot``, e.g. ``visionzip_10pct``) run 
 frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1), for comparison.
 ``--stages`` times AOT's stages, so its first preset must be an AOT one.
 
+AOT presets also time the merge's two products (``products``): the cosines of every token of a frame
+with its anchors, (F, N, D) x (F, D, K), and the transport plan applied to the features, (F, K, N) x
+(F, N, D), at their full shapes, as :mod:`visionzip.intra` runs them over all N rows of a frame.
+``products_ratio = products median / floor``: the part of the ratio these two products take alone.
+
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
 at 64 frames; N = 729 tokens per frame (27x27 SigLIP grid), D = 3584. float32 on CPU, bfloat16 on
 CUDA. Inputs are seeded, of the families in :data:`INPUT_FAMILIES` (``--inputs``; default ``smooth``:
@@ -73,7 +78,7 @@ INPUT_FAMILIES = {
 
 TABLE_HEADER = (
     "| config | inputs | F × N × D | tokens out | retention | median ms | min ms | floor median ms | ratio "
-    "| peak MB | input MB | naive temp GB |"
+    "| two products × floor | peak MB | input MB | naive temp GB |"
 )
 STAGE_HEADER = "| stage | median ms | min ms | share of stages | × floor | peak MB |"
 
@@ -249,6 +254,23 @@ def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.T
     return partial(torch.bmm, pruned, anchors_t)
 
 
+def products_call(features: torch.Tensor, num_anchors: int, *, seed: int = 0) -> Callable[[], torch.Tensor]:
+    """The two products of AOT's intra-frame merge as a call, at their full shapes: ``bmm`` of the
+    features (F, N, D) with transposed stand-in anchors (F, D, K), then of a stand-in plan
+    (F, K, N) (uniform in [0, 1), seeded) with the features -> (F, K, D). features: (F, N, D)."""
+    x = features.contiguous()
+    f_, n, _ = x.shape
+    anchors_t = x[:, :num_anchors].contiguous().transpose(1, 2)  # (F, D, K)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    plan = torch.rand(f_, num_anchors, n, generator=gen, device=x.device).to(x.dtype)  # (F, K, N)
+
+    def call() -> torch.Tensor:
+        torch.bmm(x, anchors_t)
+        return torch.bmm(plan, x)
+
+    return call
+
+
 def bench_config(
     name: str, *, frames: int | None, dim: int, repeats: int, seed: int, dtype: torch.dtype, device: torch.device,
     family: str = "smooth",
@@ -266,9 +288,13 @@ def bench_config(
     result = run()
     assert not isinstance(result, list)
     floor_fn = floor_call(inp.features, k)
-    # AOT and its floor alternate, so the ratio compares calls made under the same load
-    run_times, floor_times = time_alternating([run, floor_fn], repeats=repeats, device=device)
+    calls = [run, floor_fn]
+    if isinstance(cfg, AOTConfig):
+        calls.append(products_call(inp.features, k, seed=seed))
+    # AOT, its floor (and the merge's two products) alternate, so ratios compare calls under the same load
+    run_times, floor_times, *product_times = time_alternating(calls, repeats=repeats, device=device)
     summary, floor = _summary(run_times), _summary(floor_times)
+    products = _summary(product_times[0]) if product_times else None
     peak = peak_extra_bytes(run, device=device)
     floor_peak = peak_extra_bytes(floor_fn, device=device)
 
@@ -295,6 +321,12 @@ def bench_config(
             "peak_extra_mb": _mb(floor_peak),
         },
         "ratio": summary["median_ms"] / floor["median_ms"],
+        "products": None if products is None else {
+            "cosine_shapes": [[f_, n, dim], [f_, dim, k]],
+            "plan_shapes": [[f_, k, n], [f_, n, dim]],
+            **products,
+        },
+        "products_ratio": None if products is None else products["median_ms"] / floor["median_ms"],
         "peak_extra_mb": _mb(peak),
         "input_mb": inp.features.numel() * itemsize / MB,
         "naive_temp_gb": naive / GB,
@@ -434,7 +466,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['config']} | {r['inputs']} | {r['frames']} × {r['tokens_per_frame']} × {r['dim']} | {r['output_tokens']} "
             f"| {r['retention']:.3f} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['floor']['median_ms']:.0f} "
-            f"| {r['ratio']:.1f} | {_fmt(r['peak_extra_mb'], '.0f')} | {r['input_mb']:.0f} | {r['naive_temp_gb']:.1f} |"
+            f"| {r['ratio']:.1f} | {_fmt(r['products_ratio'], '.2f')} | {_fmt(r['peak_extra_mb'], '.0f')} "
+            f"| {r['input_mb']:.0f} | {r['naive_temp_gb']:.1f} |"
         )
     return "\n".join(lines)
 
