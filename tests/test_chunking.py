@@ -142,3 +142,13 @@ def test_anchor_delta_frame_by_frame_equals_the_batched_product(grad):
     # the autograd path is the same kernel: bit for bit
     with torch.no_grad():
         assert torch.equal(weights.anchor_delta(x, slice(0, 3)), delta.detach())
+
+
+def test_anchor_dots_over_uneven_chunks_are_the_dot_products(monkeypatch):
+    x, *_ = make_video(5, seed=7)
+    index = torch.stack([torch.randperm(N, generator=torch.Generator().manual_seed(f))[:40].sort().values for f in range(5)])
+    monkeypatch.setattr(intra, "CPU_CHUNK_BYTES", 2 * N * D * 4)  # chunks of 2, 2 and 1 frames
+    dots = intra.anchor_dots(x, index)
+    expect = torch.einsum("fnd,fkd->fnk", x, x[torch.arange(5)[:, None], index])
+    torch.testing.assert_close(dots, expect, rtol=1e-5, atol=1e-5)
+    assert torch.equal(intra.anchor_dots(x, index, inplace=False), dots)

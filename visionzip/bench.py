@@ -8,9 +8,9 @@ Baseline presets (``method:`` other than ``aot``, e.g. ``visionzip_10pct``) run 
 frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1), for comparison.
 ``--stages`` times AOT's stages, so its first preset must be an AOT one.
 
-AOT presets also time the merge's two products (``products``): the cosines of every token of a frame
-with its anchors, (F, N, D) x (F, D, K), and the transport plan applied to the features, (F, K, N) x
-(F, N, D), at their full shapes, as :mod:`visionzip.intra` runs them over all N rows of a frame.
+AOT presets also time the merge's two products (``products``): the dot products of every token of a
+frame with its anchors, (F, N, D) x (F, D, K), and the transport plan applied to the features,
+(F, K, N) x (F, N, D), through the kernels :mod:`visionzip.intra` runs, over all N rows of a frame.
 ``products_ratio = products median / floor``: the part of the ratio these two products take alone.
 
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
@@ -54,7 +54,7 @@ import torch.nn.functional as Fn
 from .anchors import select_anchors
 from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
 from .inter import dynamic_segments, merge_inter_frame
-from .intra import merge_intra_frame
+from .intra import IntraWeights, anchor_dots, frame_chunks, merge_intra_frame
 from .layout import insert_newlines, pool_frames, pooled_grid
 from .methods import compress_video
 from .presets import get_preset
@@ -254,19 +254,22 @@ def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.T
     return partial(torch.bmm, pruned, anchors_t)
 
 
-def products_call(features: torch.Tensor, num_anchors: int, *, seed: int = 0) -> Callable[[], torch.Tensor]:
-    """The two products of AOT's intra-frame merge as a call, at their full shapes: ``bmm`` of the
-    features (F, N, D) with transposed stand-in anchors (F, D, K), then of a stand-in plan
-    (F, K, N) (uniform in [0, 1), seeded) with the features -> (F, K, D). features: (F, N, D)."""
+def products_call(features: torch.Tensor, num_anchors: int, *, seed: int = 0) -> Callable[[], object]:
+    """The two products of AOT's intra-frame merge as a call, through the kernels :mod:`visionzip.intra`
+    runs: the dot products of every token with K stand-in anchors (:func:`~visionzip.intra.anchor_dots`,
+    (F, N, D) x (F, D, K)) and a stand-in plan's change applied to the features
+    (:meth:`~visionzip.intra.IntraWeights.anchor_delta`, (F, K, N) x (F, N, D)), over the same chunks of
+    frames. The stand-in plan is uniform in [0, 1), seeded. features: (F, N, D)."""
     x = features.contiguous()
     f_, n, _ = x.shape
-    anchors_t = x[:, :num_anchors].contiguous().transpose(1, 2)  # (F, D, K)
+    index = torch.arange(num_anchors, device=x.device).expand(f_, num_anchors)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    plan = torch.rand(f_, num_anchors, n, generator=gen, device=x.device).to(x.dtype)  # (F, K, N)
+    change = torch.rand(f_, n, num_anchors, generator=gen, device=x.device)  # (F, N, K) float32, as intra's
+    weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change)
 
-    def call() -> torch.Tensor:
-        torch.bmm(x, anchors_t)
-        return torch.bmm(plan, x)
+    def call() -> list[torch.Tensor]:
+        anchor_dots(x, index)
+        return [weights.anchor_delta(x, sl) for sl in frame_chunks(x)]
 
     return call
 

@@ -84,6 +84,21 @@ class IntraWeights:
         return self.anchor_delta(x).add_(gather_rows(x, self.index).float())
 
 
+def anchor_dots(x: torch.Tensor, index: torch.Tensor, *, inplace: bool = True) -> torch.Tensor:
+    """(F, N, k) float32 dot products of every token of contiguous x (F, N, D) with its frame's anchors
+    ``x[f, index[f, j]]``: one ``bmm`` per chunk of frames (:func:`frame_chunks`) written into one map
+    (``inplace=False``, for autograd: the same product, its result copied in)."""
+    f_, n, _ = x.shape
+    out = torch.empty(f_, n, index.shape[1], device=x.device, dtype=torch.float32)
+    for sl in frame_chunks(x):
+        anchors = gather_rows(x[sl], index[sl])  # (c, k, D)
+        if inplace and x.dtype == torch.float32:
+            torch.bmm(x[sl], anchors.transpose(1, 2), out=out[sl])
+        else:
+            out[sl] = torch.bmm(x[sl], anchors.transpose(1, 2))
+    return out
+
+
 def intra_weights(
     features: torch.Tensor,
     anchor_mask: torch.Tensor,
@@ -122,13 +137,7 @@ def intra_weights(
     # autograd keeps the intermediates: with a gradient every step is out of place (same arithmetic)
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or norms.requires_grad))
 
-    cos = torch.empty(f_, n, k, device=x.device, dtype=torch.float32)  # (F, N, k)
-    for sl in frame_chunks(x):
-        anchors = gather_rows(x[sl], idx_r[sl])  # (c, k, D)
-        if inplace and x.dtype == torch.float32:
-            torch.bmm(x[sl], anchors.transpose(1, 2), out=cos[sl])
-        else:
-            cos[sl] = torch.bmm(x[sl], anchors.transpose(1, 2))
+    cos = anchor_dots(x, idx_r, inplace=inplace)  # (F, N, k)
     x_norm = norms.clamp_min(1e-12)  # (F, N)
     r_norm = x_norm.gather(1, idx_r)  # (F, k)
     dist = _scaled_distances(h, w, float(position_weight), x.device)[idx_r].transpose(1, 2)  # (F, N, k)
