@@ -152,3 +152,53 @@ def test_anchor_dots_over_uneven_chunks_are_the_dot_products(monkeypatch):
     expect = torch.einsum("fnd,fkd->fnk", x, x[torch.arange(5)[:, None], index])
     torch.testing.assert_close(dots, expect, rtol=1e-5, atol=1e-5)
     assert torch.equal(intra.anchor_dots(x, index, inplace=False), dots)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "average", "none", "max"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, monkeypatch):
+    """``apply_intra_pool(rows=...)`` forms only the kept pooled tokens, chunk by chunk; they are the
+    same rows of the whole pooled result, bit for bit, over uneven chunks and under autograd."""
+    from visionzip.layout import pool_mask
+    from visionzip.ops import front_indices, gather_rows
+
+    x, s, t, _ = make_video(5, seed=8)
+    mode_ = vz.PoolMode(mode)
+    mask = vz.select_anchors(s, t, grid=GRID, num_anchors=90, global_ratio=0.5, window=9)
+    cfg = vz.AOTConfig()
+    weights = intra.intra_weights(
+        x, mask, grid=GRID, epsilon=cfg.intra_epsilon, position_weight=cfg.position_weight, ot_weight=cfg.ot_weight,
+        scale=1.0, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop,
+        ot_mass=cfg.ot_mass, groups=None,
+    )
+    monkeypatch.setattr(intra, "CPU_CHUNK_BYTES", 2 * N * D * 4)  # chunks of 2, 2 and 1 frames
+    kept = pool_mask(mask, GRID, mode_, 2)
+    rows, valid, _ = front_indices(kept)
+    xs = x.clone().requires_grad_(grad)
+    full = intra.apply_intra_pool(xs, weights, GRID, mode_, 2)
+    alone = intra.apply_intra_pool(xs, weights, GRID, mode_, 2, rows=rows)
+    assert alone.shape == (5, rows.shape[1], D) and alone.requires_grad is grad
+    assert torch.equal(alone.detach(), gather_rows(full.detach().contiguous(), rows))
+    assert torch.equal(alone.detach()[valid], full.detach()[kept])
+    assert torch.equal(xs.detach(), x)  # the features are never written to ('none' pools to x itself)
+
+
+@pytest.mark.parametrize("position", [vz.NewlinePosition.GRID, vz.NewlinePosition.FRAME])
+def test_kept_with_newlines_from_the_kept_rows_alone(position):
+    from visionzip.ops import front_indices, gather_rows
+
+    g = torch.Generator().manual_seed(2)
+    pooled = torch.randn(4, 13 * 13, D, generator=g)
+    newline = torch.randn(D, generator=g)
+    mask = torch.rand(4, 13 * 13, generator=g) < 0.3
+    mask[2] = False  # a frame that keeps nothing keeps its newlines
+    rows = gather_rows(pooled, front_indices(mask)[0])
+    expect = kept_with_newlines(pooled, newline, (13, 13), position, mask)
+    assert torch.equal(kept_with_newlines(rows, newline, (13, 13), position, mask, compact=True), expect)
+    none = torch.zeros_like(mask)  # no frame keeps a token: the newlines alone
+    empty = gather_rows(pooled, front_indices(none)[0])
+    assert empty.shape[1] == 0
+    assert torch.equal(
+        kept_with_newlines(empty, newline, (13, 13), position, none, compact=True),
+        kept_with_newlines(pooled, newline, (13, 13), position, none),
+    )

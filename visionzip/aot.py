@@ -32,6 +32,7 @@ from .layout import (
     pool_mask,
     sequence_positions,
 )
+from .ops import front_indices
 from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
 from .registry import MethodSpec, register_method
 
@@ -120,12 +121,21 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
         slices.append(slice(start, start + v.frames))
         start += v.frames
     per_video = [None if weights is None else weights.frames(sl) for sl in slices]
+    # only the kept pooled tokens are read on (unless the inter-frame stage runs on a sequence with
+    # newlines inserted): those rows are formed alone, never the whole pooled video
+    compact = not (cfg.inter_frame and layout0.inserted_newline is not None)
     pooled = [
-        apply_intra_pool(v.features, w, v.layout.grid, v.layout.pool_mode, v.layout.pool_stride)
-        for v, w in zip(videos, per_video)
+        apply_intra_pool(
+            v.features, w, v.layout.grid, v.layout.pool_mode, v.layout.pool_stride,
+            rows=front_indices(pooled_masks[sl])[0] if compact else None,
+        )
+        for v, w, sl in zip(videos, per_video, slices)
     ]
     return [
-        _compress_one(v, cfg, mask[sl], w, seq, pooled_masks[sl], None if keep_counts is None else keep_counts[sl], segs)
+        _compress_one(
+            v, cfg, mask[sl], w, seq, pooled_masks[sl], None if keep_counts is None else keep_counts[sl], segs,
+            compact=compact,
+        )
         for v, sl, w, seq, segs in zip(videos, slices, per_video, pooled, segments)
     ]
 
@@ -171,7 +181,11 @@ def _compress_one(
     pmask: torch.Tensor,
     keep_counts: torch.Tensor | None,
     segments: list[int],
+    *,
+    compact: bool = False,
 ) -> CompressionResult:
+    """One video's result. ``seq``: its pooled frames (F, n, D), or with ``compact`` only their kept
+    tokens (F, k, D) in :func:`~visionzip.ops.front_indices` order of ``pmask``."""
     layout = video.layout
     f_, n_full = amask.shape
     ph, pw = layout.pooled_grid
@@ -184,15 +198,17 @@ def _compress_one(
         seq_mask = newline_mask(pmask, (ph, pw), inserted)
     if cfg.inter_frame:
         if inserted is not None:
+            assert not compact
             seq = stages[-1](seq, newline)
         plan = inter_plan(
-            seq, seq_mask, segments, keep_ratio=cfg.keep_ratio, scale=cfg.inter_scale_for(layout.newline_position),
-            sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol,
-            sinkhorn_stop=cfg.sinkhorn_stop, keyframe_emit=cfg.keyframe_emit, keep_rule=cfg.inter_keep,
-            keep_counts=keep_counts,
+            None if compact else seq, seq_mask, segments, keep_ratio=cfg.keep_ratio,
+            scale=cfg.inter_scale_for(layout.newline_position), sigma=cfg.inter_sigma, epsilon=cfg.inter_epsilon,
+            max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop,
+            keyframe_emit=cfg.keyframe_emit, keep_rule=cfg.inter_keep, keep_counts=keep_counts,
+            rows=seq if compact else None,
         )
         stages.append(lambda x, nl, p=plan: p.apply(x))
-        sources = plan.sources(seq.shape[1])
+        sources = plan.sources(seq_mask.shape[1])
         kept = plan.kept
         assert kept is not None and plan.tokens is not None
         tokens = plan.tokens  # equal to the stage applied to seq (tests check plan.apply against it)
@@ -201,7 +217,10 @@ def _compress_one(
         sources = torch.nonzero(seq_mask.reshape(-1))[:, 0]
         kept = seq_mask
         # the kept entries of the sequence with newlines, read from the pooled frames without building it
-        tokens = seq[pmask] if inserted is None else kept_with_newlines(seq, newline, (ph, pw), inserted, pmask)
+        if inserted is not None:
+            tokens = kept_with_newlines(seq, newline, (ph, pw), inserted, pmask, compact=compact)
+        else:
+            tokens = seq[front_indices(pmask)[1]] if compact else seq[pmask]
     trailing = cfg.one_token_newline is OneTokenNewline.APPEND and layout.trailing_newline
     if trailing:
         stages.append(append_newline)

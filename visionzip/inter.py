@@ -237,23 +237,26 @@ def inter_plan(
     keyframe_emit: KeyframeEmit,
     keep_rule: InterKeep,
     keep_counts: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> InterPlan:
     """The inter-frame stage of one video (seq (F, n', D), mask (F, n'), clip lengths), validated
     inputs. All clips advance together: step t processes frame ``keyframe + t`` of every clip longer
     than t, so the loop runs over frame offsets within a clip, never over frames or tokens. Tokens
     are padded to this video's widest frame only, so the plan never depends on other videos.
-    ``keep_counts`` (F,): distinct tokens each later frame keeps (exact-budget mode), or None."""
+    ``keep_counts`` (F,): distinct tokens each later frame keeps (exact-budget mode), or None.
+    ``rows`` (F, k, D): the kept rows ``gather_rows(seq, front_indices(mask)[0])`` when the caller
+    formed them without the sequence (``seq`` may then be None)."""
     f_, n = mask.shape
-    dev = seq.device
+    dev = mask.device
     idx, valid, _ = front_indices(mask)  # kept tokens first, row-major
     starts = [sum(segments[:c]) for c in range(len(segments))]
     key = torch.tensor(starts, device=dev, dtype=torch.long)
     plan = InterPlan(idx, valid, key, scale)
     if idx.shape[1] == 0:  # no frame keeps a token: nothing to emit
         plan.kept = torch.zeros_like(mask)
-        plan.tokens = seq.new_zeros(0, seq.shape[-1])
+        plan.tokens = (seq if rows is None else rows).new_zeros(0, (seq if rows is None else rows).shape[-1])
         return plan
-    ys = plan._rows(seq)
+    ys = plan._rows(seq) if rows is None else rows  # (F, k, D)
     z = ys[key].float()  # (C, k, D)
     zv = valid[key]  # (C, k)
     emit = valid.clone()  # (F, k)

@@ -189,28 +189,38 @@ def _scaled_distances(h: int, w: int, position_weight: float, device: torch.devi
 
 
 def apply_intra_pool(
-    x: torch.Tensor, weights: IntraWeights | None, grid: tuple[int, int], mode: PoolMode, stride: int
+    x: torch.Tensor,
+    weights: IntraWeights | None,
+    grid: tuple[int, int],
+    mode: PoolMode,
+    stride: int,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's pooling of x (F, N, D) with the anchors replaced by their merged values, without
     building the merged frames: pool(X') = pool(X) + M[:, anchors] (merged - anchors) for a linear
     pooling M (``max`` pooling materialises the merged frames). Runs over chunks of frames
-    (:func:`frame_chunks`) into one output. Returns (F, n, D) in x's dtype."""
-    if weights is None:
-        return pool_tokens(x, grid, mode, stride)
+    (:func:`frame_chunks`). Returns (F, n, D) in x's dtype.
+
+    ``rows`` (F, k) int64 positions of the pooled frames: returns only those rows, (F, k, D), equal
+    to ``gather_rows`` of the full result bit for bit. Each chunk is then pooled into one reused
+    buffer and its rows picked from there, so the (F, n, D) result is never formed (a caller that
+    reads only the kept tokens skips writing the whole pooled video)."""
+    if weights is None or mode is PoolMode.MAX:
+        full = pool_tokens(x, grid, mode, stride) if weights is None else _max_pool_merged(x, weights, grid, stride)
+        return full if rows is None else gather_rows(full.contiguous(), rows)
     x = x.contiguous()
-    f_, n_full, d = x.shape
-    if mode is PoolMode.MAX:
-        merged = weights.merged_anchors(x)
-        full = x.clone()
-        flat = (weights.index + torch.arange(f_, device=x.device)[:, None] * n_full)[weights.valid]
-        full.view(-1, d)[flat] = merged.to(x.dtype)[weights.valid]
-        return pool_tokens(full, grid, mode, stride)
+    f_, _, d = x.shape
     ph, pw = pooled_grid(grid, mode=mode, stride=stride)
-    out = torch.empty(f_, ph * pw, d, device=x.device, dtype=x.dtype)
+    n = ph * pw
     cells, taps = pooling_taps(grid, mode, stride, x.device)
     one_tap = cells.shape[1] == 1
     matrix = None if one_tap else pooling_matrix(grid, mode, stride, x.device)  # (N, n)
     grad = torch.is_grad_enabled() and (x.requires_grad or weights.change.requires_grad)
+    # written through out= (float32, no autograd): into the output, or into one reused chunk buffer
+    direct = x.dtype == torch.float32 and not grad
+    out = torch.empty(f_, n, d, device=x.device, dtype=x.dtype) if rows is None else None
+    picked: list[torch.Tensor] = []
+    scratch: torch.Tensor | None = None
     # on a CPU the correction's product skips the pooling matrix's zeros (a dense product would be
     # ~99 % multiplications by zero); on an accelerator it is one dense product
     sparse = not one_tap and x.device.type == "cpu" and x.dtype == torch.float32
@@ -218,36 +228,54 @@ def apply_intra_pool(
         delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
         index = weights.index[sl]
         c = index.shape[0]
+        dest = None
+        if direct:
+            if out is not None:
+                dest = out[sl]
+            else:
+                scratch = torch.empty(c, n, d, device=x.device, dtype=x.dtype) if scratch is None else scratch
+                dest = scratch[:c]  # the first chunk is the largest
         pooled = pool_tokens(x[sl], grid, mode, stride)
         if one_tap:  # each token feeds one cell (average, none): add each anchor's delta to its cell
-            if x.dtype == torch.float32 and not grad:
-                acc = out[sl]
-                acc.copy_(pooled)
-            else:  # a float32 copy ('none' pools to x itself)
-                acc = pooled.to(torch.float32, copy=True)
-            target = cells[index, 0] + torch.arange(c, device=x.device)[:, None] * (ph * pw)  # (c, k)
+            acc = dest.copy_(pooled) if dest is not None else pooled.to(torch.float32, copy=True)  # 'none': x itself
+            target = cells[index, 0] + torch.arange(c, device=x.device)[:, None] * n  # (c, k)
             acc.view(-1, d).index_add_(0, target.reshape(-1), delta.mul_(taps[index, 0][..., None]).view(-1, d))
-            if acc.data_ptr() != out[sl].data_ptr():
-                out[sl] = acc
+            value = acc
         elif sparse:  # pooled + M_a^T delta with M_a's few nonzeros only (up to 4 cells per anchor)
             w = taps[index]  # (c, k, P)
             nz = w > 0
-            rows = (cells[index] + torch.arange(c, device=x.device)[:, None, None] * (ph * pw))[nz]
+            cell_rows = (cells[index] + torch.arange(c, device=x.device)[:, None, None] * n)[nz]
             cols = torch.arange(c * index.shape[1], device=x.device).view(*index.shape, 1).expand_as(w)[nz]
             m_sparse = torch.sparse_coo_tensor(
-                torch.stack([rows, cols]), w[nz], (c * ph * pw, c * index.shape[1]), check_invariants=False
+                torch.stack([cell_rows, cols]), w[nz], (c * n, c * index.shape[1]), check_invariants=False
             )
-            if grad:  # the same product, its result copied in (autograd refuses out=)
-                out[sl] = torch.addmm(pooled.reshape(-1, d), m_sparse, delta.view(-1, d)).view(c, ph * pw, d)
-            else:
-                torch.addmm(pooled.reshape(-1, d), m_sparse, delta.view(-1, d), out=out[sl].view(-1, d))
+            if dest is not None:
+                torch.addmm(pooled.reshape(-1, d), m_sparse, delta.view(-1, d), out=dest.view(-1, d))
+                value = dest
+            else:  # the same product, its result copied in (autograd refuses out=)
+                value = torch.addmm(pooled.reshape(-1, d), m_sparse, delta.view(-1, d)).view(c, n, d)
         else:
             m = matrix[index].transpose(1, 2)  # (c, n, k)
-            if x.dtype == torch.float32 and not grad:
-                torch.baddbmm(pooled, m, delta, out=out[sl])  # pooled + M_a^T delta, written in place
+            if dest is not None:
+                value = torch.baddbmm(pooled, m, delta, out=dest)  # pooled + M_a^T delta, written in place
             else:
-                out[sl] = torch.baddbmm(pooled.float(), m, delta)
-    return out
+                value = torch.baddbmm(pooled.float(), m, delta)
+        if out is None:
+            picked.append(gather_rows(value, rows[sl]).to(x.dtype))  # type: ignore[index]
+        elif dest is None:
+            out[sl] = value
+    return out if out is not None else torch.cat(picked)
+
+
+def _max_pool_merged(x: torch.Tensor, weights: IntraWeights, grid: tuple[int, int], stride: int) -> torch.Tensor:
+    """``max`` pooling of the merged frames (not linear: the merged frames are formed)."""
+    x = x.contiguous()
+    f_, n_full, d = x.shape
+    merged = weights.merged_anchors(x)
+    full = x.clone()
+    flat = (weights.index + torch.arange(f_, device=x.device)[:, None] * n_full)[weights.valid]
+    full.view(-1, d)[flat] = merged.to(x.dtype)[weights.valid]
+    return pool_tokens(full, grid, PoolMode.MAX, stride)
 
 
 def merge_intra_frame(

@@ -307,13 +307,22 @@ def newline_mask(mask: torch.Tensor, grid: tuple[int, int], position: NewlinePos
 
 
 def kept_with_newlines(
-    pooled: torch.Tensor, newline: torch.Tensor | None, grid: tuple[int, int], position: NewlinePosition, mask: torch.Tensor
+    pooled: torch.Tensor,
+    newline: torch.Tensor | None,
+    grid: tuple[int, int],
+    position: NewlinePosition,
+    mask: torch.Tensor,
+    *,
+    compact: bool = False,
 ) -> torch.Tensor:
     """(T, D) the entries of ``newline_values(pooled, newline, grid, position)`` that
     ``newline_mask(mask, grid, position)`` keeps, in the same order, copied from the pooled frames
-    (F, h*w, D) without building the (F, n', D) sequence; no checks."""
+    (F, h*w, D) without building the (F, n', D) sequence; no checks. ``compact``: ``pooled`` holds
+    only each frame's kept tokens, (F, k, D) in ascending position (``front_indices(mask)`` order,
+    padded)."""
     assert newline is not None
-    f_, n, d = pooled.shape
+    f_, _, d = pooled.shape
+    n = mask.shape[1]
     h, w = grid
     if position is NewlinePosition.GRID:
         slot = torch.arange(h * (w + 1), device=pooled.device)
@@ -323,7 +332,14 @@ def kept_with_newlines(
         slot = torch.arange(n + 1, device=pooled.device)
         is_nl, src = slot == n, slot.clamp(max=n - 1)
     frame, entry = torch.nonzero(newline_mask(mask, grid, position)).unbind(1)  # row-major, as boolean indexing
-    tokens = pooled.reshape(f_ * n, d).index_select(0, frame * n + src[entry])
+    if compact:  # a kept token's slot is its rank among its frame's kept tokens; a newline reads slot 0
+        width = pooled.shape[1]
+        if width == 0:  # no frame keeps a token: only newlines
+            return newline.to(device=pooled.device, dtype=pooled.dtype).expand(int(frame.numel()), d).clone()
+        slot = (mask.long().cumsum(-1) - 1).clamp_min(0)[frame, src[entry]]
+        tokens = pooled.reshape(-1, d).index_select(0, frame * width + torch.where(is_nl[entry], 0, slot))
+    else:
+        tokens = pooled.reshape(f_ * n, d).index_select(0, frame * n + src[entry])
     tokens[is_nl[entry]] = newline.to(device=pooled.device, dtype=pooled.dtype)
     return tokens
 
