@@ -496,6 +496,22 @@ def test_sinkhorn_groups_equal_problems_alone(stop):
     assert any(not torch.equal(shared.plan[i], r.plan) for i, r in enumerate(alone))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sinkhorn_overwrite_forms_the_same_plan_in_the_kernel(dtype):
+    k, a, b = _sinkhorn_problem(20, 15, 3)
+    k = k.to(dtype)
+    before = k.clone()
+    plain = vz.sinkhorn(k, a, b, tol=1e-3, max_iter=200)
+    assert torch.equal(k, before)  # without overwrite the kernel is only read
+    given = k.clone()
+    over = vz.sinkhorn(given, a, b, tol=1e-3, max_iter=200, overwrite=True)
+    assert torch.equal(over.plan, plain.plan)  # bit for bit
+    if dtype is torch.float32:
+        assert over.plan.data_ptr() == given.data_ptr()  # formed in the caller's kernel
+    else:
+        assert torch.equal(given, before)  # a float64 kernel is read through a float32 copy: untouched
+
+
 def test_inter_frame_with_an_empty_source_frame():
     # clip [f0, f1] with f1 keeping nothing: f1 emits nothing and Z stays Y_0 -> [Y_0, Y_0]
     g = torch.Generator().manual_seed(0)

@@ -147,7 +147,8 @@ def intra_weights(
         if not all_valid:  # padding slots: never the nearest anchor, and kernel exp(-inf) = 0
             cos.masked_fill_(~valid_r[:, None, :], float("-inf"))
         nearest = cos.argmax(-1)  # (F, N) nearest anchor by cosine (read for pruned tokens only)
-        kernel = cos.neg_().add_(1.0).add_(dist).neg_().div_(epsilon).exp_().mul_(keep)
+        # (cos - 1) - dist is -((1 - cos) + dist) bit for bit (rounding is symmetric under negation)
+        kernel = cos.sub_(1.0).sub_(dist).div_(epsilon).exp_().mul_(keep)
     else:
         cos = cos / x_norm[:, :, None] / r_norm[:, None, :]
         if not all_valid:
@@ -158,7 +159,10 @@ def intra_weights(
     del cos, dist
     row = pruned.float() / n_p.clamp_min(1)[:, None].float()  # (F, N)
     col = valid_r.float() / n_r.clamp_min(1)[:, None].float()  # (F, k)
-    plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=sinkhorn_stop.value, check=False).plan
+    plan = sinkhorn(
+        kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=sinkhorn_stop.value, check=False,
+        overwrite=inplace,
+    ).plan
     del kernel
     if ot_mass is OTMass.PER_TOKEN:  # every pruned token carries mass 1
         plan = plan.mul_(n_p[:, None, None].float()) if inplace else plan * n_p[:, None, None].float()
@@ -202,9 +206,10 @@ def apply_intra_pool(
     (:func:`frame_chunks`). Returns (F, n, D) in x's dtype.
 
     ``rows`` (F, k) int64 positions of the pooled frames: returns only those rows, (F, k, D), equal
-    to ``gather_rows`` of the full result bit for bit. Each chunk is then pooled into one reused
-    buffer and its rows picked from there, so the (F, n, D) result is never formed (a caller that
-    reads only the kept tokens skips writing the whole pooled video)."""
+    to ``gather_rows`` of the full result bit for bit: each chunk's correction is added where the
+    chunk was pooled (the same ``out=`` products, ``out`` the pooled chunk itself) and its rows are
+    picked from there, so the (F, n, D) result is never formed (a caller that reads only the kept
+    tokens skips writing the whole pooled video)."""
     if weights is None or mode is PoolMode.MAX:
         full = pool_tokens(x, grid, mode, stride) if weights is None else _max_pool_merged(x, weights, grid, stride)
         return full if rows is None else gather_rows(full.contiguous(), rows)
@@ -228,14 +233,15 @@ def apply_intra_pool(
         delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
         index = weights.index[sl]
         c = index.shape[0]
-        dest = None
-        if direct:
-            if out is not None:
-                dest = out[sl]
-            else:
-                scratch = torch.empty(c, n, d, device=x.device, dtype=x.dtype) if scratch is None else scratch
-                dest = scratch[:c]  # the first chunk is the largest
         pooled = pool_tokens(x[sl], grid, mode, stride)
+        dest = None
+        if direct and out is not None:
+            dest = out[sl]
+        elif direct and mode is not PoolMode.NONE:
+            dest = pooled  # a fresh pooled chunk: corrected where it lies
+        elif direct:  # 'none' pools to x itself, never written to: one reused buffer
+            scratch = torch.empty(c, n, d, device=x.device, dtype=x.dtype) if scratch is None else scratch
+            dest = scratch[:c]  # the first chunk is the largest
         if one_tap:  # each token feeds one cell (average, none): add each anchor's delta to its cell
             acc = dest.copy_(pooled) if dest is not None else pooled.to(torch.float32, copy=True)  # 'none': x itself
             target = cells[index, 0] + torch.arange(c, device=x.device)[:, None] * n  # (c, k)

@@ -47,6 +47,7 @@ def sinkhorn(
     stop: str = "paper",
     warn: bool = True,
     check: bool = True,
+    overwrite: bool = False,
 ) -> SinkhornResult:
     """Solve ``min <T, C> - eps H(T)`` s.t. ``T 1 = a, T^T 1 = b`` from the kernel ``K = exp(-C/eps)``.
 
@@ -67,9 +68,14 @@ def sinkhorn(
     Convergence is read on the host only after iterations 2, 3 and every 4th after that (a group
     that has stopped is frozen on the device meanwhile, so the result is that of stopping at once).
     ``check=False`` skips the input validation (for callers that built the inputs themselves).
+    ``overwrite=True`` lets the plan be formed in place on a float32 ``kernel`` (same values; the
+    caller no longer needs the kernel).
     """
     if not check:
-        return _solve(kernel, row_marginal, col_marginal, max_iter=max_iter, tol=tol, groups=groups, stop=stop, warn=warn)
+        return _solve(
+            kernel, row_marginal, col_marginal, max_iter=max_iter, tol=tol, groups=groups, stop=stop, warn=warn,
+            overwrite=overwrite,
+        )
     check_tensor("kernel", kernel, ndim=(2, 3), floating=True)
     squeeze = kernel.dim() == 2
     want = (kernel.shape[-2],) if squeeze else kernel.shape[:2]
@@ -91,7 +97,7 @@ def sinkhorn(
             raise ValueError(f"{name} has negative entries (min {float(value.min()):.3g}); expected values >= 0")
     if groups is not None:
         check_tensor("groups", groups, shape=(kernel.shape[0],))
-    return _solve(*given, max_iter=max_iter, tol=tol, groups=groups, stop=stop, warn=warn)
+    return _solve(*given, max_iter=max_iter, tol=tol, groups=groups, stop=stop, warn=warn, overwrite=overwrite)
 
 
 def _solve(
@@ -104,6 +110,7 @@ def _solve(
     groups: torch.Tensor | None,
     stop: str,
     warn: bool,
+    overwrite: bool = False,
 ) -> SinkhornResult:
     squeeze = kernel.dim() == 2
     if squeeze:
@@ -157,7 +164,10 @@ def _solve(
             RuntimeWarning,
             stacklevel=2,
         )
-    plan = u.unsqueeze(-1) * K * v.unsqueeze(-2)
+    if overwrite or K is not kernel:  # in place on K (the caller's, or a float32 copy): (K * u) * v is (u * K) * v bit for bit
+        plan = K.mul_(u.unsqueeze(-1)).mul_(v.unsqueeze(-2))
+    else:
+        plan = u.unsqueeze(-1) * K * v.unsqueeze(-2)
     if squeeze:
         plan, u, v = plan[0], u[0], v[0]
     return SinkhornResult(plan=plan, u=u, v=v, iterations=iterations, converged=converged)
