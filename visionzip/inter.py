@@ -70,7 +70,8 @@ def _masked_quantile(values: torch.Tensor, valid: torch.Tensor, q: float) -> tor
 def fold_into(z: torch.Tensor, q: torch.Tensor, fold: torch.Tensor, scale: float) -> torch.Tensor:
     """Anchors Z (C, z, D) float32 after folding sources Q (C, q, D) float32 with shares fold (C, q, z):
     ``(Z + s fold^T Q) / (1 + s fold^T 1)``."""
-    return (z + scale * torch.bmm(fold.transpose(1, 2), q)) / (1.0 + scale * fold.sum(1))[..., None]
+    num = torch.baddbmm(z, fold.transpose(1, 2), q, alpha=scale)  # Z + s fold^T Q in one product
+    return num.div_((1.0 + scale * fold.sum(1))[..., None])
 
 
 def inter_decide(
@@ -208,7 +209,10 @@ class InterPlan:
         ys = self._rows(seq)
         z = ys[self.key].float()
         for live, src, fold in self.steps:
-            z[live] = fold_into(z[live], ys[src].float(), fold, self.scale)
+            if live.numel() == z.shape[0]:  # every clip still running: no row selection of Z
+                z = fold_into(z, ys[src].float(), fold, self.scale)
+            else:
+                z[live] = fold_into(z[live], ys[src].float(), fold, self.scale)
         return self._emitted(ys, z)
 
     def sources(self, width: int) -> torch.Tensor:
@@ -264,12 +268,17 @@ def inter_plan(
         live = torch.tensor([c for c, length in enumerate(segments) if length > t], device=dev, dtype=torch.long)
         src = key[live] + t
         qf = ys[src].float()
+        every = live.numel() == len(segments)  # every clip still running: Z as it is, no row selection
+        z_live = z if every else z[live]
         fold, keep = inter_decide(
-            z[live], qf, zv[live], valid[src], offset=t, keep_ratio=keep_ratio, sigma=sigma, epsilon=epsilon,
-            max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop, keep_rule=keep_rule,
+            z_live, qf, zv if every else zv[live], valid[src], offset=t, keep_ratio=keep_ratio, sigma=sigma,
+            epsilon=epsilon, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop, keep_rule=keep_rule,
             keep_counts=None if keep_counts is None else keep_counts[src],
         )
-        z[live] = fold_into(z[live], qf, fold, scale)
+        if every:
+            z = fold_into(z, qf, fold, scale)
+        else:
+            z[live] = fold_into(z_live, qf, fold, scale)
         emit[src] = keep
         plan.steps.append((live, src, fold))
 
