@@ -224,7 +224,7 @@ def apply_intra_pool(
     # written through out= (float32, no autograd): into the output, or into one reused chunk buffer
     direct = x.dtype == torch.float32 and not grad
     out = torch.empty(f_, n, d, device=x.device, dtype=x.dtype) if rows is None else None
-    picked: list[torch.Tensor] = []
+    picked = None if rows is None else torch.empty(f_, rows.shape[1], d, device=x.device, dtype=x.dtype)
     scratch: torch.Tensor | None = None
     # on a CPU the correction's product skips the pooling matrix's zeros (a dense product would be
     # ~99 % multiplications by zero); on an accelerator it is one dense product
@@ -266,11 +266,14 @@ def apply_intra_pool(
                 value = torch.baddbmm(pooled, m, delta, out=dest)  # pooled + M_a^T delta, written in place
             else:
                 value = torch.baddbmm(pooled.float(), m, delta)
-        if out is None:
-            picked.append(gather_rows(value, rows[sl]).to(x.dtype))  # type: ignore[index]
+        if picked is not None and not grad and value.dtype == x.dtype:
+            flat = (rows[sl] + torch.arange(c, device=x.device)[:, None] * n).reshape(-1)  # type: ignore[index]
+            torch.index_select(value.view(-1, d), 0, flat, out=picked[sl].view(-1, d))
+        elif picked is not None:
+            picked[sl] = gather_rows(value, rows[sl]).to(x.dtype)  # type: ignore[index]
         elif dest is None:
             out[sl] = value
-    return out if out is not None else torch.cat(picked)
+    return out if picked is None else picked
 
 
 def _max_pool_merged(x: torch.Tensor, weights: IntraWeights, grid: tuple[int, int], stride: int) -> torch.Tensor:
