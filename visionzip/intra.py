@@ -221,7 +221,7 @@ def apply_intra_pool(
     one_tap = cells.shape[1] == 1
     matrix = None if one_tap else pooling_matrix(grid, mode, stride, x.device)  # (N, n)
     grad = torch.is_grad_enabled() and (x.requires_grad or weights.change.requires_grad)
-    # written through out= (float32, no autograd): into the output, or into one reused chunk buffer
+    # written through out= (float32, no autograd): into the output, or (rows) into the pooled chunk itself
     direct = x.dtype == torch.float32 and not grad
     out = torch.empty(f_, n, d, device=x.device, dtype=x.dtype) if rows is None else None
     picked = None if rows is None else torch.empty(f_, rows.shape[1], d, device=x.device, dtype=x.dtype)
