@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .ops import token_norms
+
 
 def check_tensor(
     name: str,
@@ -48,8 +50,7 @@ def checked_token_norms(name: str, features: torch.Tensor) -> torch.Tensor:
     """(..., N) float32 norms of the tokens of ``features`` (..., N, D), accumulated in at least
     float32, after checking that every value is finite: the norms are that check's one pass (a NaN or
     inf anywhere makes its token's norm non-finite; the exact count is taken only then)."""
-    wide = torch.promote_types(features.dtype, torch.float32)
-    norms = torch.linalg.vector_norm(features, dim=-1, dtype=wide).float()
+    norms = token_norms(features)
     if features.numel() and not bool(torch.isfinite(norms).all()):
         check_finite(name, features)
     return norms

@@ -49,7 +49,7 @@ from .config import (
 from .inputs import VideoInput
 from .inter import dynamic_segments
 from .layout import VideoLayout, append_newline, newline_mask, newline_values, pool_tokens, sequence_positions
-from .ops import rank_ascending
+from .ops import flat_rows, rank_ascending
 from .plan import CompressionResult, ReductionPlan, Stage, emit_positions
 from .registry import MethodSpec, register_method
 
@@ -208,7 +208,7 @@ def visionzip_select(pooled: torch.Tensor, scores: torch.Tensor, budget: int, co
     cos = torch.bmm(unit, unit.transpose(1, 2))  # (F, n, n)
     target = cos.masked_fill(~centers[:, None, :], float("-inf")).argmax(-1)  # (F, n)
     own = torch.arange(n, device=dev).expand(f_, n)
-    target = torch.where(members, target, own) + torch.arange(f_, device=dev)[:, None] * n  # flat
+    target = flat_rows(torch.where(members, target, own), n)
     kept = dominant | centers
     return Selection(kept, members, target.reshape(-1), {"dominant": int(dom.sum()), "contextual": int(centers.sum())})
 

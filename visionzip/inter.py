@@ -17,7 +17,7 @@ import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_finite, check_mask, check_ratio, check_tensor
 from .config import AOTConfig, InterKeep, KeyframeEmit, SinkhornStop
-from .ops import front_indices, gather_rows, rank_ascending
+from .ops import flat_rows, front_indices, gather_rows, rank_ascending
 from .sinkhorn import sinkhorn
 
 _D = AOTConfig()
@@ -72,6 +72,15 @@ def fold_into(z: torch.Tensor, q: torch.Tensor, fold: torch.Tensor, scale: float
     ``(Z + s fold^T Q) / (1 + s fold^T 1)``."""
     num = torch.baddbmm(z, fold.transpose(1, 2), q, alpha=scale)  # Z + s fold^T Q in one product
     return num.div_((1.0 + scale * fold.sum(1))[..., None])
+
+
+def _fold_live(z: torch.Tensor, live: torch.Tensor, q: torch.Tensor, fold: torch.Tensor, scale: float) -> torch.Tensor:
+    """Z (C, z, D) with the clips ``live`` folded (:func:`fold_into`); while every clip is live, Z is
+    folded whole, without a row selection."""
+    if live.numel() == z.shape[0]:
+        return fold_into(z, q, fold, scale)
+    z[live] = fold_into(z[live], q, fold, scale)
+    return z
 
 
 def inter_decide(
@@ -209,10 +218,7 @@ class InterPlan:
         ys = self._rows(seq)
         z = ys[self.key].float()
         for live, src, fold in self.steps:
-            if live.numel() == z.shape[0]:  # every clip still running: no row selection of Z
-                z = fold_into(z, ys[src].float(), fold, self.scale)
-            else:
-                z[live] = fold_into(z[live], ys[src].float(), fold, self.scale)
+            z = _fold_live(z, live, ys[src].float(), fold, self.scale)
         return self._emitted(ys, z)
 
     def sources(self, width: int) -> torch.Tensor:
@@ -220,8 +226,7 @@ class InterPlan:
         a merged Z entry points at its keyframe anchor's own position."""
         if self.index.shape[1] == 0:
             return torch.zeros(0, dtype=torch.long, device=self.index.device)
-        f_ = self.index.shape[0]
-        flat = self.index + torch.arange(f_, device=self.index.device)[:, None] * width
+        flat = flat_rows(self.index, width)
         assert self.order is not None and self.flags is not None
         return torch.cat([flat, flat[self.key]])[self.order][self.flags]
 
@@ -258,7 +263,8 @@ def inter_plan(
     plan = InterPlan(idx, valid, key, scale)
     if idx.shape[1] == 0:  # no frame keeps a token: nothing to emit
         plan.kept = torch.zeros_like(mask)
-        plan.tokens = (seq if rows is None else rows).new_zeros(0, (seq if rows is None else rows).shape[-1])
+        like = seq if rows is None else rows
+        plan.tokens = like.new_zeros(0, like.shape[-1])
         return plan
     ys = plan._rows(seq) if rows is None else rows  # (F, k, D)
     z = ys[key].float()  # (C, k, D)
@@ -269,16 +275,12 @@ def inter_plan(
         src = key[live] + t
         qf = ys[src].float()
         every = live.numel() == len(segments)  # every clip still running: Z as it is, no row selection
-        z_live = z if every else z[live]
         fold, keep = inter_decide(
-            z_live, qf, zv if every else zv[live], valid[src], offset=t, keep_ratio=keep_ratio, sigma=sigma,
-            epsilon=epsilon, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop, keep_rule=keep_rule,
-            keep_counts=None if keep_counts is None else keep_counts[src],
+            z if every else z[live], qf, zv if every else zv[live], valid[src], offset=t, keep_ratio=keep_ratio,
+            sigma=sigma, epsilon=epsilon, max_iter=max_iter, tol=tol, sinkhorn_stop=sinkhorn_stop,
+            keep_rule=keep_rule, keep_counts=None if keep_counts is None else keep_counts[src],
         )
-        if every:
-            z = fold_into(z, qf, fold, scale)
-        else:
-            z[live] = fold_into(z_live, qf, fold, scale)
+        z = _fold_live(z, live, qf, fold, scale)
         emit[src] = keep
         plan.steps.append((live, src, fold))
 

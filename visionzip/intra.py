@@ -16,7 +16,7 @@ import torch
 from ._checks import check_choice, check_finite, check_grid, check_mask, check_tensor
 from .config import AOTConfig, OTMass, PoolMode, SinkhornStop
 from .layout import grid_distances, pool_tokens, pooled_grid, pooling_matrix, pooling_taps
-from .ops import front_indices, gather_rows
+from .ops import flat_rows, front_indices, gather_rows, token_norms
 from .sinkhorn import sinkhorn
 
 _D = AOTConfig()
@@ -132,8 +132,7 @@ def intra_weights(
     all_valid = bool(valid_r.all())
     x = features.contiguous()
     if norms is None:
-        wide = torch.promote_types(x.dtype, torch.float32)  # norms accumulate in >= float32
-        norms = torch.linalg.vector_norm(x, dim=-1, dtype=wide).float()
+        norms = token_norms(x)
     # autograd keeps the intermediates: with a gradient every step is out of place (same arithmetic)
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or norms.requires_grad))
 
@@ -244,7 +243,7 @@ def apply_intra_pool(
             dest = scratch[:c]  # the first chunk is the largest
         if one_tap:  # each token feeds one cell (average, none): add each anchor's delta to its cell
             acc = dest.copy_(pooled) if dest is not None else pooled.to(torch.float32, copy=True)  # 'none': x itself
-            target = cells[index, 0] + torch.arange(c, device=x.device)[:, None] * n  # (c, k)
+            target = flat_rows(cells[index, 0], n)  # (c, k)
             acc.view(-1, d).index_add_(0, target.reshape(-1), delta.mul_(taps[index, 0][..., None]).view(-1, d))
             value = acc
         elif sparse:  # pooled + M_a^T delta with M_a's few nonzeros only (up to 4 cells per anchor)
@@ -266,13 +265,13 @@ def apply_intra_pool(
                 value = torch.baddbmm(pooled, m, delta, out=dest)  # pooled + M_a^T delta, written in place
             else:
                 value = torch.baddbmm(pooled.float(), m, delta)
-        if picked is not None and not grad and value.dtype == x.dtype:
-            flat = (rows[sl] + torch.arange(c, device=x.device)[:, None] * n).reshape(-1)  # type: ignore[index]
-            torch.index_select(value.view(-1, d), 0, flat, out=picked[sl].view(-1, d))
-        elif picked is not None:
+        if picked is None:
+            if dest is None:
+                out[sl] = value
+        elif direct:  # value is x's dtype: its kept rows selected straight into the output
+            gather_rows(value, rows[sl], out=picked[sl])  # type: ignore[index]
+        else:
             picked[sl] = gather_rows(value, rows[sl]).to(x.dtype)  # type: ignore[index]
-        elif dest is None:
-            out[sl] = value
     return out if picked is None else picked
 
 
@@ -282,7 +281,7 @@ def _max_pool_merged(x: torch.Tensor, weights: IntraWeights, grid: tuple[int, in
     f_, n_full, d = x.shape
     merged = weights.merged_anchors(x)
     full = x.clone()
-    flat = (weights.index + torch.arange(f_, device=x.device)[:, None] * n_full)[weights.valid]
+    flat = flat_rows(weights.index, n_full)[weights.valid]
     full.view(-1, d)[flat] = merged.to(x.dtype)[weights.valid]
     return pool_tokens(full, grid, PoolMode.MAX, stride)
 
@@ -334,6 +333,6 @@ def merge_intra_frame(
     if bool(update.valid.all()):
         out.scatter_(1, update.index[..., None].expand(f_, k, d), merged)
     else:
-        flat = (update.index + torch.arange(f_, device=features.device)[:, None] * n)[update.valid]
+        flat = flat_rows(update.index, n)[update.valid]
         out.view(f_ * n, d)[flat] = merged[update.valid]
     return out

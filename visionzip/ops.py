@@ -22,9 +22,25 @@ def front_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return order, valid, counts
 
 
-def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(F, k, D) the rows ``x[f, index[f, j]]`` of contiguous x (F, N, D), by one ``index_select``."""
+def token_norms(features: torch.Tensor) -> torch.Tensor:
+    """(..., N) float32 Euclidean norms of the tokens of ``features`` (..., N, D), accumulated in at
+    least float32."""
+    wide = torch.promote_types(features.dtype, torch.float32)
+    return torch.linalg.vector_norm(features, dim=-1, dtype=wide).float()
+
+
+def flat_rows(index: torch.Tensor, n: int) -> torch.Tensor:
+    """(F, k) positions ``index[f, j]`` within rows of length n as flat positions ``f * n + index[f, j]``."""
+    return index + torch.arange(index.shape[0], device=index.device)[:, None] * n
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(F, k, D) the rows ``x[f, index[f, j]]`` of contiguous x (F, N, D), by one ``index_select``
+    (into ``out`` (F, k, D) contiguous when given)."""
     f_, k = index.shape
     n, d = x.shape[1], x.shape[2]
-    flat = (index + torch.arange(f_, device=x.device)[:, None] * n).reshape(-1)
+    flat = flat_rows(index, n).reshape(-1)
+    if out is not None:
+        torch.index_select(x.reshape(f_ * n, d), 0, flat, out=out.view(f_ * k, d))
+        return out
     return x.reshape(f_ * n, d).index_select(0, flat).view(f_, k, d)
