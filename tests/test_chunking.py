@@ -154,13 +154,67 @@ def test_anchor_dots_over_uneven_chunks_are_the_dot_products(monkeypatch):
     assert torch.equal(intra.anchor_dots(x, index, inplace=False), dots)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "average"])
+@pytest.mark.parametrize("grid", [(27, 27), (24, 24), (13, 9), (9, 13), (3, 2)])
+@pytest.mark.parametrize("width", [8, 20, 48])
+def test_cells_pooled_alone_are_the_models_pooling(mode, grid, width):
+    """``pool_cells`` at a random subset of cells against LLaVA-NeXT's own call (``F.interpolate`` /
+    ``avg_pool2d`` on contiguous NCHW frames): bit for bit wherever ``cell_pooling_exact`` says so,
+    within 1e-6 everywhere. On an AVX512 build every width that is a multiple of 8 is exact."""
+    import torch.nn.functional as Fn
+
+    from visionzip.layout import cell_pooling_exact, pool_cells, pooled_grid
+
+    mode_ = vz.PoolMode(mode)
+    h, w = grid
+    ph, pw = pooled_grid(grid, mode=mode_, stride=2)
+    g = torch.Generator().manual_seed(h * 31 + w)
+    x = torch.randn(3, h * w, width, generator=g) * 3
+    nchw = x.view(3, h, w, width).permute(0, 3, 1, 2).contiguous()
+    if mode_ is vz.PoolMode.BILINEAR:
+        ref = Fn.interpolate(nchw, size=(ph, pw), mode="bilinear", align_corners=False)
+    else:
+        ref = Fn.avg_pool2d(nchw, 2)
+    ref = ref.flatten(2).transpose(1, 2)  # (F, n, D)
+    cells = torch.stack([torch.randperm(ph * pw, generator=g)[: max(ph * pw // 3, 1)] for _ in range(3)])
+    got = pool_cells(x, grid, mode_, 2, cells)
+    expect = torch.stack([ref[f, cells[f]] for f in range(3)])
+    assert got.shape == expect.shape
+    assert torch.allclose(got, expect, rtol=1e-6, atol=1e-6)
+    exact = cell_pooling_exact(grid, mode_, 2, width, torch.float32, torch.device("cpu"))
+    if exact:
+        assert torch.equal(got, expect)
+    if torch.backends.cpu.get_cpu_capability() == "AVX512" and width % 8 == 0:
+        assert exact
+
+
+def test_cell_pooling_is_never_claimed_exact_where_it_is_not_checked():
+    from visionzip.layout import cell_pooling_exact
+
+    cpu = torch.device("cpu")
+    assert not cell_pooling_exact(GRID, vz.PoolMode.MAX, 2, 64, torch.float32, cpu)  # not linear
+    assert not cell_pooling_exact(GRID, vz.PoolMode.NONE, 2, 64, torch.float32, cpu)
+    assert not cell_pooling_exact(GRID, vz.PoolMode.BILINEAR, 3, 64, torch.float32, cpu)  # stride 2 only
+    assert not cell_pooling_exact(GRID, vz.PoolMode.BILINEAR, 2, 64, torch.float32, torch.device("meta"))
+
+
 @pytest.mark.parametrize("mode", ["bilinear", "average", "none", "max"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, monkeypatch):
+@pytest.mark.parametrize("cells_alone", [True, False])
+def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, cells_alone, monkeypatch):
     """``apply_intra_pool(rows=...)`` forms only the kept pooled tokens, chunk by chunk; they are the
-    same rows of the whole pooled result, bit for bit, over uneven chunks and under autograd."""
+    same rows of the whole pooled result, bit for bit, over uneven chunks and under autograd, with the
+    kept cells pooled alone and (``cells_alone=False``, a build where that is not exact) with whole
+    frames pooled."""
     from visionzip.layout import pool_mask
     from visionzip.ops import front_indices, gather_rows
+
+    calls = []
+    if cells_alone:
+        real = intra._kept_cells_corrected
+        monkeypatch.setattr(intra, "_kept_cells_corrected", lambda *a, **k: calls.append(1) or real(*a, **k))
+    else:
+        monkeypatch.setattr(intra, "cell_pooling_exact", lambda *a: False)
 
     x, s, t, _ = make_video(5, seed=8)
     mode_ = vz.PoolMode(mode)
@@ -181,6 +235,9 @@ def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, monkey
     assert torch.equal(alone.detach(), gather_rows(full.detach().contiguous(), rows))
     assert torch.equal(alone.detach()[valid], full.detach()[kept])
     assert torch.equal(xs.detach(), x)  # the features are never written to ('none' pools to x itself)
+    # the cells alone are pooled wherever that is exact (this build: D = 24 is) and no gradient is taken
+    if cells_alone and not grad and mode in ("bilinear", "average"):
+        assert len(calls) == 3 or not intra.cell_pooling_exact(GRID, mode_, 2, D, torch.float32, x.device)
 
 
 @pytest.mark.parametrize("position", [vz.NewlinePosition.GRID, vz.NewlinePosition.FRAME])

@@ -30,8 +30,9 @@ def token_norms(features: torch.Tensor) -> torch.Tensor:
 
 
 def flat_rows(index: torch.Tensor, n: int) -> torch.Tensor:
-    """(F, k) positions ``index[f, j]`` within rows of length n as flat positions ``f * n + index[f, j]``."""
-    return index + torch.arange(index.shape[0], device=index.device)[:, None] * n
+    """(F, k, ...) positions ``index[f, ...]`` within rows of length n as flat positions ``f * n + index[f, ...]``."""
+    offsets = torch.arange(index.shape[0], device=index.device) * n
+    return index + offsets.view((-1,) + (1,) * (index.dim() - 1))
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
