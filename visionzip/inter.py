@@ -207,9 +207,15 @@ class InterPlan:
     def _emitted(self, ys: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``cat([ys, z])[order][flags]`` as one row selection: (T, D)."""
         assert self.order is not None and self.flags is not None
-        k = self.index.shape[1]
+        k, d = self.index.shape[1], ys.shape[-1]
         flat = (self.order[:, None] * k + torch.arange(k, device=ys.device))[self.flags]
-        return torch.cat([ys, z.to(ys.dtype)]).view(-1, ys.shape[-1]).index_select(0, flat)
+        # rows of the frames and of the Z's picked apart, never concatenated: each output row written once
+        from_z = flat >= ys.shape[0] * k
+        out = torch.empty(flat.shape[0], d, device=ys.device, dtype=ys.dtype)
+        at_z = torch.nonzero(from_z)[:, 0]
+        out[~from_z] = ys.reshape(-1, d).index_select(0, flat[~from_z])
+        out.index_copy_(0, at_z, z.to(ys.dtype).reshape(-1, d).index_select(0, flat[at_z] - ys.shape[0] * k))
+        return out
 
     def apply(self, seq: torch.Tensor) -> torch.Tensor:
         """Tokens (T, D) of a sequence (F, n', D) laid out like the one the plan was computed on."""
