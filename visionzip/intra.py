@@ -239,7 +239,10 @@ def apply_intra_pool(
     sparse = not one_tap and x.device.type == "cpu" and x.dtype == torch.float32
     # rows only, and the kept cells can be pooled alone exactly as the model pools whole frames: the
     # rest of each frame is never pooled (at 10 % retention about 1 cell in 6 is read)
-    cells_only = picked is not None and direct and (sparse or one_tap) and cell_pooling_exact(grid, mode, stride, d, x.dtype, x.device)
+    cells_only = (
+        picked is not None and direct and (sparse or one_tap)
+        and cell_pooling_exact(grid, mode, stride, d, x.dtype, x.device)
+    )
     for sl in frame_chunks(x):
         delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
         index = weights.index[sl]

@@ -272,14 +272,16 @@ def _linear_taps(size_in: int, size_out: int) -> list[tuple[int, int, float, flo
     for o in range(size_out):
         src = max(float(torch.tensor(ratio * (o + 0.5) - 0.5, dtype=torch.float64).float()), 0.0)
         i0 = min(math.floor(src), size_in - 1)
-        lam1 = min(max(src - i0, 0.0), 1.0)  # exact: src and i0 lie in one binade
+        lam1 = min(max(src - i0, 0.0), 1.0)  # exact: a float32 src minus its floor, in float64
         lam0 = float(1.0 - torch.tensor(lam1, dtype=torch.float32))
         out.append((i0, i0 + (1 if i0 < size_in - 1 else 0), lam0, lam1))
     return out
 
 
 @functools.lru_cache(maxsize=64)
-def cell_taps(grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def cell_taps(
+    grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The inputs of every pooled cell in the order the CPU kernel combines them: ``(tokens (n, 4)
     long, weights (n, 4) float32)``. ``bilinear``: the corners (top-left, top-right, bottom-left,
     bottom-right) and their float32 weight products; ``average``: the 2 x 2 window row by row
@@ -288,7 +290,9 @@ def cell_taps(grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.
     ph, pw = pooled_grid(grid, mode=mode, stride=stride)
     if mode is PoolMode.BILINEAR:
         rows, cols = _linear_taps(h, ph), _linear_taps(w, pw)
-        tokens = [[i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1] for i0, i1, _, _ in rows for j0, j1, _, _ in cols]
+        tokens = [
+            [i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1] for i0, i1, _, _ in rows for j0, j1, _, _ in cols
+        ]
         lam = torch.tensor([[a0, a1] for _, _, a0, a1 in rows], dtype=torch.float32)  # (ph, 2)
         mu = torch.tensor([[b0, b1] for _, _, b0, b1 in cols], dtype=torch.float32)  # (pw, 2)
         weights = (lam[:, None, :, None] * mu[None, :, None, :]).reshape(ph * pw, 4)  # h0w0, h0w1, h1w0, h1w1
@@ -300,7 +304,13 @@ def cell_taps(grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.
 
 
 def pool_cells(
-    x: torch.Tensor, grid: tuple[int, int], mode: PoolMode, stride: int, cells: torch.Tensor, *, out: torch.Tensor | None = None
+    x: torch.Tensor,
+    grid: tuple[int, int],
+    mode: PoolMode,
+    stride: int,
+    cells: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's pooling of contiguous frames x (F, H*W, D) at the cells ``cells`` (F, r) of each
     frame only: (F, r, D) (into ``out`` when given), the arithmetic of PyTorch's channels-last CPU
@@ -325,7 +335,9 @@ def pool_cells(
 
 
 @functools.lru_cache(maxsize=64)
-def cell_pooling_exact(grid: tuple[int, int], mode: PoolMode, stride: int, dim: int, dtype: torch.dtype, device: torch.device) -> bool:
+def cell_pooling_exact(
+    grid: tuple[int, int], mode: PoolMode, stride: int, dim: int, dtype: torch.dtype, device: torch.device
+) -> bool:
     """Whether :func:`pool_cells` gives :func:`pool_tokens`'s values bit for bit on this build, for
     frames of width ``dim``: checked once per (grid, mode, stride, width, dtype, device) on a seeded
     random frame at every cell. Anything else than ``bilinear`` / ``average`` with stride 2 on a
