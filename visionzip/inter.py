@@ -205,16 +205,17 @@ class InterPlan:
         return gather_rows(seq.contiguous(), self.index)  # (F, k, D)
 
     def _emitted(self, ys: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``cat([ys, z])[order][flags]`` as one row selection: (T, D)."""
+        """``cat([ys, z])[order][flags]`` (T, D), without the concatenation: the rows of the frames and
+        of the Z's are selected apart, each written once into its place."""
         assert self.order is not None and self.flags is not None
         k, d = self.index.shape[1], ys.shape[-1]
-        flat = (self.order[:, None] * k + torch.arange(k, device=ys.device))[self.flags]
-        # rows of the frames and of the Z's picked apart, never concatenated: each output row written once
-        from_z = flat >= ys.shape[0] * k
+        flat = (self.order[:, None] * k + torch.arange(k, device=ys.device))[self.flags]  # into cat([ys, z])
+        split = ys.shape[0] * k
+        from_z = flat >= split
+        at_y, at_z = torch.nonzero(~from_z)[:, 0], torch.nonzero(from_z)[:, 0]
         out = torch.empty(flat.shape[0], d, device=ys.device, dtype=ys.dtype)
-        at_z = torch.nonzero(from_z)[:, 0]
-        out[~from_z] = ys.reshape(-1, d).index_select(0, flat[~from_z])
-        out.index_copy_(0, at_z, z.to(ys.dtype).reshape(-1, d).index_select(0, flat[at_z] - ys.shape[0] * k))
+        out.index_copy_(0, at_y, ys.reshape(-1, d).index_select(0, flat[at_y]))
+        out.index_copy_(0, at_z, z.to(ys.dtype).reshape(-1, d).index_select(0, flat[at_z] - split))
         return out
 
     def apply(self, seq: torch.Tensor) -> torch.Tensor:

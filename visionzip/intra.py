@@ -9,7 +9,6 @@ per-token tensor of the video.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -249,7 +248,7 @@ def apply_intra_pool(
         c = index.shape[0]
         if cells_only:
             assert picked is not None and rows is not None
-            _kept_cells_corrected(x[sl], delta, index, rows[sl], cells, taps, grid, mode, stride, out=picked[sl])
+            _kept_cells_corrected(x[sl], delta, index, rows[sl], cells, taps, grid, mode, stride, n, out=picked[sl])
             continue
         pooled = pool_tokens(x[sl], grid, mode, stride)
         dest = None
@@ -267,12 +266,7 @@ def apply_intra_pool(
             value = acc
         elif sparse:  # pooled + M_a^T delta with M_a's few nonzeros only (up to 4 cells per anchor)
             w = taps[index]  # (c, k, P)
-            nz = w > 0
-            cell_rows = (cells[index] + torch.arange(c, device=x.device)[:, None, None] * n)[nz]
-            cols = torch.arange(c * index.shape[1], device=x.device).view(*index.shape, 1).expand_as(w)[nz]
-            m_sparse = torch.sparse_coo_tensor(
-                torch.stack([cell_rows, cols]), w[nz], (c * n, c * index.shape[1]), check_invariants=False
-            )
+            m_sparse = _correction_matrix(flat_rows(cells[index], n), w, w > 0, c * n)
             if dest is not None:
                 torch.addmm(pooled.reshape(-1, d), m_sparse, delta.view(-1, d), out=dest.view(-1, d))
                 value = dest
@@ -304,17 +298,17 @@ def _kept_cells_corrected(
     grid: tuple[int, int],
     mode: PoolMode,
     stride: int,
+    n: int,
     *,
     out: torch.Tensor,
 ) -> None:
-    """The rows ``rows`` (c, r) of the corrected pooled frames x (c, N, D) float32, written into out
+    """The rows ``rows`` (c, r) of the corrected pooled frames (n cells) of x (c, N, D) float32, written into out
     (c, r, D): those cells pooled alone (:func:`~visionzip.layout.pool_cells`), then the same
     correction as on whole frames restricted to them: the same products, entry for entry in the same
     order, minus those landing on cells not kept, so each row is the whole result's row bit for bit."""
     c, k = index.shape
     r, d = rows.shape[1], x.shape[2]
     pool_cells(x, grid, mode, stride, rows, out=out)
-    n = math.prod(pooled_grid(grid, mode=mode, stride=stride))
     where = torch.full((c, n), -1, dtype=torch.long, device=x.device)  # cell -> its position among rows, or -1
     where.scatter_(1, rows, torch.arange(r, device=x.device).expand(c, r))
     at = where.gather(1, cells[index].view(c, -1)).view(c, k, -1)  # (c, k, P)
@@ -325,11 +319,17 @@ def _kept_cells_corrected(
         target = flat_rows(at[..., 0], r)[hit[..., 0]]
         dest.index_add_(0, target, delta.mul_(w[..., 0][..., None])[hit[..., 0]])
         return
-    cols = torch.arange(c * k, device=x.device).view(c, k, 1).expand_as(w)[hit]
-    m_sparse = torch.sparse_coo_tensor(
-        torch.stack([flat_rows(at, r)[hit], cols]), w[hit], (c * r, c * k), check_invariants=False
+    torch.addmm(dest, _correction_matrix(flat_rows(at, r), w, hit, c * r), delta.view(-1, d), out=dest)
+
+
+def _correction_matrix(targets: torch.Tensor, w: torch.Tensor, use: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The sparse (num_rows, c k) matrix of the anchors' correction: entry ``(targets[f, j, p], f k + j)``
+    = ``w[f, j, p]`` wherever ``use``, in that order (targets, w, use: (c, k, P))."""
+    c, k, _ = w.shape
+    cols = torch.arange(c * k, device=w.device).view(c, k, 1).expand_as(w)[use]
+    return torch.sparse_coo_tensor(
+        torch.stack([targets[use], cols]), w[use], (num_rows, c * k), check_invariants=False
     )
-    torch.addmm(dest, m_sparse, delta.view(-1, d), out=dest)
 
 
 def _max_pool_merged(x: torch.Tensor, weights: IntraWeights, grid: tuple[int, int], stride: int) -> torch.Tensor:
