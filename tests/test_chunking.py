@@ -201,18 +201,26 @@ def test_cell_pooling_is_never_claimed_exact_where_it_is_not_checked():
 @pytest.mark.parametrize("mode", ["bilinear", "average", "none", "max"])
 @pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("cells_alone", [True, False])
-def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, cells_alone, monkeypatch):
+@pytest.mark.parametrize("focus", [True, False])
+def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, cells_alone, focus, monkeypatch):
     """``apply_intra_pool(rows=...)`` forms only the kept pooled tokens, chunk by chunk; they are the
     same rows of the whole pooled result, bit for bit, over uneven chunks and under autograd, with the
     kept cells pooled alone and (``cells_alone=False``, a build where that is not exact) with whole
-    frames pooled."""
+    frames pooled; with weights focused on the anchors feeding those cells (``focus``, what
+    ``compress_video`` passes), only those anchors' changes are formed for the cells alone."""
     from visionzip.layout import pool_mask
     from visionzip.ops import front_indices, gather_rows
 
-    calls = []
+    if focus and mode == "max":
+        pytest.skip("max pooling is not linear: weights are never focused for it")
+    calls, focused_calls = [], []
     if cells_alone:
         real = intra._kept_cells_corrected
         monkeypatch.setattr(intra, "_kept_cells_corrected", lambda *a, **k: calls.append(1) or real(*a, **k))
+        real_focus = intra.IntraWeights.focus_delta
+        monkeypatch.setattr(
+            intra.IntraWeights, "focus_delta", lambda *a, **k: focused_calls.append(1) or real_focus(*a, **k)
+        )
     else:
         monkeypatch.setattr(intra, "cell_pooling_exact", lambda *a: False)
 
@@ -228,6 +236,12 @@ def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, cells_
     monkeypatch.setattr(intra, "CPU_CHUNK_BYTES", 2 * N * D * 4)  # chunks of 2, 2 and 1 frames
     kept = pool_mask(mask, GRID, mode_, 2)
     rows, valid, _ = front_indices(kept)
+    if focus:
+        weights = weights.focused(rows, GRID, mode_, 2)
+        if mode == "none":  # every anchor is a kept cell of its own
+            assert torch.equal(weights.focus, weights.valid)
+        else:
+            assert 0 < int(weights.focus.sum()) < int(weights.valid.sum())
     xs = x.clone().requires_grad_(grad)
     full = intra.apply_intra_pool(xs, weights, GRID, mode_, 2)
     alone = intra.apply_intra_pool(xs, weights, GRID, mode_, 2, rows=rows)
@@ -238,6 +252,76 @@ def test_pooled_rows_alone_equal_the_rows_of_the_pooled_video(mode, grad, cells_
     # the cells alone are pooled wherever that is exact (this build: D = 24 is) and no gradient is taken
     if cells_alone and not grad and mode in ("bilinear", "average"):
         assert len(calls) == 3 or not intra.cell_pooling_exact(GRID, mode_, 2, D, torch.float32, x.device)
+        assert len(focused_calls) == (len(calls) if focus else 0)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "average", "none"])
+def test_feeding_anchors_are_those_the_models_pooling_carries_to_a_kept_cell(mode):
+    """``feeding_anchors`` against the model's own pooling: an anchor feeds a kept cell exactly when
+    a frame that is 1 at the anchor and 0 elsewhere, pooled by LLaVA-NeXT's call (``F.interpolate`` /
+    ``avg_pool2d``), is nonzero at one of the kept cells."""
+    import torch.nn.functional as Fn
+
+    from visionzip.layout import pool_mask, pooled_grid
+    from visionzip.ops import front_indices
+
+    mode_ = vz.PoolMode(mode)
+    _, s, t, _ = make_video(3, seed=11)
+    mask = vz.select_anchors(s, t, grid=GRID, num_anchors=90, global_ratio=0.5, window=9)
+    mask[2] = False
+    mask[2, 700:] = True  # the dropped last row of 'average' pooling feeds no cell
+    index, valid, _ = front_indices(mask)
+    rows = front_indices(pool_mask(mask, GRID, mode_, 2))[0]
+    got = intra.feeding_anchors(index, valid, rows, GRID, mode_, 2)
+    ph, pw = pooled_grid(GRID, mode=mode_, stride=2)
+    expect = torch.zeros_like(got)
+    for f in range(3):
+        for j in range(index.shape[1]):
+            if not valid[f, j]:
+                continue
+            one = torch.zeros(1, 1, N)
+            one[0, 0, index[f, j]] = 1.0
+            one = one.view(1, 1, *GRID)
+            if mode_ is vz.PoolMode.BILINEAR:
+                cells = Fn.interpolate(one, size=(ph, pw), mode="bilinear", align_corners=False)
+            elif mode_ is vz.PoolMode.AVERAGE:
+                cells = Fn.avg_pool2d(one, 2)
+            else:
+                cells = one
+            expect[f, j] = bool((cells.reshape(-1)[rows[f]] != 0).any())
+    assert torch.equal(got, expect)
+    assert 0 < int(got.sum()) < int(valid.sum()) or mode == "none"
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_focused_anchor_delta_is_the_anchor_delta(grad):
+    """Focused weights split the anchors' change into the focused anchors' product and the others';
+    together they are the whole product (``torch.bmm``, within 1e-6), the focused rows alone
+    (``focus_delta``) are those rows bit for bit, and padding slots stay exactly zero."""
+    from visionzip.layout import pool_mask
+    from visionzip.ops import front_indices
+
+    x, s, t, _ = make_video(3, seed=12)
+    mask = vz.select_anchors(s, t, grid=GRID, num_anchors=60, global_ratio=0.5, window=9)
+    mask[1] = False
+    mask[1, :7] = True  # a frame with fewer anchors: padding slots
+    cfg = vz.AOTConfig()
+    weights = intra.intra_weights(
+        x, mask, grid=GRID, epsilon=cfg.intra_epsilon, position_weight=cfg.position_weight, ot_weight=cfg.ot_weight,
+        scale=1.0, max_iter=cfg.sinkhorn_max_iter, tol=cfg.sinkhorn_tol, sinkhorn_stop=cfg.sinkhorn_stop,
+        ot_mass=cfg.ot_mass, groups=None,
+    )
+    rows = front_indices(pool_mask(mask, GRID, vz.PoolMode.BILINEAR, 2))[0]
+    focused = weights.focused(rows, GRID, vz.PoolMode.BILINEAR, 2)
+    assert focused.frames(slice(1, 3)).focus.shape == (2, weights.index.shape[1])
+    xs = x.clone().requires_grad_(grad)
+    delta = focused.anchor_delta(xs, slice(0, 3))
+    assert delta.requires_grad is grad and delta.shape == (3, weights.index.shape[1], D)
+    torch.testing.assert_close(delta.detach(), torch.bmm(weights.change.transpose(1, 2), x), rtol=1e-6, atol=1e-6)
+    assert bool((delta.detach()[~weights.valid] == 0).all())
+    with torch.no_grad():
+        alone = focused.focus_delta(x, slice(0, 3))
+    assert torch.equal(alone, delta.detach()[focused.focus])
 
 
 @pytest.mark.parametrize("position", [vz.NewlinePosition.GRID, vz.NewlinePosition.FRAME])
@@ -259,3 +343,27 @@ def test_kept_with_newlines_from_the_kept_rows_alone(position):
         kept_with_newlines(empty, newline, (13, 13), position, none, compact=True),
         kept_with_newlines(pooled, newline, (13, 13), position, none),
     )
+
+
+@pytest.mark.parametrize("name", ["bilinear_inter", "average_grid", "average_frame", "none_budget"])
+def test_compress_video_forms_only_the_read_anchors_changes(name, monkeypatch):
+    """``compress_video`` focuses the merge on the anchors feeding a kept cell and forms only their
+    changes; the tokens are those of the unfocused merge (within 1e-6: the same products, split in
+    two), the masks identical, and the plan's replay still gives the tokens bit for bit."""
+    import visionzip.aot as aot
+
+    x, s, t, nl = make_video(4, seed=13)
+    cfg = SETTINGS[name]
+    focused_calls = []
+    real_focus = intra.IntraWeights.focus_delta
+    monkeypatch.setattr(intra.IntraWeights, "focus_delta", lambda *a, **k: focused_calls.append(1) or real_focus(*a, **k))
+    got = vz.compress_video(x, s, t, config=cfg, grid=GRID, image_newline=nl)
+    # one chunk of 4 frames at D = 24; 'none' is not pooled cell by cell (the tokens are x's own rows)
+    calls = 0 if name == "none_budget" else 1
+    assert len(focused_calls) == calls
+    assert torch.equal(got.plan.apply(x, nl), got.tokens)
+    monkeypatch.setattr(aot, "_focused", lambda weights, rows, layout: weights)
+    plain = vz.compress_video(x, s, t, config=cfg, grid=GRID, image_newline=nl)
+    assert len(focused_calls) == calls
+    assert torch.equal(got.kept_mask, plain.kept_mask) and torch.equal(got.pooled_mask, plain.pooled_mask)
+    torch.testing.assert_close(got.tokens, plain.tokens, rtol=1e-6, atol=1e-6)

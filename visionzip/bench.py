@@ -10,7 +10,8 @@ frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1)
 
 AOT presets also time the merge's two products (``products``): the dot products of every token of a
 frame with its anchors, (F, N, D) x (F, D, K), and the transport plan applied to the features,
-(F, K, N) x (F, N, D), through the kernels :mod:`visionzip.intra` runs, over all N rows of a frame.
+(F, K, N) x (F, N, D), through the kernels :mod:`visionzip.intra` runs, over all N rows of a frame;
+the plan's product only for the anchors feeding a kept cell, as the step forms it (``plan_anchors_mean``).
 ``products_ratio = products median / floor``: the part of the ratio these two products take alone.
 
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
@@ -52,6 +53,7 @@ import torch
 import torch.nn.functional as Fn
 
 from .anchors import select_anchors
+from .aot import read_anchors
 from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
 from .inter import dynamic_segments, merge_inter_frame
 from .intra import IntraWeights, anchor_dots, frame_chunks, merge_intra_frame
@@ -254,22 +256,28 @@ def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.T
     return partial(torch.bmm, pruned, anchors_t)
 
 
-def products_call(features: torch.Tensor, num_anchors: int, *, seed: int = 0) -> Callable[[], object]:
+def products_call(
+    features: torch.Tensor, num_anchors: int, *, seed: int = 0, read: torch.Tensor | None = None
+) -> Callable[[], object]:
     """The two products of AOT's intra-frame merge as a call, through the kernels :mod:`visionzip.intra`
     runs: the dot products of every token with K stand-in anchors (:func:`~visionzip.intra.anchor_dots`,
-    (F, N, D) x (F, D, K)) and a stand-in plan's change applied to the features
-    (:meth:`~visionzip.intra.IntraWeights.anchor_delta`, (F, K, N) x (F, N, D)), over the same chunks of
-    frames. The stand-in plan is uniform in [0, 1), seeded. features: (F, N, D)."""
+    (F, N, D) x (F, D, K)) and a stand-in plan's change applied to the features, over the same chunks
+    of frames: for every anchor (:meth:`~visionzip.intra.IntraWeights.anchor_delta`, (F, K, N) x
+    (F, N, D)), or with ``read`` (F,) for the first ``read[f]`` anchors of frame f alone
+    (:meth:`~visionzip.intra.IntraWeights.focus_delta`), as ``compress_video`` does for the anchors
+    feeding a kept cell. The stand-in plan is uniform in [0, 1), seeded. features: (F, N, D)."""
     x = features.contiguous()
     f_, n, _ = x.shape
     index = torch.arange(num_anchors, device=x.device).expand(f_, num_anchors)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     change = torch.rand(f_, n, num_anchors, generator=gen, device=x.device)  # (F, N, K) float32, as intra's
-    weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change)
+    focus = None if read is None else index < read.to(x.device)[:, None]
+    weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change, focus)
+    plan_product = weights.anchor_delta if focus is None or x.device.type != "cpu" else weights.focus_delta
 
     def call() -> list[torch.Tensor]:
         anchor_dots(x, index)
-        return [weights.anchor_delta(x, sl) for sl in frame_chunks(x)]
+        return [plan_product(x, sl) for sl in frame_chunks(x)]
 
     return call
 
@@ -292,8 +300,9 @@ def bench_config(
     assert not isinstance(result, list)
     floor_fn = floor_call(inp.features, k)
     calls = [run, floor_fn]
+    read = read_anchors(result, cfg) if isinstance(cfg, AOTConfig) else None
     if isinstance(cfg, AOTConfig):
-        calls.append(products_call(inp.features, k, seed=seed))
+        calls.append(products_call(inp.features, k, seed=seed, read=read))
     # AOT, its floor (and the merge's two products) alternate, so ratios compare calls under the same load
     run_times, floor_times, *product_times = time_alternating(calls, repeats=repeats, device=device)
     summary, floor = _summary(run_times), _summary(floor_times)
@@ -327,6 +336,8 @@ def bench_config(
         "products": None if products is None else {
             "cosine_shapes": [[f_, n, dim], [f_, dim, k]],
             "plan_shapes": [[f_, k, n], [f_, n, dim]],
+            # anchors per frame whose change the step forms (those feeding a kept cell); None: all k
+            "plan_anchors_mean": None if read is None else float(read.float().mean()),
             **products,
         },
         "products_ratio": None if products is None else products["median_ms"] / floor["median_ms"],

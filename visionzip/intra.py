@@ -9,7 +9,7 @@ per-token tensor of the video.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -57,6 +57,9 @@ class IntraWeights:
     change: (F, N, k) float32, weight of token i in anchor j's change: the transport and
             nearest-neighbour weight ``w_ij`` of a pruned token, ``self_weight_j - 1`` at the anchor
             itself, 0 elsewhere (a padding slot's column is 0)
+    focus:  (F, k) bool or None, the anchors whose merged values are read on (:meth:`focused`): on a
+            CPU their changes are one product per frame and the others' a second one, so a caller that
+            reads only the focused anchors (:func:`apply_intra_pool` with ``rows``) skips the second
 
     New anchor value ``A_j = X_j + sum_i change_ij X_i = self_weight_j X_j + sum_i w_ij X_i``; other
     tokens unchanged.
@@ -65,9 +68,16 @@ class IntraWeights:
     index: torch.Tensor
     valid: torch.Tensor
     change: torch.Tensor
+    focus: torch.Tensor | None = None
 
     def frames(self, sl: slice) -> IntraWeights:
-        return IntraWeights(self.index[sl], self.valid[sl], self.change[sl])
+        focus = None if self.focus is None else self.focus[sl]
+        return IntraWeights(self.index[sl], self.valid[sl], self.change[sl], focus)
+
+    def focused(self, rows: torch.Tensor, grid: tuple[int, int], mode: PoolMode, stride: int) -> IntraWeights:
+        """These weights focused on the anchors that feed one of the pooled cells ``rows`` (F, r) of
+        each frame (:func:`feeding_anchors`): the merge is unchanged, only how its products are split."""
+        return replace(self, focus=feeding_anchors(self.index, self.valid, rows, grid, mode, stride))
 
     def anchor_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
         """(c, k, D) float32 for the frames x[sl]: each anchor's merged value minus its value in x,
@@ -75,11 +85,20 @@ class IntraWeights:
         copy). Exactly zero at padding slots.
 
         On a CPU the product runs frame by frame (``mm``, threaded within each frame): at LLaVA shapes
-        that took 0.85x the time of the batched ``bmm`` on a 2-core VM. Elsewhere it is one ``bmm``."""
-        change_t = self.change[sl].transpose(1, 2).to(x.dtype)  # (c, k, N) view
+        that took 0.85x the time of the batched ``bmm`` on a 2-core VM; with a :attr:`focus`, as two
+        products per frame, the focused anchors' (:meth:`focus_delta`) and the others'. Elsewhere it
+        is one ``bmm``."""
+        change = self.change[sl]
         xs = x[sl]
         if x.device.type != "cpu":
-            return torch.bmm(change_t, xs).float()
+            return torch.bmm(change.transpose(1, 2).to(x.dtype), xs).float()
+        if self.focus is not None:
+            focus = self.focus[sl]
+            c, k = focus.shape
+            rows = torch.cat([_selected_delta(change, xs, focus), _selected_delta(change, xs, ~focus)])
+            order = torch.cat([focus.reshape(-1).nonzero()[:, 0], (~focus).reshape(-1).nonzero()[:, 0]])
+            return rows.index_select(0, torch.argsort(order)).view(c, k, -1)  # back to (frame, anchor) order
+        change_t = change.transpose(1, 2).to(x.dtype)  # (c, k, N) view
         if torch.is_grad_enabled() and (xs.requires_grad or change_t.requires_grad):  # same kernel, no out=
             return torch.stack([torch.mm(c_f, x_f) for c_f, x_f in zip(change_t, xs)]).float()
         out = torch.empty(change_t.shape[0], change_t.shape[1], xs.shape[2], dtype=x.dtype, device=x.device)
@@ -87,9 +106,54 @@ class IntraWeights:
             torch.mm(c_f, x_f, out=o_f)
         return out.float()
 
+    def focus_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
+        """(m, D) float32: the rows of :meth:`anchor_delta` at the focused anchors of the frames x[sl]
+        (frame by frame, ascending), bit for bit, from their product alone (CPU, with a focus)."""
+        assert self.focus is not None and x.device.type == "cpu"
+        return _selected_delta(self.change[sl], x[sl], self.focus[sl])
+
     def merged_anchors(self, x: torch.Tensor) -> torch.Tensor:
         """(F, k, D) float32: the anchors' merged values for values x (F, N, D)."""
         return self.anchor_delta(x).add_(gather_rows(x, self.index).float())
+
+
+def _selected_delta(change: torch.Tensor, xs: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """(m, D) float32: ``change[f][:, j]^T xs[f]`` for every selected (f, j) of sel (c, k), frame by
+    frame and ascending in j, one ``mm`` per frame over its selected columns (the only kernel either
+    split of :meth:`IntraWeights.anchor_delta` uses, so a row is the same whichever asks for it)."""
+    counts = sel.sum(1).tolist()
+    cols = sel.nonzero()[:, 1]
+    d = xs.shape[2]
+    grad = torch.is_grad_enabled() and (xs.requires_grad or change.requires_grad)
+    out = None if grad else torch.empty(sum(counts), d, dtype=xs.dtype, device=xs.device)
+    parts, start = [], 0
+    for f, m in enumerate(counts):
+        if m == 0:
+            continue
+        a = change[f].index_select(1, cols[start:start + m]).to(xs.dtype).t()  # (m, N) view
+        if out is None:
+            parts.append(torch.mm(a, xs[f]))
+        else:
+            torch.mm(a, xs[f], out=out[start:start + m])
+        start += m
+    if out is None:
+        out = torch.cat(parts) if parts else xs.new_zeros(0, d)
+    return out.float()
+
+
+def feeding_anchors(
+    index: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, grid: tuple[int, int], mode: PoolMode, stride: int
+) -> torch.Tensor:
+    """(F, k) bool: the real anchors ``index`` (F, k) that feed, with a nonzero pooling weight, one of
+    the pooled cells ``rows`` (F, r) of their frame. At 10 % retention about a third of the anchors
+    feed a kept cell; the others' merged values are never read when only the kept cells are."""
+    f_, k = index.shape
+    ph, pw = pooled_grid(grid, mode=mode, stride=stride)
+    cells, taps = pooling_taps(grid, mode, stride, index.device)
+    kept = torch.zeros(f_, ph * pw, dtype=torch.bool, device=index.device).scatter_(1, rows, True)
+    at = cells[index]  # (F, k, P)
+    hit = kept.gather(1, at.view(f_, -1)).view_as(at) & (taps[index] > 0)
+    return hit.any(-1) & valid
 
 
 def anchor_dots(x: torch.Tensor, index: torch.Tensor, *, inplace: bool = True) -> torch.Tensor:
@@ -242,14 +306,29 @@ def apply_intra_pool(
         picked is not None and direct and (sparse or one_tap)
         and cell_pooling_exact(grid, mode, stride, d, x.dtype, x.device)
     )
+    # focused weights whose focus holds every anchor feeding a kept cell: only those anchors' changes are formed
+    focus = None
+    if cells_only and weights.focus is not None:
+        assert rows is not None
+        needed = feeding_anchors(weights.index, weights.valid, rows, grid, mode, stride)
+        focus = None if bool((needed & ~weights.focus).any()) else weights.focus
     for sl in frame_chunks(x):
-        delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
         index = weights.index[sl]
-        c = index.shape[0]
+        c, k = index.shape
         if cells_only:
             assert picked is not None and rows is not None
-            _kept_cells_corrected(x[sl], delta, index, rows[sl], cells, taps, grid, mode, stride, n, out=picked[sl])
+            if focus is not None:  # (m, D): the focused anchors' rows of the change, frame by frame
+                rows_of = focus[sl]
+                at_row = torch.where(rows_of, rows_of.reshape(-1).cumsum(0).view(c, k) - 1, -1)
+                delta = weights.focus_delta(x, sl)
+            else:
+                at_row = torch.arange(c * k, device=x.device).view(c, k)
+                delta = weights.anchor_delta(x, sl).view(c * k, d)
+            _kept_cells_corrected(
+                x[sl], delta, at_row, index, rows[sl], cells, taps, grid, mode, stride, n, out=picked[sl]
+            )
             continue
+        delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
         pooled = pool_tokens(x[sl], grid, mode, stride)
         dest = None
         if direct and out is not None:
@@ -291,6 +370,7 @@ def apply_intra_pool(
 def _kept_cells_corrected(
     x: torch.Tensor,
     delta: torch.Tensor,
+    at_row: torch.Tensor,
     index: torch.Tensor,
     rows: torch.Tensor,
     cells: torch.Tensor,
@@ -305,7 +385,9 @@ def _kept_cells_corrected(
     """The rows ``rows`` (c, r) of the corrected pooled frames (n cells) of x (c, N, D) float32, written into out
     (c, r, D): those cells pooled alone (:func:`~visionzip.layout.pool_cells`), then the same
     correction as on whole frames restricted to them: the same products, entry for entry in the same
-    order, minus those landing on cells not kept, so each row is the whole result's row bit for bit."""
+    order, minus those landing on cells not kept, so each row is the whole result's row bit for bit.
+    ``delta`` (m, D): anchors' changes, anchor (f, j)'s at row ``at_row[f, j]`` (every real anchor
+    feeding a kept cell has one; -1: none, as for padding slots, whose change is 0)."""
     c, k = index.shape
     r, d = rows.shape[1], x.shape[2]
     pool_cells(x, grid, mode, stride, rows, out=out)
@@ -313,22 +395,35 @@ def _kept_cells_corrected(
     where.scatter_(1, rows, torch.arange(r, device=x.device).expand(c, r))
     at = where.gather(1, cells[index].view(c, -1)).view(c, k, -1)  # (c, k, P)
     w = taps[index]  # (c, k, P)
-    hit = (w > 0) & (at >= 0)
+    hit = (w > 0) & (at >= 0) & (at_row >= 0)[..., None]  # padding slots (change 0) have no row
     dest = out.view(c * r, d)
     if cells.shape[1] == 1:  # one cell per token (average): each kept anchor's scaled delta added to its row
-        target = flat_rows(at[..., 0], r)[hit[..., 0]]
-        dest.index_add_(0, target, delta.mul_(w[..., 0][..., None])[hit[..., 0]])
+        one = hit[..., 0]
+        target = flat_rows(at[..., 0], r)[one]
+        dest.index_add_(0, target, delta.index_select(0, at_row[one]).mul_(w[..., 0][one][:, None]))
         return
-    torch.addmm(dest, _correction_matrix(flat_rows(at, r), w, hit, c * r), delta.view(-1, d), out=dest)
+    m_sparse = _correction_matrix(flat_rows(at, r), w, hit, c * r, cols=at_row, num_cols=delta.shape[0])
+    torch.addmm(dest, m_sparse, delta, out=dest)
 
 
-def _correction_matrix(targets: torch.Tensor, w: torch.Tensor, use: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """The sparse (num_rows, c k) matrix of the anchors' correction: entry ``(targets[f, j, p], f k + j)``
-    = ``w[f, j, p]`` wherever ``use``, in that order (targets, w, use: (c, k, P))."""
+def _correction_matrix(
+    targets: torch.Tensor,
+    w: torch.Tensor,
+    use: torch.Tensor,
+    num_rows: int,
+    *,
+    cols: torch.Tensor | None = None,
+    num_cols: int | None = None,
+) -> torch.Tensor:
+    """The sparse (num_rows, num_cols) matrix of the anchors' correction: entry ``(targets[f, j, p],
+    cols[f, j])`` = ``w[f, j, p]`` wherever ``use``, in that order (targets, w, use: (c, k, P); by
+    default anchor (f, j)'s column is ``f k + j`` of ``c k``)."""
     c, k, _ = w.shape
-    cols = torch.arange(c * k, device=w.device).view(c, k, 1).expand_as(w)[use]
+    if cols is None:
+        cols, num_cols = torch.arange(c * k, device=w.device).view(c, k), c * k
+    picked = cols[..., None].expand_as(w)[use]
     return torch.sparse_coo_tensor(
-        torch.stack([targets[use], cols]), w[use], (num_rows, c * k), check_invariants=False
+        torch.stack([targets[use], picked]), w[use], (num_rows, num_cols), check_invariants=False
     )
 
 
