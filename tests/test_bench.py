@@ -59,9 +59,12 @@ def test_every_config_has_timings_and_ratio(quick_run):
         products = r["products"]  # every default preset is an AOT one
         assert len(products["times_ms"]) == 1 and _positive_finite(products["median_ms"])
         assert products["cosine_shapes"] == [[r["frames"], n, r["dim"]], [r["frames"], r["dim"], k]]
-        assert products["plan_shapes"] == [[r["frames"], k, n], [r["frames"], n, r["dim"]]]
-        # the step forms the changes of the anchors feeding a kept cell alone: fewer than all k
-        assert 0 < products["plan_anchors_mean"] < k
+        # the step forms the kept pooled cells alone (every default preset): their product with the frames
+        kept = products["kept_cells_mean"]
+        assert 0 < kept < n / 4
+        assert products["plan_shapes"][1] == [r["frames"], n, r["dim"]]
+        assert kept <= products["plan_shapes"][0][1] and products["plan_shapes"][0][::2] == [r["frames"], n]
+        assert kept == pytest.approx(r["stage_tokens"]["pooled"] / r["frames"])  # the kept cells per frame
         assert r["products_ratio"] == pytest.approx(products["median_ms"] / r["floor"]["median_ms"])
         assert r["naive_temp_gb"] == pytest.approx(r["frames"] * (n - k) * k * r["dim"] * 4 / 1e9)
         assert r["peak_extra_mb"] is None or r["peak_extra_mb"] >= 0

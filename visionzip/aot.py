@@ -22,7 +22,7 @@ from .budget import calibrate_aot, exact_budget_masks
 from .config import AOTConfig, NewlinePosition, OneTokenNewline, PoolMode, Segmentation
 from .inputs import VideoInput
 from .inter import dynamic_segments, inter_plan, uniform_segments
-from .intra import IntraWeights, apply_intra_pool, feeding_anchors, intra_weights
+from .intra import IntraWeights, apply_intra_pool, intra_weights
 from .layout import (
     VideoLayout,
     append_newline,
@@ -121,12 +121,12 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
         slices.append(slice(start, start + v.frames))
         start += v.frames
     # only the kept pooled tokens are read on (unless the inter-frame stage runs on a sequence with
-    # newlines inserted): those rows are formed alone, never the whole pooled video, and the merge's
-    # weights are focused on the anchors that feed them (the only merged anchors read)
+    # newlines inserted): those rows are formed alone, never the whole pooled video (the merge's
+    # weights are marked as read there, so the plan's replay forms those cells alike)
     compact = forms_kept_rows_only(cfg, layout0)
     rows = [front_indices(pooled_masks[sl])[0] if compact else None for sl in slices]
     per_video = [
-        None if weights is None else _focused(weights.frames(sl), r, layout0)
+        None if weights is None else _reading(weights.frames(sl), r, pooled_masks[sl], layout0)
         for sl, r in zip(slices, rows)
     ]
     pooled = [
@@ -143,28 +143,26 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
 
 
 def forms_kept_rows_only(cfg: AOTConfig, layout: VideoLayout) -> bool:
-    """Whether the intra stage forms only the kept pooled tokens (and only the changes of the anchors
-    feeding them): always, except when the inter-frame stage runs on a sequence with newlines inserted."""
+    """Whether the intra stage forms only the kept pooled tokens: always, except when the inter-frame
+    stage runs on a sequence with newlines inserted."""
     return not (cfg.inter_frame and layout.inserted_newline is not None)
 
 
-def read_anchors(result: CompressionResult, cfg: AOTConfig) -> torch.Tensor | None:
-    """(F,) how many anchors of each frame fed a kept cell in ``result`` (the anchors whose changes
-    :func:`compress_aot` formed), or None where every anchor's change is formed."""
+def kept_cell_counts(result: CompressionResult, cfg: AOTConfig) -> torch.Tensor | None:
+    """(F,) the kept pooled cells of each frame that :func:`compress_aot` formed alone (by
+    :func:`~visionzip.intra.kept_cells`) for ``result``, or None where it formed whole frames."""
     layout = result.plan.layout
     if not forms_kept_rows_only(cfg, layout) or layout.pool_mode is PoolMode.MAX:
         return None
-    index, valid, _ = front_indices(result.anchor_mask)
-    rows = front_indices(result.pooled_mask)[0]
-    return feeding_anchors(index, valid, rows, layout.grid, layout.pool_mode, layout.pool_stride).sum(1)
+    return result.pooled_mask.sum(-1)
 
 
-def _focused(weights: IntraWeights, rows: torch.Tensor | None, layout: VideoLayout) -> IntraWeights:
-    """``weights`` focused on the anchors feeding the pooled cells ``rows`` (all weights when every
-    cell is formed, or the pooling is not linear)."""
+def _reading(weights: IntraWeights, rows: torch.Tensor | None, pmask: torch.Tensor, layout: VideoLayout) -> IntraWeights:
+    """``weights`` marked as read on only at the kept cells ``rows`` (front-first rows of ``pmask``);
+    unmarked when every cell is formed or the pooling is not linear."""
     if rows is None or layout.pool_mode is PoolMode.MAX:
         return weights
-    return weights.focused(rows, layout.grid, layout.pool_mode, layout.pool_stride)
+    return weights.reading(rows, pmask.sum(-1))
 
 
 def _norms(videos: list[VideoInput]) -> torch.Tensor | None:

@@ -11,7 +11,8 @@ frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1)
 AOT presets also time the merge's two products (``products``): the dot products of every token of a
 frame with its anchors, (F, N, D) x (F, D, K), and the transport plan applied to the features,
 (F, K, N) x (F, N, D), through the kernels :mod:`visionzip.intra` runs, over all N rows of a frame;
-the plan's product only for the anchors feeding a kept cell, as the step forms it (``plan_anchors_mean``).
+where the step forms only the kept pooled cells, the plan's product is theirs, (F, kept, N) x (F, N, D)
+(``kept_cells_mean`` per frame).
 ``products_ratio = products median / floor``: the part of the ratio these two products take alone.
 
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
@@ -53,10 +54,10 @@ import torch
 import torch.nn.functional as Fn
 
 from .anchors import select_anchors
-from .aot import read_anchors
+from .aot import kept_cell_counts
 from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
 from .inter import dynamic_segments, merge_inter_frame
-from .intra import IntraWeights, anchor_dots, frame_chunks, merge_intra_frame
+from .intra import IntraWeights, anchor_dots, frame_chunks, kept_cells, merge_intra_frame
 from .layout import insert_newlines, pool_frames, pooled_grid
 from .methods import compress_video
 from .presets import get_preset
@@ -257,29 +258,42 @@ def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.T
 
 
 def products_call(
-    features: torch.Tensor, num_anchors: int, *, seed: int = 0, read: torch.Tensor | None = None
+    features: torch.Tensor,
+    num_anchors: int,
+    *,
+    seed: int = 0,
+    kept: torch.Tensor | None = None,
+    pooling: tuple[PoolMode, int] = (PoolMode.BILINEAR, 2),
 ) -> Callable[[], object]:
     """The two products of AOT's intra-frame merge as a call, through the kernels :mod:`visionzip.intra`
     runs: the dot products of every token with K stand-in anchors (:func:`~visionzip.intra.anchor_dots`,
-    (F, N, D) x (F, D, K)) and a stand-in plan's change applied to the features, over the same chunks
-    of frames: for every anchor (:meth:`~visionzip.intra.IntraWeights.anchor_delta`, (F, K, N) x
-    (F, N, D)), or with ``read`` (F,) for the first ``read[f]`` anchors of frame f alone
-    (:meth:`~visionzip.intra.IntraWeights.focus_delta`), as ``compress_video`` does for the anchors
-    feeding a kept cell. The stand-in plan is uniform in [0, 1), seeded. features: (F, N, D)."""
+    (F, N, D) x (F, D, K)), and a stand-in plan applied to the features over the same chunks of frames:
+    with ``kept`` (F,), as ``compress_video`` forms the kept cells, ``kept[f]`` pooled cells of frame f
+    (:func:`~visionzip.intra.kept_cells`, (F, kept, N) x (F, N, D), its (N, K) x (K, kept) mixing
+    matrix included, ``pooling`` = (mode, stride)); without, every anchor's change
+    (:meth:`~visionzip.intra.IntraWeights.anchor_delta`, (F, K, N) x (F, N, D)). The stand-in plan is
+    uniform in [0, 1), seeded. features: (F, N, D) on the GRID."""
     x = features.contiguous()
     f_, n, _ = x.shape
     index = torch.arange(num_anchors, device=x.device).expand(f_, num_anchors)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     change = torch.rand(f_, n, num_anchors, generator=gen, device=x.device)  # (F, N, K) float32, as intra's
-    focus = None if read is None else index < read.to(x.device)[:, None]
-    weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change, focus)
-    plan_product = weights.anchor_delta if focus is None or x.device.type != "cpu" else weights.focus_delta
+    weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change)
+    if kept is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+        r = max(int(kept.max()), 1)
+        weights = weights.reading(torch.arange(r, device=x.device).expand(f_, r), kept.to(x.device))
 
-    def call() -> list[torch.Tensor]:
+        def call() -> object:
+            anchor_dots(x, index)
+            return kept_cells(x, weights, GRID, *pooling)
+
+        return call
+
+    def call_all() -> list[torch.Tensor]:
         anchor_dots(x, index)
-        return [plan_product(x, sl) for sl in frame_chunks(x)]
+        return [weights.anchor_delta(x, sl) for sl in frame_chunks(x)]
 
-    return call
+    return call_all
 
 
 def bench_config(
@@ -300,9 +314,10 @@ def bench_config(
     assert not isinstance(result, list)
     floor_fn = floor_call(inp.features, k)
     calls = [run, floor_fn]
-    read = read_anchors(result, cfg) if isinstance(cfg, AOTConfig) else None
+    kept = kept_cell_counts(result, cfg) if isinstance(cfg, AOTConfig) else None
     if isinstance(cfg, AOTConfig):
-        calls.append(products_call(inp.features, k, seed=seed, read=read))
+        pooling = (result.plan.layout.pool_mode, result.plan.layout.pool_stride)
+        calls.append(products_call(inp.features, k, seed=seed, kept=kept, pooling=pooling))
     # AOT, its floor (and the merge's two products) alternate, so ratios compare calls under the same load
     run_times, floor_times, *product_times = time_alternating(calls, repeats=repeats, device=device)
     summary, floor = _summary(run_times), _summary(floor_times)
@@ -335,9 +350,10 @@ def bench_config(
         "ratio": summary["median_ms"] / floor["median_ms"],
         "products": None if products is None else {
             "cosine_shapes": [[f_, n, dim], [f_, dim, k]],
-            "plan_shapes": [[f_, k, n], [f_, n, dim]],
-            # anchors per frame whose change the step forms (those feeding a kept cell); None: all k
-            "plan_anchors_mean": None if read is None else float(read.float().mean()),
+            # the plan applied: every anchor's change (F, k, N) x (F, N, D), or with kept cells formed
+            # alone, (F, kept, N) x (F, N, D) with kept_cells_mean kept cells per frame
+            "plan_shapes": [[f_, k, n], [f_, n, dim]] if kept is None else [[f_, int(kept.max()), n], [f_, n, dim]],
+            "kept_cells_mean": None if kept is None else float(kept.float().mean()),
             **products,
         },
         "products_ratio": None if products is None else products["median_ms"] / floor["median_ms"],

@@ -16,9 +16,7 @@ import torch
 from ._checks import check_choice, check_finite, check_grid, check_mask, check_tensor
 from .config import AOTConfig, OTMass, PoolMode, SinkhornStop
 from .layout import (
-    cell_pooling_exact,
     grid_distances,
-    pool_cells,
     pool_tokens,
     pooled_grid,
     pooling_matrix,
@@ -57,9 +55,8 @@ class IntraWeights:
     change: (F, N, k) float32, weight of token i in anchor j's change: the transport and
             nearest-neighbour weight ``w_ij`` of a pruned token, ``self_weight_j - 1`` at the anchor
             itself, 0 elsewhere (a padding slot's column is 0)
-    focus:  (F, k) bool or None, the anchors whose merged values are read on (:meth:`focused`): on a
-            CPU their changes are one product per frame and the others' a second one, so a caller that
-            reads only the focused anchors (:func:`apply_intra_pool` with ``rows``) skips the second
+    rows:   (F, r) long or None, the pooled cells read on (:meth:`reading`), real ones first
+    counts: (F,) long or None, how many of each frame's ``rows`` are real
 
     New anchor value ``A_j = X_j + sum_i change_ij X_i = self_weight_j X_j + sum_i w_ij X_i``; other
     tokens unchanged.
@@ -68,16 +65,26 @@ class IntraWeights:
     index: torch.Tensor
     valid: torch.Tensor
     change: torch.Tensor
-    focus: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+    moved: torch.Tensor | None = None
 
     def frames(self, sl: slice) -> IntraWeights:
-        focus = None if self.focus is None else self.focus[sl]
-        return IntraWeights(self.index[sl], self.valid[sl], self.change[sl], focus)
+        def part(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[sl]
 
-    def focused(self, rows: torch.Tensor, grid: tuple[int, int], mode: PoolMode, stride: int) -> IntraWeights:
-        """These weights focused on the anchors that feed one of the pooled cells ``rows`` (F, r) of
-        each frame (:func:`feeding_anchors`): the merge is unchanged, only how its products are split."""
-        return replace(self, focus=feeding_anchors(self.index, self.valid, rows, grid, mode, stride))
+        return IntraWeights(
+            self.index[sl], self.valid[sl], self.change[sl], part(self.rows), part(self.counts), part(self.moved)
+        )
+
+    def reading(self, rows: torch.Tensor, counts: torch.Tensor) -> IntraWeights:
+        """These weights, marked as read on only at the pooled cells ``rows`` (F, r) of each frame, the
+        first ``counts[f]`` of them real (:func:`~visionzip.ops.front_indices` of the kept cells): on a
+        CPU in float32, :func:`apply_intra_pool` then forms those cells by :func:`kept_cells`, with or
+        without ``rows``, so both give them bit for bit alike. ``moved`` (F,) bool: the frames the merge
+        changes (a frame whose tokens are all anchors is pooled as it is)."""
+        moved = self.change.ne(0).flatten(1).any(1)
+        return replace(self, rows=rows, counts=counts, moved=moved)
 
     def anchor_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
         """(c, k, D) float32 for the frames x[sl]: each anchor's merged value minus its value in x,
@@ -85,20 +92,11 @@ class IntraWeights:
         copy). Exactly zero at padding slots.
 
         On a CPU the product runs frame by frame (``mm``, threaded within each frame): at LLaVA shapes
-        that took 0.85x the time of the batched ``bmm`` on a 2-core VM; with a :attr:`focus`, as two
-        products per frame, the focused anchors' (:meth:`focus_delta`) and the others'. Elsewhere it
-        is one ``bmm``."""
-        change = self.change[sl]
+        that took 0.85x the time of the batched ``bmm`` on a 2-core VM. Elsewhere it is one ``bmm``."""
+        change_t = self.change[sl].transpose(1, 2).to(x.dtype)  # (c, k, N) view
         xs = x[sl]
         if x.device.type != "cpu":
-            return torch.bmm(change.transpose(1, 2).to(x.dtype), xs).float()
-        if self.focus is not None:
-            focus = self.focus[sl]
-            c, k = focus.shape
-            rows = torch.cat([_selected_delta(change, xs, focus), _selected_delta(change, xs, ~focus)])
-            order = torch.cat([focus.reshape(-1).nonzero()[:, 0], (~focus).reshape(-1).nonzero()[:, 0]])
-            return rows.index_select(0, torch.argsort(order)).view(c, k, -1)  # back to (frame, anchor) order
-        change_t = change.transpose(1, 2).to(x.dtype)  # (c, k, N) view
+            return torch.bmm(change_t, xs).float()
         if torch.is_grad_enabled() and (xs.requires_grad or change_t.requires_grad):  # same kernel, no out=
             return torch.stack([torch.mm(c_f, x_f) for c_f, x_f in zip(change_t, xs)]).float()
         out = torch.empty(change_t.shape[0], change_t.shape[1], xs.shape[2], dtype=x.dtype, device=x.device)
@@ -106,54 +104,48 @@ class IntraWeights:
             torch.mm(c_f, x_f, out=o_f)
         return out.float()
 
-    def focus_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
-        """(m, D) float32: the rows of :meth:`anchor_delta` at the focused anchors of the frames x[sl]
-        (frame by frame, ascending), bit for bit, from their product alone (CPU, with a focus)."""
-        assert self.focus is not None and x.device.type == "cpu"
-        return _selected_delta(self.change[sl], x[sl], self.focus[sl])
-
     def merged_anchors(self, x: torch.Tensor) -> torch.Tensor:
         """(F, k, D) float32: the anchors' merged values for values x (F, N, D)."""
         return self.anchor_delta(x).add_(gather_rows(x, self.index).float())
 
 
-def _selected_delta(change: torch.Tensor, xs: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """(m, D) float32: ``change[f][:, j]^T xs[f]`` for every selected (f, j) of sel (c, k), frame by
-    frame and ascending in j, one ``mm`` per frame over its selected columns (the only kernel either
-    split of :meth:`IntraWeights.anchor_delta` uses, so a row is the same whichever asks for it)."""
-    counts = sel.sum(1).tolist()
-    cols = sel.nonzero()[:, 1]
-    d = xs.shape[2]
-    grad = torch.is_grad_enabled() and (xs.requires_grad or change.requires_grad)
-    out = None if grad else torch.empty(sum(counts), d, dtype=xs.dtype, device=xs.device)
-    parts, start = [], 0
-    for f, m in enumerate(counts):
-        if m == 0:
-            continue
-        a = change[f].index_select(1, cols[start:start + m]).to(xs.dtype).t()  # (m, N) view
-        if out is None:
-            parts.append(torch.mm(a, xs[f]))
-        else:
-            torch.mm(a, xs[f], out=out[start:start + m])
-        start += m
-    if out is None:
-        out = torch.cat(parts) if parts else xs.new_zeros(0, d)
-    return out.float()
-
-
-def feeding_anchors(
-    index: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, grid: tuple[int, int], mode: PoolMode, stride: int
+def kept_cells(
+    x: torch.Tensor, weights: IntraWeights, grid: tuple[int, int], mode: PoolMode, stride: int
 ) -> torch.Tensor:
-    """(F, k) bool: the real anchors ``index`` (F, k) that feed, with a nonzero pooling weight, one of
-    the pooled cells ``rows`` (F, r) of their frame. At 10 % retention about a third of the anchors
-    feed a kept cell; the others' merged values are never read when only the kept cells are."""
-    f_, k = index.shape
-    ph, pw = pooled_grid(grid, mode=mode, stride=stride)
-    cells, taps = pooling_taps(grid, mode, stride, index.device)
-    kept = torch.zeros(f_, ph * pw, dtype=torch.bool, device=index.device).scatter_(1, rows, True)
-    at = cells[index]  # (F, k, P)
-    hit = kept.gather(1, at.view(f_, -1)).view_as(at) & (taps[index] > 0)
-    return hit.any(-1) & valid
+    """(F, r, D): the pooled cells ``weights.rows`` of the merged frames of contiguous float32 x
+    (F, N, D), for a linear pooling, as one product per frame over its real cells. A kept cell c is
+    ``sum_i M[i, c] X'_i`` for the pooling matrix M and the merged frame X' = X + change^T X at the
+    anchors, i.e. ``sum_i (M[i, c] + sum_j change_ij M[a_j, c]) X_i``: the (N, r) mixing matrix is
+    formed first (an (N, k) x (k, r) product, a few MFLOP), then applied to the frame, so neither
+    the anchors' changes nor the pooled taps are formed. Rows past ``counts[f]`` are 0. A frame the
+    merge leaves as it is (``weights.moved`` False) is the model's pooling of it, bit for bit."""
+    assert weights.rows is not None and weights.counts is not None and weights.moved is not None
+    f_, n_tok, d = x.shape
+    rows = weights.rows
+    r, k = rows.shape[1], weights.index.shape[1]
+    matrix = pooling_matrix(grid, mode, stride, x.device)  # (N, n)
+    cols = matrix.index_select(1, rows.reshape(-1)).view(n_tok, f_, r).transpose(0, 1)  # (F, N, r) view
+    mix = torch.baddbmm(cols, weights.change, cols.gather(1, weights.index[..., None].expand(f_, k, r)))
+    counts = weights.counts.tolist()
+    moved = weights.moved.tolist()
+    still = [f for f, m in enumerate(moved) if not m]
+    plain = gather_rows(pool_tokens(x[still], grid, mode, stride).contiguous(), rows[still]) if still else None
+    grad = torch.is_grad_enabled() and (x.requires_grad or mix.requires_grad)
+    if grad:  # the same kernels without out=
+        zero = x.new_zeros(r, d)
+        plain_rows = iter(plain) if plain is not None else iter(())
+        return torch.stack([
+            torch.cat([torch.mm(mix[f, :, :m].t(), x[f]), zero[m:]]) if moved[f] else next(plain_rows)
+            for f, m in enumerate(counts)
+        ])
+    out = torch.empty(f_, r, d, device=x.device, dtype=x.dtype)
+    for f, m in enumerate(counts):
+        if moved[f]:
+            torch.mm(mix[f, :, :m].t(), x[f], out=out[f, :m])
+            out[f, m:] = 0
+    if plain is not None:
+        out[still] = plain
+    return out
 
 
 def anchor_dots(x: torch.Tensor, index: torch.Tensor, *, inplace: bool = True) -> torch.Tensor:
@@ -211,7 +203,9 @@ def intra_weights(
     cos = anchor_dots(x, idx_r, inplace=inplace)  # (F, N, k)
     x_norm = norms.clamp_min(1e-12)  # (F, N)
     r_norm = x_norm.gather(1, idx_r)  # (F, k)
-    dist = _scaled_distances(h, w, float(position_weight), x.device)[idx_r].transpose(1, 2)  # (F, N, k)
+    # dist[f, i, j] = D[index[f, j], i], gathered from D's transpose so that k is innermost, as in cos
+    dist = _scaled_distances(h, w, float(position_weight), x.device).index_select(1, idx_r.reshape(-1))
+    dist = dist.view(n, f_, k).transpose(0, 1)  # (F, N, k)
     keep = pruned[:, :, None]
     if inplace:  # one map: cosine, then the kernel in place on it
         cos.div_(x_norm[:, :, None]).div_(r_norm[:, None, :])
@@ -259,8 +253,10 @@ def intra_weights(
 
 @functools.lru_cache(maxsize=64)
 def _scaled_distances(h: int, w: int, position_weight: float, device: torch.device) -> torch.Tensor:
-    """(N, N) ``position_weight * grid_distances`` (symmetric), built once per (grid, weight, device)."""
-    return position_weight * grid_distances(h, w, device)
+    """(N, N) the transpose of ``position_weight * grid_distances`` (contiguous), built once per (grid,
+    weight, device): entry (i, j) is the scaled distance ``D[j, i]`` (``cdist`` is symmetric in value
+    but not always bit for bit, and the release reads the anchor's row)."""
+    return (position_weight * grid_distances(h, w, device)).T.contiguous()
 
 
 def apply_intra_pool(
@@ -279,13 +275,21 @@ def apply_intra_pool(
     ``rows`` (F, k) int64 positions of the pooled frames: returns only those rows, (F, k, D), equal
     to ``gather_rows`` of the full result bit for bit: each chunk's correction is added where the
     chunk was pooled (the same ``out=`` products, ``out`` the pooled chunk itself) and its rows are
-    picked from there, so the (F, n, D) result is never formed (a caller that reads only the kept
-    tokens skips writing the whole pooled video)."""
+    picked from there, so the (F, n, D) result is never formed.
+
+    Weights marked as read at those rows (:meth:`IntraWeights.reading`, what ``compress_video``
+    passes), on a CPU in float32 and a linear pooling: the rows are :func:`kept_cells`, one product
+    per frame over its real kept cells (padding rows 0); the whole result then carries the same rows
+    at those cells, so the two still agree bit for bit on every real kept cell."""
     if weights is None or mode is PoolMode.MAX:
         full = pool_tokens(x, grid, mode, stride) if weights is None else _max_pool_merged(x, weights, grid, stride)
         return full if rows is None else gather_rows(full.contiguous(), rows)
     x = x.contiguous()
     f_, _, d = x.shape
+    # the cells read on, formed straight from the frames (the rows given are the ones marked)
+    product = weights.rows is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    if product and rows is not None and (rows is weights.rows or torch.equal(rows, weights.rows)):
+        return kept_cells(x, weights, grid, mode, stride)
     ph, pw = pooled_grid(grid, mode=mode, stride=stride)
     n = ph * pw
     cells, taps = pooling_taps(grid, mode, stride, x.device)
@@ -300,35 +304,10 @@ def apply_intra_pool(
     # on a CPU the correction's product skips the pooling matrix's zeros (a dense product would be
     # ~99 % multiplications by zero); on an accelerator it is one dense product
     sparse = not one_tap and x.device.type == "cpu" and x.dtype == torch.float32
-    # rows only, and the kept cells can be pooled alone exactly as the model pools whole frames: the
-    # rest of each frame is never pooled (at 10 % retention about 1 cell in 6 is read)
-    cells_only = (
-        picked is not None and direct and (sparse or one_tap)
-        and cell_pooling_exact(grid, mode, stride, d, x.dtype, x.device)
-    )
-    # focused weights whose focus holds every anchor feeding a kept cell: only those anchors' changes are formed
-    focus = None
-    if cells_only and weights.focus is not None:
-        assert rows is not None
-        needed = feeding_anchors(weights.index, weights.valid, rows, grid, mode, stride)
-        focus = None if bool((needed & ~weights.focus).any()) else weights.focus
     for sl in frame_chunks(x):
-        index = weights.index[sl]
-        c, k = index.shape
-        if cells_only:
-            assert picked is not None and rows is not None
-            if focus is not None:  # (m, D): the focused anchors' rows of the change, frame by frame
-                rows_of = focus[sl]
-                at_row = torch.where(rows_of, rows_of.reshape(-1).cumsum(0).view(c, k) - 1, -1)
-                delta = weights.focus_delta(x, sl)
-            else:
-                at_row = torch.arange(c * k, device=x.device).view(c, k)
-                delta = weights.anchor_delta(x, sl).view(c * k, d)
-            _kept_cells_corrected(
-                x[sl], delta, at_row, index, rows[sl], cells, taps, grid, mode, stride, n, out=picked[sl]
-            )
-            continue
         delta = weights.anchor_delta(x, sl)  # (c, k, D) float32, zero at padding slots
+        index = weights.index[sl]
+        c = index.shape[0]
         pooled = pool_tokens(x[sl], grid, mode, stride)
         dest = None
         if direct and out is not None:
@@ -364,66 +343,28 @@ def apply_intra_pool(
             gather_rows(value, rows[sl], out=picked[sl])  # type: ignore[index]
         else:
             picked[sl] = gather_rows(value, rows[sl]).to(x.dtype)  # type: ignore[index]
-    return out if picked is None else picked
+    if picked is not None:
+        return picked
+    assert out is not None
+    if product:  # the real kept cells of the frames the merge moves, as kept_cells forms them
+        assert weights.rows is not None and weights.counts is not None and weights.moved is not None
+        real = torch.arange(weights.rows.shape[1], device=x.device)[None, :] < weights.counts[:, None]
+        real &= weights.moved[:, None]
+        at = flat_rows(weights.rows, n)[real]
+        kept = kept_cells(x, weights, grid, mode, stride)[real]
+        if grad:
+            return out.view(f_ * n, d).index_copy(0, at, kept).view(f_, n, d)
+        out.view(f_ * n, d).index_copy_(0, at, kept)
+    return out
 
 
-def _kept_cells_corrected(
-    x: torch.Tensor,
-    delta: torch.Tensor,
-    at_row: torch.Tensor,
-    index: torch.Tensor,
-    rows: torch.Tensor,
-    cells: torch.Tensor,
-    taps: torch.Tensor,
-    grid: tuple[int, int],
-    mode: PoolMode,
-    stride: int,
-    n: int,
-    *,
-    out: torch.Tensor,
-) -> None:
-    """The rows ``rows`` (c, r) of the corrected pooled frames (n cells) of x (c, N, D) float32, written into out
-    (c, r, D): those cells pooled alone (:func:`~visionzip.layout.pool_cells`), then the same
-    correction as on whole frames restricted to them: the same products, entry for entry in the same
-    order, minus those landing on cells not kept, so each row is the whole result's row bit for bit.
-    ``delta`` (m, D): anchors' changes, anchor (f, j)'s at row ``at_row[f, j]`` (every real anchor
-    feeding a kept cell has one; -1: none, as for padding slots, whose change is 0)."""
-    c, k = index.shape
-    r, d = rows.shape[1], x.shape[2]
-    pool_cells(x, grid, mode, stride, rows, out=out)
-    where = torch.full((c, n), -1, dtype=torch.long, device=x.device)  # cell -> its position among rows, or -1
-    where.scatter_(1, rows, torch.arange(r, device=x.device).expand(c, r))
-    at = where.gather(1, cells[index].view(c, -1)).view(c, k, -1)  # (c, k, P)
-    w = taps[index]  # (c, k, P)
-    hit = (w > 0) & (at >= 0) & (at_row >= 0)[..., None]  # padding slots (change 0) have no row
-    dest = out.view(c * r, d)
-    if cells.shape[1] == 1:  # one cell per token (average): each kept anchor's scaled delta added to its row
-        one = hit[..., 0]
-        target = flat_rows(at[..., 0], r)[one]
-        dest.index_add_(0, target, delta.index_select(0, at_row[one]).mul_(w[..., 0][one][:, None]))
-        return
-    m_sparse = _correction_matrix(flat_rows(at, r), w, hit, c * r, cols=at_row, num_cols=delta.shape[0])
-    torch.addmm(dest, m_sparse, delta, out=dest)
-
-
-def _correction_matrix(
-    targets: torch.Tensor,
-    w: torch.Tensor,
-    use: torch.Tensor,
-    num_rows: int,
-    *,
-    cols: torch.Tensor | None = None,
-    num_cols: int | None = None,
-) -> torch.Tensor:
-    """The sparse (num_rows, num_cols) matrix of the anchors' correction: entry ``(targets[f, j, p],
-    cols[f, j])`` = ``w[f, j, p]`` wherever ``use``, in that order (targets, w, use: (c, k, P); by
-    default anchor (f, j)'s column is ``f k + j`` of ``c k``)."""
+def _correction_matrix(targets: torch.Tensor, w: torch.Tensor, use: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The sparse (num_rows, c k) matrix of the anchors' correction: entry ``(targets[f, j, p], f k + j)``
+    = ``w[f, j, p]`` wherever ``use``, in that order (targets, w, use: (c, k, P))."""
     c, k, _ = w.shape
-    if cols is None:
-        cols, num_cols = torch.arange(c * k, device=w.device).view(c, k), c * k
-    picked = cols[..., None].expand_as(w)[use]
+    cols = torch.arange(c * k, device=w.device).view(c, k, 1).expand_as(w)[use]
     return torch.sparse_coo_tensor(
-        torch.stack([targets[use], picked]), w[use], (num_rows, num_cols), check_invariants=False
+        torch.stack([targets[use], cols]), w[use], (num_rows, c * k), check_invariants=False
     )
 
 

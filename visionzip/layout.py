@@ -19,7 +19,6 @@ import torch.nn.functional as Fn
 
 from ._checks import check_choice, check_tensor
 from .config import NewlinePosition, PoolMode
-from .ops import flat_rows
 
 
 @dataclass(frozen=True)
@@ -261,97 +260,6 @@ def pooling_taps(grid: tuple[int, int], mode: PoolMode, stride: int, device: tor
     taps = max(int(nonzero.sum(1).max()), 1)
     cells = torch.argsort(nonzero.to(torch.int8), dim=1, descending=True, stable=True)[:, :taps].contiguous()
     return cells, m.gather(1, cells).contiguous()
-
-
-def _linear_taps(size_in: int, size_out: int) -> list[tuple[int, int, float, float]]:
-    """Per output index of a 1-D ``align_corners=False`` linear resize: (i0, i1, lambda0, lambda1) as
-    PyTorch's CPU kernel computes them in float32: ``src = fma(in / out, o + 0.5, -0.5)`` clamped at
-    0 (the fused multiply-add is exact in float64 before its one rounding to float32)."""
-    ratio = float(torch.tensor(size_in, dtype=torch.float32) / size_out)
-    out = []
-    for o in range(size_out):
-        src = max(float(torch.tensor(ratio * (o + 0.5) - 0.5, dtype=torch.float64).float()), 0.0)
-        i0 = min(math.floor(src), size_in - 1)
-        lam1 = min(max(src - i0, 0.0), 1.0)  # exact: a float32 src minus its floor, in float64
-        lam0 = float(1.0 - torch.tensor(lam1, dtype=torch.float32))
-        out.append((i0, i0 + (1 if i0 < size_in - 1 else 0), lam0, lam1))
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def cell_taps(
-    grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The inputs of every pooled cell in the order the CPU kernel combines them: ``(tokens (n, 4)
-    long, weights (n, 4) float32)``. ``bilinear``: the corners (top-left, top-right, bottom-left,
-    bottom-right) and their float32 weight products; ``average``: the 2 x 2 window row by row
-    (weights 1/4). Built once per (grid, mode, stride, device); only these two modes with stride 2."""
-    h, w = grid
-    ph, pw = pooled_grid(grid, mode=mode, stride=stride)
-    if mode is PoolMode.BILINEAR:
-        rows, cols = _linear_taps(h, ph), _linear_taps(w, pw)
-        tokens = [
-            [i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1] for i0, i1, _, _ in rows for j0, j1, _, _ in cols
-        ]
-        lam = torch.tensor([[a0, a1] for _, _, a0, a1 in rows], dtype=torch.float32)  # (ph, 2)
-        mu = torch.tensor([[b0, b1] for _, _, b0, b1 in cols], dtype=torch.float32)  # (pw, 2)
-        weights = (lam[:, None, :, None] * mu[None, :, None, :]).reshape(ph * pw, 4)  # h0w0, h0w1, h1w0, h1w1
-    else:
-        base = [2 * a * w + 2 * b for a in range(ph) for b in range(pw)]
-        tokens = [[t, t + 1, t + w, t + w + 1] for t in base]
-        weights = torch.full((ph * pw, 4), 0.25)
-    return torch.tensor(tokens, device=device), weights.to(device)
-
-
-def pool_cells(
-    x: torch.Tensor,
-    grid: tuple[int, int],
-    mode: PoolMode,
-    stride: int,
-    cells: torch.Tensor,
-    *,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The model's pooling of contiguous frames x (F, H*W, D) at the cells ``cells`` (F, r) of each
-    frame only: (F, r, D) (into ``out`` when given), the arithmetic of PyTorch's channels-last CPU
-    kernels step for step. ``bilinear``: ``tl*w00 + (tr*w01 + (br*w11 + bl*w10))``, each ``+`` a
-    fused multiply-add (``addcmul``); ``average``: ``((tl + tr) + bl) + br``, then ``/ 4``. Whether
-    this is bit for bit the kernel's result on a given build is what :func:`cell_pooling_exact` asks."""
-    f_, n, d = x.shape
-    r = cells.shape[1]
-    tokens, weights = cell_taps(grid, mode, stride, x.device)
-    rows = flat_rows(tokens[cells], n)  # (F, r, 4)
-    flat = x.reshape(f_ * n, d)
-    tap = [flat.index_select(0, rows[..., p].reshape(-1)) for p in range(4)]  # (F r, D) each
-    acc = out.view(f_ * r, d) if out is not None else torch.empty(f_ * r, d, device=x.device, dtype=x.dtype)
-    if mode is PoolMode.BILINEAR:
-        wt = weights[cells].reshape(f_ * r, 4).to(x.dtype)
-        torch.mul(tap[2], wt[:, 2:3], out=acc)
-        acc.addcmul_(tap[3], wt[:, 3:4]).addcmul_(tap[1], wt[:, 1:2]).addcmul_(tap[0], wt[:, 0:1])
-    else:
-        torch.add(tap[0], tap[1], out=acc)
-        acc.add_(tap[2]).add_(tap[3]).div_(4)
-    return acc.view(f_, r, d)
-
-
-@functools.lru_cache(maxsize=64)
-def cell_pooling_exact(
-    grid: tuple[int, int], mode: PoolMode, stride: int, dim: int, dtype: torch.dtype, device: torch.device
-) -> bool:
-    """Whether :func:`pool_cells` gives :func:`pool_tokens`'s values bit for bit on this build, for
-    frames of width ``dim``: checked once per (grid, mode, stride, width, dtype, device) on a seeded
-    random frame at every cell. Anything else than ``bilinear`` / ``average`` with stride 2 on a
-    CPU is not (the callers then pool whole frames)."""
-    if device.type != "cpu" or mode not in (PoolMode.BILINEAR, PoolMode.AVERAGE) or stride != 2:
-        return False
-    h, w = grid
-    ph, pw = pooled_grid(grid, mode=mode, stride=stride)
-    if ph * pw == 0:
-        return False
-    gen = torch.Generator().manual_seed(0)
-    probe = (torch.randn(1, h * w, dim, generator=gen) * 4).to(dtype)
-    every = torch.arange(ph * pw)[None]
-    return torch.equal(pool_cells(probe, grid, mode, stride, every), pool_tokens(probe, grid, mode, stride))
 
 
 @functools.lru_cache(maxsize=64)
