@@ -57,6 +57,7 @@ class IntraWeights:
             itself, 0 elsewhere (a padding slot's column is 0)
     rows:   (F, r) long or None, the pooled cells read on (:meth:`reading`), real ones first
     counts: (F,) long or None, how many of each frame's ``rows`` are real
+    moved:  (F,) bool or None, the frames the merge changes (set by :meth:`reading`)
 
     New anchor value ``A_j = X_j + sum_i change_ij X_i = self_weight_j X_j + sum_i w_ij X_i``; other
     tokens unchanged.
@@ -82,8 +83,9 @@ class IntraWeights:
         first ``counts[f]`` of them real (:func:`~visionzip.ops.front_indices` of the kept cells): on a
         CPU in float32, :func:`apply_intra_pool` then forms those cells by :func:`kept_cells`, with or
         without ``rows``, so both give them bit for bit alike. ``moved`` (F,) bool: the frames the merge
-        changes (a frame whose tokens are all anchors is pooled as it is)."""
-        moved = self.change.ne(0).flatten(1).any(1)
+        changes, i.e. whose change is not all zero (a frame whose tokens are all anchors, or a merge
+        configured as the identity, is pooled as it is)."""
+        moved = self.change.ne(0).flatten(1).any(1) if self.moved is None else self.moved
         return replace(self, rows=rows, counts=counts, moved=moved)
 
     def anchor_delta(self, x: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
