@@ -119,8 +119,9 @@ def kept_cells(
     ``sum_i M[i, c] X'_i`` for the pooling matrix M and the merged frame X' = X + change^T X at the
     anchors, i.e. ``sum_i (M[i, c] + sum_j change_ij M[a_j, c]) X_i``: the (N, r) mixing matrix is
     formed first (an (N, k) x (k, r) product, a few MFLOP), then applied to the frame, so neither
-    the anchors' changes nor the pooled taps are formed. Rows past ``counts[f]`` are 0. A frame the
-    merge leaves as it is (``weights.moved`` False) is the model's pooling of it, bit for bit."""
+    the anchors' changes nor the pooled taps are formed; a moved frame's rows past ``counts[f]`` are
+    0. A frame the merge leaves as it is (``weights.moved`` False) is the model's pooling of it at
+    every row, bit for bit."""
     assert weights.rows is not None and weights.counts is not None and weights.moved is not None
     f_, n_tok, d = x.shape
     rows = weights.rows
