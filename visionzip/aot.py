@@ -124,14 +124,16 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
     # newlines inserted): those rows are formed alone, never the whole pooled video (the merge's
     # weights are marked as read there, so the plan's replay forms those cells alike)
     compact = forms_kept_rows_only(cfg, layout0)
-    rows = [front_indices(pooled_masks[sl])[0] if compact else None for sl in slices]
+    kept = [front_indices(pooled_masks[sl]) if compact else None for sl in slices]  # (rows, valid, counts)
     per_video = [
-        None if weights is None else _reading(weights.frames(sl), r, pooled_masks[sl], layout0)
-        for sl, r in zip(slices, rows)
+        None if weights is None else _reading(weights.frames(sl), cfg, layout0, k)
+        for sl, k in zip(slices, kept)
     ]
     pooled = [
-        apply_intra_pool(v.features, w, v.layout.grid, v.layout.pool_mode, v.layout.pool_stride, rows=r)
-        for v, w, r in zip(videos, per_video, rows)
+        apply_intra_pool(
+            v.features, w, v.layout.grid, v.layout.pool_mode, v.layout.pool_stride, rows=None if k is None else k[0],
+        )
+        for v, w, k in zip(videos, per_video, kept)
     ]
     return [
         _compress_one(
@@ -148,21 +150,28 @@ def forms_kept_rows_only(cfg: AOTConfig, layout: VideoLayout) -> bool:
     return not (cfg.inter_frame and layout.inserted_newline is not None)
 
 
+def marks_kept_cells(cfg: AOTConfig, layout: VideoLayout) -> bool:
+    """Whether the merge's weights are marked as read at the kept cells only (then formed by
+    :func:`~visionzip.intra.kept_cells` where that applies): the kept rows are formed alone and the
+    pooling is linear."""
+    return forms_kept_rows_only(cfg, layout) and layout.pool_mode is not PoolMode.MAX
+
+
 def kept_cell_counts(result: CompressionResult, cfg: AOTConfig) -> torch.Tensor | None:
-    """(F,) the kept pooled cells of each frame that :func:`compress_aot` formed alone (by
-    :func:`~visionzip.intra.kept_cells`) for ``result``, or None where it formed whole frames."""
-    layout = result.plan.layout
-    if not forms_kept_rows_only(cfg, layout) or layout.pool_mode is PoolMode.MAX:
-        return None
-    return result.pooled_mask.sum(-1)
+    """(F,) the kept pooled cells of each frame the weights were marked at for ``result``
+    (:func:`marks_kept_cells`), or None where they were not."""
+    return result.pooled_mask.sum(-1) if marks_kept_cells(cfg, result.plan.layout) else None
 
 
-def _reading(weights: IntraWeights, rows: torch.Tensor | None, pmask: torch.Tensor, layout: VideoLayout) -> IntraWeights:
-    """``weights`` marked as read on only at the kept cells ``rows`` (front-first rows of ``pmask``);
-    unmarked when every cell is formed or the pooling is not linear."""
-    if rows is None or layout.pool_mode is PoolMode.MAX:
+def _reading(
+    weights: IntraWeights, cfg: AOTConfig, layout: VideoLayout, kept: tuple[torch.Tensor, ...] | None
+) -> IntraWeights:
+    """``weights`` marked as read on only at the kept cells (``kept``: rows, valid, counts of
+    :func:`~visionzip.ops.front_indices` of the kept cells), where :func:`marks_kept_cells`."""
+    if kept is None or not marks_kept_cells(cfg, layout):
         return weights
-    return weights.reading(rows, pmask.sum(-1))
+    rows, _, counts = kept
+    return weights.reading(rows, counts)
 
 
 def _norms(videos: list[VideoInput]) -> torch.Tensor | None:

@@ -111,6 +111,12 @@ class IntraWeights:
         return self.anchor_delta(x).add_(gather_rows(x, self.index).float())
 
 
+def kept_cells_apply(x: torch.Tensor) -> bool:
+    """Whether :func:`apply_intra_pool` forms marked kept cells of x by :func:`kept_cells`: on a CPU,
+    in float32 (elsewhere pooled frames plus the anchors' correction)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32
+
+
 def kept_cells(
     x: torch.Tensor, weights: IntraWeights, grid: tuple[int, int], mode: PoolMode, stride: int
 ) -> torch.Tensor:
@@ -126,25 +132,30 @@ def kept_cells(
     f_, n_tok, d = x.shape
     rows = weights.rows
     r, k = rows.shape[1], weights.index.shape[1]
-    matrix = pooling_matrix(grid, mode, stride, x.device)  # (N, n)
-    cols = matrix.index_select(1, rows.reshape(-1)).view(n_tok, f_, r).transpose(0, 1)  # (F, N, r) view
-    mix = torch.baddbmm(cols, weights.change, cols.gather(1, weights.index[..., None].expand(f_, k, r)))
     counts = weights.counts.tolist()
     moved = weights.moved.tolist()
     still = [f for f, m in enumerate(moved) if not m]
-    plain = gather_rows(pool_tokens(x[still], grid, mode, stride).contiguous(), rows[still]) if still else None
-    grad = torch.is_grad_enabled() and (x.requires_grad or mix.requires_grad)
+    plain = None
+    if still:  # the model's pooling of the frames the merge leaves alone (all of them at retention 1.0)
+        frames = x if len(still) == f_ else x[still]
+        plain = gather_rows(pool_tokens(frames, grid, mode, stride).contiguous(), rows[still])
+    mix = None
+    if len(still) < f_:  # (F, N, r): M[i, c] + sum_j change_ij M[a_j, c]
+        matrix = pooling_matrix(grid, mode, stride, x.device)  # (N, n)
+        cols = matrix.index_select(1, rows.reshape(-1)).view(n_tok, f_, r).transpose(0, 1)  # (F, N, r) view
+        mix = torch.baddbmm(cols, weights.change, cols.gather(1, weights.index[..., None].expand(f_, k, r)))
+    grad = torch.is_grad_enabled() and (x.requires_grad or (mix is not None and mix.requires_grad))
     if grad:  # the same kernels without out=
         zero = x.new_zeros(r, d)
         plain_rows = iter(plain) if plain is not None else iter(())
         return torch.stack([
-            torch.cat([torch.mm(mix[f, :, :m].t(), x[f]), zero[m:]]) if moved[f] else next(plain_rows)
+            torch.cat([torch.mm(mix[f, :, :m].t(), x[f]), zero[m:]]) if moved[f] else next(plain_rows)  # type: ignore[index]
             for f, m in enumerate(counts)
         ])
     out = torch.empty(f_, r, d, device=x.device, dtype=x.dtype)
     for f, m in enumerate(counts):
         if moved[f]:
-            torch.mm(mix[f, :, :m].t(), x[f], out=out[f, :m])
+            torch.mm(mix[f, :, :m].t(), x[f], out=out[f, :m])  # type: ignore[index]
             out[f, m:] = 0
     if plain is not None:
         out[still] = plain
@@ -290,7 +301,7 @@ def apply_intra_pool(
     x = x.contiguous()
     f_, _, d = x.shape
     # the cells read on, formed straight from the frames (the rows given are the ones marked)
-    product = weights.rows is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    product = weights.rows is not None and kept_cells_apply(x)
     if product and rows is not None and (rows is weights.rows or torch.equal(rows, weights.rows)):
         return kept_cells(x, weights, grid, mode, stride)
     ph, pw = pooled_grid(grid, mode=mode, stride=stride)
