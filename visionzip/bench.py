@@ -57,7 +57,7 @@ from .anchors import select_anchors
 from .aot import kept_cell_counts
 from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
 from .inter import dynamic_segments, merge_inter_frame
-from .intra import IntraWeights, anchor_dots, frame_chunks, kept_cells, merge_intra_frame
+from .intra import IntraWeights, anchor_dots, frame_chunks, kept_cells, kept_cells_apply, merge_intra_frame
 from .layout import insert_newlines, pool_frames, pooled_grid
 from .methods import compress_video
 from .presets import get_preset
@@ -279,7 +279,7 @@ def products_call(
     gen = torch.Generator(device=x.device).manual_seed(seed)
     change = torch.rand(f_, n, num_anchors, generator=gen, device=x.device)  # (F, N, K) float32, as intra's
     weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change)
-    if kept is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+    if kept is not None:
         r = max(int(kept.max()), 1)
         weights = weights.reading(torch.arange(r, device=x.device).expand(f_, r), kept.to(x.device))
 
@@ -314,7 +314,8 @@ def bench_config(
     assert not isinstance(result, list)
     floor_fn = floor_call(inp.features, k)
     calls = [run, floor_fn]
-    kept = kept_cell_counts(result, cfg) if isinstance(cfg, AOTConfig) else None
+    # the kept cells' product where the step forms them so (marked weights, features it applies to)
+    kept = kept_cell_counts(result, cfg) if isinstance(cfg, AOTConfig) and kept_cells_apply(inp.features) else None
     if isinstance(cfg, AOTConfig):
         pooling = (result.plan.layout.pool_mode, result.plan.layout.pool_stride)
         calls.append(products_call(inp.features, k, seed=seed, kept=kept, pooling=pooling))
