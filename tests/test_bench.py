@@ -12,17 +12,17 @@ import pytest
 import torch
 
 import visionzip as vz
-from visionzip import bench
+from benchmarks import compression as bench
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[str, dict]:
-    """(stdout, JSON report) of ``python -m visionzip.bench --quick --stages``."""
+    """(stdout, JSON report) of ``python -m benchmarks.compression --quick --stages``."""
     out = tmp_path_factory.mktemp("bench") / "b.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "visionzip.bench", "--quick", "--stages", "--device", "cpu", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.compression", "--quick", "--stages", "--device", "cpu", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr

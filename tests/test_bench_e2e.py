@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from llava.bench import e2e
+from benchmarks import e2e
 
 
 @pytest.mark.slow
@@ -63,14 +63,14 @@ def test_gpu_script_needs_only_torch_transformers_and_the_repository():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys, llava.bench.e2e, visionzip.bench; "
+    code = ("import sys, benchmarks.e2e, benchmarks.compression; "
             "print(sorted(m for m in ('lmms_eval', 'decord', 'av', 'accelerate', 'deepspeed', 'peft', 'qwen_vl_utils', "
             "'matplotlib', 'wandb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
     script = (root / "scripts" / "bench" / "gpu.sh").read_text()
-    assert script.startswith("#!/usr/bin/env bash\n#") and "llava.bench.e2e --device cuda" in script
+    assert script.startswith("#!/usr/bin/env bash\n#") and "benchmarks.e2e --device cuda" in script
     import torch
 
     if not torch.cuda.is_available():

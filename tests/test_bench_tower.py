@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava.bench import tower as bench_tower
+from benchmarks import tower as bench_tower
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[str, dict]:
-    """(stdout, JSON report) of ``python -m llava.bench.tower --quick --with-release --device cpu``."""
+    """(stdout, JSON report) of ``python -m benchmarks.tower --quick --with-release --device cpu``."""
     out = tmp_path_factory.mktemp("bench_tower") / "t.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "llava.bench.tower", "--quick", "--with-release", "--device", "cpu", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.tower", "--quick", "--with-release", "--device", "cpu", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -36,7 +36,7 @@ def _aot_subcommands() -> list[str]:
 
 def test_every_entry_point_is_found():
     # a guard on the discovery above: these must be among the modules tested
-    assert {"llava.cli", "llava.bench.tower", "visionzip.bench", "llava.train.train", "llava.eval.gather"} <= set(MODULES)
+    assert {"llava.cli", "benchmarks.tower", "benchmarks.compression", "llava.train.train", "llava.eval.gather"} <= set(MODULES)
     assert SCRIPTS == ["aot"]
 
 

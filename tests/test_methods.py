@@ -14,7 +14,7 @@ import torch.nn.functional as Fn
 from conftest import load_golden
 
 import visionzip as vz
-from visionzip import bench
+from benchmarks import compression as bench
 
 GRID = (27, 27)
 N = 729
@@ -164,7 +164,7 @@ def test_every_preset_of_every_method_loads(name, tmp_path):
     path = vz.presets_dir() / f"{name}.yaml"
     assert vz.load_config(path) == cfg and vz.load_config(str(path)) == cfg
     text = path.read_text()
-    assert text.startswith("#") and f"python -m visionzip.bench --presets {name}" in text
+    assert text.startswith("#") and f"python -m benchmarks.compression --presets {name}" in text
     assert name in vz.list_presets(cfg.method)
     cfg.to_yaml(tmp_path / "c.yaml")
     assert vz.load_config(tmp_path / "c.yaml") == cfg

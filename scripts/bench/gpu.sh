@@ -6,9 +6,9 @@
 #   bash scripts/bench/gpu.sh /tmp/out        # another output folder
 #   PYTHON=/opt/env/bin/python bash scripts/bench/gpu.sh
 #
-# 1. python -m visionzip.bench: the AOT step against its floor for every preset and input family (smooth,
+# 1. python -m benchmarks.compression: the AOT step against its floor for every preset and input family (smooth,
 #    independent, shared_base) at LLaVA-OV-7B / LLaVA-Video-7B shapes, plus the per-stage table.
-# 2. python -m llava.bench.e2e: the whole LLaVA-OV-7B (32 frames) and LLaVA-Video-7B (64 frames) stacks with
+# 2. python -m benchmarks.e2e: the whole LLaVA-OV-7B (32 frames) and LLaVA-Video-7B (64 frames) stacks with
 #    random weights: tower with and without score capture, compression, prefill, first token, TTFT at full
 #    tokens and 25/15/10 %.
 # Record the figures in docs/benchmarks.md with the device named (the JSON holds the environment).
@@ -19,7 +19,7 @@ out=${1:-runs/bench/gpu}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository's own code, installed or not
 "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is the GPU half')"
-"$py" -m visionzip.bench --device cuda --inputs smooth,independent,shared_base --stages --json "$out/compress.json" \
+"$py" -m benchmarks.compression --device cuda --inputs smooth,independent,shared_base --stages --json "$out/compress.json" \
   | tee "$out/compress.md"
-"$py" -m llava.bench.e2e --device cuda --json "$out/e2e.json" | tee "$out/e2e.md"
+"$py" -m benchmarks.e2e --device cuda --json "$out/e2e.json" | tee "$out/e2e.md"
 echo "wrote $out/compress.json $out/e2e.json"

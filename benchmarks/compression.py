@@ -22,11 +22,11 @@ a smooth random field over (time, row, col) plus noise), with random positive at
 
 Commands::
 
-    python -m visionzip.bench                       # default: 3 presets, 5 repeats, auto device
-    python -m visionzip.bench --stages              # also time every stage of the first preset
-    python -m visionzip.bench --device cpu --presets paper_ov_10pct --repeats 3
-    python -m visionzip.bench --quick --json /tmp/b.json   # small shapes (D=256, 1 repeat), for tests
-    python -m visionzip.bench --inputs smooth,independent,shared_base   # every preset on every input family
+    python -m benchmarks.compression                       # default: 3 presets, 5 repeats, auto device
+    python -m benchmarks.compression --stages              # also time every stage of the first preset
+    python -m benchmarks.compression --device cpu --presets paper_ov_10pct --repeats 3
+    python -m benchmarks.compression --quick --json /tmp/b.json   # small shapes (D=256, 1 repeat), for tests
+    python -m benchmarks.compression --inputs smooth,independent,shared_base   # every preset on every input family
 
 Prints a Markdown table (paste into docs/benchmarks.md) and writes every number plus the
 environment to ``--json`` (default ``runs/bench/compress.json``).
@@ -53,14 +53,14 @@ from typing import Any
 import torch
 import torch.nn.functional as Fn
 
-from .anchors import select_anchors
-from .aot import kept_cell_counts
-from .config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
-from .inter import dynamic_segments, merge_inter_frame
-from .intra import IntraWeights, anchor_dots, frame_chunks, kept_cells, kept_cells_apply, merge_intra_frame
-from .layout import insert_newlines, pool_frames, pooled_grid
-from .methods import compress_video
-from .presets import get_preset
+from visionzip.anchors import select_anchors
+from visionzip.aot import kept_cell_counts
+from visionzip.config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
+from visionzip.inter import dynamic_segments, merge_inter_frame
+from visionzip.intra import IntraWeights, anchor_dots, frame_chunks, kept_cells, kept_cells_apply, merge_intra_frame
+from visionzip.layout import insert_newlines, pool_frames, pooled_grid
+from visionzip.methods import compress_video
+from visionzip.presets import get_preset
 
 GRID = (27, 27)  # SigLIP so400m, 384 px, patch 14
 DIM = 3584  # LLM width of the 7B models
@@ -562,7 +562,7 @@ def write_report(path: Path, report: dict[str, Any], load: dict[str, float | Non
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m visionzip.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available (bfloat16), else cpu (float32)")
     parser.add_argument("--frames", type=_positive_int, default=None,

@@ -19,10 +19,10 @@ default run takes about 5 minutes (one so400m forward of 8 frames is ~34 s), abo
 
 Commands::
 
-    python -m llava.bench.tower                     # 8 frames on CPU (float32), 32 on CUDA (bf16), 3 repeats
-    python -m llava.bench.tower --with-release      # also (iii), if its maps fit in memory
-    python -m llava.bench.tower --device cpu --frames 4 --repeats 5
-    python -m llava.bench.tower --quick --json /tmp/t.json   # tiny tower, 2 frames, 1 repeat (for tests)
+    python -m benchmarks.tower                     # 8 frames on CPU (float32), 32 on CUDA (bf16), 3 repeats
+    python -m benchmarks.tower --with-release      # also (iii), if its maps fit in memory
+    python -m benchmarks.tower --device cpu --frames 4 --repeats 5
+    python -m benchmarks.tower --quick --json /tmp/t.json   # tiny tower, 2 frames, 1 repeat (for tests)
 
 Prints Markdown tables (pasted into docs/benchmarks.md) and writes every number plus the environment to
 ``--json`` (default ``runs/bench/tower.json``). Peak memory: CUDA ``max_memory_allocated`` minus what was
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from llava.model.multimodal_encoder.siglip_encoder import SigLipVisionTower, so400m_vision_config
-from visionzip.bench import LoadMonitor, bench_device, describe, environment, peak_extra_bytes, write_report
+from benchmarks.compression import LoadMonitor, bench_device, describe, environment, peak_extra_bytes, write_report
 
 DEFAULT_JSON = Path("runs/bench/tower.json")
 CPU_FRAMES = 8
@@ -222,7 +222,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m llava.bench.tower", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tower", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available (bfloat16), else cpu (float32)")
     parser.add_argument("--frames", type=_positive_int, default=None,

@@ -33,10 +33,10 @@ prefill at that retention + first token): a free compression at that retention),
 
 Commands::
 
-    python -m llava.bench.e2e                                # CPU: both models, 8 frames, 1 layer per stack
-    python -m llava.bench.e2e --models llava_ov_7b --frames 4 --layers 2 --repeats 2
-    python -m llava.bench.e2e --device cuda                  # GPU: the whole models, bf16, 32 / 64 frames
-    python -m llava.bench.e2e --quick --json /tmp/e.json     # tiny widths, for tests
+    python -m benchmarks.e2e                                # CPU: both models, 8 frames, 1 layer per stack
+    python -m benchmarks.e2e --models llava_ov_7b --frames 4 --layers 2 --repeats 2
+    python -m benchmarks.e2e --device cuda                  # GPU: the whole models, bf16, 32 / 64 frames
+    python -m benchmarks.e2e --quick --json /tmp/e.json     # tiny widths, for tests
 
 Before any allocation the memory the run needs is estimated and compared with what is available; a run
 that does not fit stops with the size it needed. Prints a Markdown table per model and writes every
@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 import visionzip
-from visionzip.bench import (
+from benchmarks.compression import (
     LoadMonitor,
     _positive_int,
     bench_device,
@@ -367,7 +367,7 @@ def caption(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m llava.bench.e2e", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available (bf16, whole models), else cpu (fp32, scaled)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated model shapes: {', '.join(MODELS)}")
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     device, dtype = bench_device(parser, args.device)
-    from llava.bench.tower import available_bytes  # its module loads the SigLIP tower (and transformers)
+    from benchmarks.tower import available_bytes  # its module loads the SigLIP tower (and transformers)
 
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
