@@ -9,7 +9,7 @@ LLaVA-Video-7B (the same stacks; average 2 x 2 pooling to 169 tokens, a newline 
 at 64 frames; Qwen2.5-VL-7B (transformers' own vision tower, 32 blocks 1280 wide with 112 px windows and
 four full-attention blocks, its 2 x 2 merger; 448 x 448 px frames: 16 x 16 tokens per temporal token of two
 frames; Qwen2.5-7B, the same widths as Qwen2-7B) at 32 frames, its score capture at two blocks
-(:mod:`llava.model.qwen_vl_scores`). On a CPU two of its blocks are timed, a windowed and a full-attention
+(:mod:`llava.model.qwen_vl.scores`). On a CPU two of its blocks are timed, a windowed and a full-attention
 one, so the scaled tower time counts full-attention blocks more often than the model has them (a few per
 cent more: at 448 px the MLP dominates a block either way); the capture is measured on the full-attention
 block, as the default score layers are.
@@ -257,7 +257,7 @@ def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, ll
     llm, head = stacks["llm"], stacks["head"]
     g = torch.Generator().manual_seed(seed)
     if s.family == "qwen2_5_vl":
-        from llava.model.qwen_vl_scores import video_features_with_scores
+        from llava.model.qwen_vl.scores import video_features_with_scores
 
         tower = build_qwen_tower(s, layers=vision_layers, device=device, dtype=dtype, seed=seed)
         side = s.image_size // s.patch_size

@@ -150,20 +150,20 @@ def checkpoint_model_type(model: str) -> str | None:
 def answer_video_qwen(model_path: str, clip: VideoClip, question: str, *, family: str, compression: str, device: str,
                       dtype: str, attn: str | None, max_new_tokens: int, max_pixels: int | None = None):
     """One question about one decoded clip through transformers' own Qwen2.5-VL or Qwen3-VL, its processor
-    and chat template, compressed by the family's seam (:mod:`llava.model.qwen2_5_vl`, :mod:`llava.model.qwen3_vl`).
+    and chat template, compressed by the family's seam (:mod:`llava.model.qwen_vl.qwen2_5_vl`, :mod:`llava.model.qwen_vl.qwen3_vl`).
     Qwen3-VL's timestamps come from the clip's frame indices and frame rate. Returns (answer, InferStats)."""
     import transformers
     from transformers import AutoProcessor
 
     if family == "qwen3_vl":
-        from llava.model.qwen3_vl import Qwen3VLCompression as seam_cls
+        from llava.model.qwen_vl.qwen3_vl import Qwen3VLCompression as seam_cls
 
         model_cls = (transformers.Qwen3VLMoeForConditionalGeneration if checkpoint_model_type(model_path) == "qwen3_vl_moe"
                      else transformers.Qwen3VLForConditionalGeneration)
         video_kwargs = {"video_metadata": [{"fps": clip.fps, "total_num_frames": clip.total_frames,
                                             "frames_indices": list(clip.indices)}], "do_sample_frames": False}
     else:
-        from llava.model.qwen2_5_vl import Qwen25VLCompression as seam_cls
+        from llava.model.qwen_vl.qwen2_5_vl import Qwen25VLCompression as seam_cls
 
         model_cls, video_kwargs = transformers.Qwen2_5_VLForConditionalGeneration, {}
     kwargs = {"torch_dtype": dtype, "device_map": "auto" if device == "auto" else {"": device}}

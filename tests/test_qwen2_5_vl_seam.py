@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
-from llava.model.qwen2_5_vl import Qwen25VLCompression
+from llava.model.qwen_vl.qwen2_5_vl import Qwen25VLCompression
 from llava.video import load_video, write_synthetic_video
 
 transformers = pytest.importorskip("transformers")

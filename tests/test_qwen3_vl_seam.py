@@ -14,7 +14,7 @@ import torch
 
 import visionzip as vz
 from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl
-from llava.model.qwen3_vl import Qwen3VLCompression
+from llava.model.qwen_vl.qwen3_vl import Qwen3VLCompression
 from llava.video import load_video, write_synthetic_video
 
 transformers = pytest.importorskip("transformers")
@@ -238,7 +238,7 @@ def test_every_registered_method_through_the_model(qwen3, method):
 def test_a_deepstack_level_of_another_length_is_refused_naming_it():
     from types import SimpleNamespace
 
-    from llava.model.qwen_vl import QwenVLCompression
+    from llava.model.qwen_vl.common import QwenVLCompression
 
     output = SimpleNamespace(deepstack_features=[torch.zeros(36, 4), torch.zeros(35, 4)])
     with pytest.raises(ValueError, match=r"deepstack level 1 has 35 tokens; expected 36"):

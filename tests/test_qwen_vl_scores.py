@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
-from llava.model.qwen_vl_scores import default_score_layers, video_features_with_scores
+from llava.model.qwen_vl.scores import default_score_layers, video_features_with_scores
 from llava.video import load_video, write_synthetic_video
 
 transformers = pytest.importorskip("transformers")
@@ -113,7 +113,7 @@ def test_qwen3_default_layers_are_the_first_deepstack_block_and_the_last(qwen3_t
 
 
 def test_qwen3_scores_match_transformers_attention_weights_and_keep_the_deepstack_levels(qwen3_tower_inputs):
-    from llava.model.qwen_vl_scores import vision_output_with_scores
+    from llava.model.qwen_vl.scores import vision_output_with_scores
 
     q3 = pytest.importorskip("transformers.models.qwen3_vl.modeling_qwen3_vl")
     model, pixels, grid = qwen3_tower_inputs

@@ -1,6 +1,6 @@
 """What the visual path of a model did for one sample (:class:`VisualStats`) and the spans that time it.
 
-Every model seam (:mod:`llava.model.llava_arch` for LLaVA-NeXT, :mod:`llava.model.qwen2_5_vl` for
+Every model seam (:mod:`llava.model.llava_arch` for LLaVA-NeXT, :mod:`llava.model.qwen_vl.qwen2_5_vl` for
 Qwen2.5-VL) reports one :class:`VisualStats` per visual input in ``last_visual_stats``; the lmms-eval
 plugins and ``aot infer`` read them for the efficiency accounting.
 """

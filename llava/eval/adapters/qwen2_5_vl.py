@@ -16,7 +16,7 @@
   the task sets a temperature > 0), the answer decoded with ``skip_special_tokens=True``,
   ``clean_up_tokenization_spaces=False``.
 
-The compression runs through :class:`llava.model.qwen2_5_vl.Qwen25VLCompression`.
+The compression runs through :class:`llava.model.qwen_vl.qwen2_5_vl.Qwen25VLCompression`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from llava.eval.adapters.base import Prepared
 from llava.eval.adapters.qwen_vl_common import QwenVLChatAdapter, check_checkpoint_type, frames_in
-from llava.model.qwen2_5_vl import Qwen25VLCompression
+from llava.model.qwen_vl.qwen2_5_vl import Qwen25VLCompression
 
 __all__ = ["AOTQwen25VL", "check_qwen2_5_vl_checkpoint"]
 

@@ -21,7 +21,7 @@ this one builds, per request, what that adapter builds (the shared path is
 
 The model class follows the checkpoint's ``model_type``: ``Qwen3VLForConditionalGeneration`` or
 ``Qwen3VLMoeForConditionalGeneration`` (the built-in picks by an ``A<n>B`` in the name; the two agree on the
-released checkpoints). The compression runs through :class:`llava.model.qwen3_vl.Qwen3VLCompression`.
+released checkpoints). The compression runs through :class:`llava.model.qwen_vl.qwen3_vl.Qwen3VLCompression`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from llava.eval.adapters.base import Prepared, str2bool
 from llava.eval.adapters.qwen_vl_common import QwenVLChatAdapter, check_checkpoint_type
-from llava.model.qwen3_vl import Qwen3VLCompression
+from llava.model.qwen_vl.qwen3_vl import Qwen3VLCompression
 
 __all__ = ["AOTQwen3VL"]
 

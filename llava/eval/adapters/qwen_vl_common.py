@@ -10,7 +10,7 @@ prompt through the processor's chat template, the processor's inputs for the bat
 (:meth:`QwenVLChatAdapter._generation_kwargs`); a family module fills these in.
 
 With ``compression=none`` the model's own ``generate`` runs on the processor's inputs, as in the built-in.
-With a compression, the family's seam (:mod:`llava.model.qwen2_5_vl`, :mod:`llava.model.qwen3_vl`) turns the
+With a compression, the family's seam (:mod:`llava.model.qwen_vl.qwen2_5_vl`, :mod:`llava.model.qwen_vl.qwen3_vl`) turns the
 same inputs into the compressed prompt and generates from it.
 
 What differs from the built-ins, on purpose: a video that cannot be loaded fails its sample alone (it is

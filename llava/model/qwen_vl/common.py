@@ -2,7 +2,7 @@
 layout handed to the compressor, the vision tower run with the attention scores a method reads, the
 compression itself with its stats, and each video's placeholders and positions in the prompt.
 
-A family (:mod:`llava.model.qwen2_5_vl`, :mod:`llava.model.qwen3_vl`) subclasses it with the
+A family (:mod:`llava.model.qwen_vl.qwen2_5_vl`, :mod:`llava.model.qwen_vl.qwen3_vl`) subclasses it with the
 ``model_type`` it accepts and the way its compressed prompt reaches transformers' own ``forward`` and
 ``generate``. Nothing of transformers is patched: the seam wraps a loaded model instance.
 
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 import visionzip
-from llava.model.qwen_vl_scores import default_score_layers, vision_output_with_scores
+from llava.model.qwen_vl.scores import default_score_layers, vision_output_with_scores
 from llava.model.visual_stats import VisualStats, timing_span
 
 __all__ = ["QwenVLCompression", "VideoTokens"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from llava.model.qwen_vl import QwenVLCompression
+from llava.model.qwen_vl.common import QwenVLCompression
 
 
 class Qwen25VLCompression(QwenVLCompression):

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from llava.model.qwen_vl import QwenVLCompression
+from llava.model.qwen_vl.common import QwenVLCompression
 
 __all__ = ["Qwen3VLCompression"]
 
