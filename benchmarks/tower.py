@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
-from llava.model.multimodal_encoder.siglip_encoder import SigLipVisionTower, so400m_vision_config
 from benchmarks.compression import LoadMonitor, bench_device, describe, environment, peak_extra_bytes, write_report
+from llava.model.multimodal_encoder.siglip_encoder import SigLipVisionTower, so400m_vision_config
 
 DEFAULT_JSON = Path("runs/bench/tower.json")
 CPU_FRAMES = 8
