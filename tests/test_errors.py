@@ -7,6 +7,7 @@ the argument name AND the value to appear in the message.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -603,3 +604,59 @@ def test_missing_image_newline(cfg, mode):
 def test_image_newline_not_needed_for_paper_one_token():
     res = compress(config=vz.AOTConfig(), image_newline=None)
     assert res.num_tokens > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the LLaVA-NeXT loader's keywords
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory) -> Path:
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llava") / "ckpt")
+
+
+@pytest.mark.parametrize("keyword", ["torch_dtyp", "dtype", "low_cpu_mem_usage", "attn_implmentation"])
+def test_loader_refuses_unknown_keywords(tiny_llava, keyword):
+    from llava.model.builder import load_pretrained_model
+
+    with pytest.raises(ValueError, match=both(lit(keyword), "torch_dtype", "attn_implementation", "overwrite_config")):
+        load_pretrained_model(tiny_llava, None, "llava_qwen", **{keyword: "bfloat16"})
+
+
+def test_loader_accepts_what_lmms_eval_passes():
+    """Every keyword lmms-eval's own LLaVA adapters give ``load_pretrained_model`` (read from their
+    source) is one the loader accepts."""
+    import importlib.util
+
+    from llava.model.builder import LOAD_KEYWORDS
+
+    spec = importlib.util.find_spec("lmms_eval")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("lmms-eval is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models" / "simple"
+    passed = set()
+    for name in ("llava_onevision.py", "llava_vid.py", "llava.py"):
+        tree = ast.parse((folder / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_pretrained_model":
+                passed |= {k.arg for k in node.keywords if k.arg}
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "llava_model_args"
+                                                      for t in node.targets) and isinstance(node.value, ast.Dict):
+                passed |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            elif (isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "llava_model_args"
+                  and isinstance(node.slice, ast.Constant)):
+                passed.add(node.slice.value)
+    assert {"multimodal", "attn_implementation", "device_map", "use_flash_attention_2"} <= passed
+    assert passed <= set(LOAD_KEYWORDS), sorted(passed - set(LOAD_KEYWORDS))
+
+
+def test_loader_extra_keywords_act(tiny_llava):
+    from llava.model.builder import load_pretrained_model
+
+    with pytest.warns(UserWarning, match="flash_attention_2 is not available"):
+        _, model, _, _ = load_pretrained_model(tiny_llava, None, "llava_qwen", device_map="meta", device="cpu",
+                                               torch_dtype="float32", attn_implementation="eager", use_flash_attn=True)
+    assert {p.device.type for p in model.parameters()} == {"cpu"}  # device= replaced device_map
+    assert model.config._attn_implementation == "sdpa"  # use_flash_attn asked for flash-attention-2

@@ -1,9 +1,9 @@
 """LoRA on the LLM of a LLaVA model, trained and saved as LLaVA-NeXT does it (with ``peft``).
 
 :func:`apply_lora` wraps a model for training, :func:`save_lora` writes a LoRA output folder. The
-folder's format and its loading for inference (:func:`load_lora`, which ``load_pretrained_model``
-calls on such a folder) belong to the model layer, :mod:`llava.model.lora_loading`; their names are
-re-exported here.
+folder's format (:mod:`llava.model.lora_loading`) and its loading for inference
+(:func:`llava.model.builder.load_lora`, which ``load_pretrained_model`` calls on such a folder)
+belong to the model layer; their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from llava.model.builder import load_lora
 from llava.model.lora_loading import (
     ADAPTER_CONFIG,
     BASE_KEY,
     NON_LORA_TRAINABLES,
     is_lora_folder,
-    load_lora,
     recorded_base,
     require_peft,
 )
