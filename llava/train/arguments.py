@@ -11,10 +11,11 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import transformers
 import yaml
+
+import visionzip
 
 #: LLaVA-NeXT's ``mm_tunable_parts``.
 TUNABLE_PARTS = ("mm_mlp_adapter", "mm_vision_resampler", "mm_vision_tower", "mm_language_model")
@@ -130,15 +131,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     model_args.tunable_parts()
-    import visionzip
-
     visionzip.load_config(model_args.compression)  # an unknown preset fails here, listing the presets
     return model_args, data_args, training_args
 
-
-def as_dict(*args: Any) -> dict[str, Any]:
-    """The parsed arguments as one flat dict (for logging)."""
-    out: dict[str, Any] = {}
-    for a in args:
-        out.update(a.to_dict() if hasattr(a, "to_dict") else vars(a))
-    return out

@@ -17,6 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from llava.model.builder import check_checkpoint_keys, load_pretrained_model, resolve_model_path
+from llava.train.lora import BASE_KEY, is_lora_folder, llava_config_dict, recorded_base
+
 __all__ = ["main", "merge_lora"]
 
 
@@ -33,9 +36,6 @@ def _copy_slow_tokenizer_files(out: Path, sources: list[Path]) -> None:
 def merge_lora(model_path: str, model_base: str | None, save_path: str | Path, *, device: str = "cpu",
                torch_dtype: str = "auto", max_shard_size: str = "5GB") -> Path:
     """Load ``model_path`` (a LoRA folder) over ``model_base`` merged, and save it to ``save_path``."""
-    from llava.model.builder import check_checkpoint_keys, load_pretrained_model, resolve_model_path
-    from llava.train.lora import BASE_KEY, is_lora_folder, llava_config_dict, recorded_base
-
     lora_dir = resolve_model_path(model_path)
     if not is_lora_folder(lora_dir):
         raise ValueError(f"--model-path {model_path}: no adapter_config.json; expected a LoRA output folder")
