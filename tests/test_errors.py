@@ -34,7 +34,8 @@ def lit(value: object) -> str:
 
 def video(frames: int = 8, d: int = D, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(frames, N, d, generator=g), torch.rand(frames, N, generator=g), torch.rand(frames, N, generator=g)
+    x = torch.randn(frames, N, d, generator=g)
+    return x, torch.rand(frames, N, generator=g), torch.rand(frames, N, generator=g)
 
 
 def with_value(t: torch.Tensor, value: float, index=(0, 0)) -> torch.Tensor:
@@ -49,6 +50,8 @@ CFG = vz.AOTConfig()
 VIDEO_CFG = vz.get_preset("paper_video_k180")
 POOLED = torch.randn(8, 196, D)
 PMASK = torch.rand(8, 196, generator=torch.Generator().manual_seed(1)) < 0.3
+KEEP_169 = torch.ones(2, 169, dtype=torch.bool)
+FEAT_169 = torch.randn(2, 169, D, generator=torch.Generator().manual_seed(2))
 
 
 def compress(x=X, s=S, t=T, *, config=CFG, grid=GRID, image_newline=None):
@@ -115,7 +118,8 @@ SHAPE_CASES = {
     "inter/num_clips 0": (lambda: vz.merge_inter_frame(POOLED, PMASK, keep_ratio=0.3, num_clips=0), "num_clips", "0"),
     # inter_frame_step
     "step/sources width": (
-        lambda: vz.inter_frame_step(POOLED[:1], POOLED[:1, :, :4], offset=1, keep_ratio=0.3), "sources", lit((1, 196, 4))
+        lambda: vz.inter_frame_step(POOLED[:1], POOLED[:1, :, :4], offset=1, keep_ratio=0.3),
+        "sources", lit((1, 196, 4)),
     ),
     "step/anchors rank": (
         lambda: vz.inter_frame_step(POOLED[0], POOLED[:1], offset=1, keep_ratio=0.3), "anchors", lit((196, D))
@@ -150,16 +154,16 @@ SHAPE_CASES = {
     ),
     # dynamic segmentation
     "dynamic/features rank 1": (lambda: vz.dynamic_segments(torch.randn(8), num_clips=2), "features", lit((8,))),
-    "dynamic/threshold": (lambda: vz.dynamic_segments(torch.randn(8, 4), num_clips=2, threshold=2.0), "threshold", "2.0"),
+    "dynamic/threshold": (
+        lambda: vz.dynamic_segments(torch.randn(8, 4), num_clips=2, threshold=2.0), "threshold", "2.0"
+    ),
     # insert_newlines
     "newlines/shape": (
-        lambda: vz.insert_newlines(torch.randn(2, 169, D), torch.ones(2, 169, dtype=torch.bool), torch.randn(3), grid=(13, 13)),
+        lambda: vz.insert_newlines(FEAT_169, KEEP_169, torch.randn(3), grid=(13, 13)),
         "image_newline", lit((3,)),
     ),
     "newlines/one_token position": (
-        lambda: vz.insert_newlines(
-            torch.randn(2, 169, D), torch.ones(2, 169, dtype=torch.bool), torch.randn(D), grid=(13, 13), position="one_token"
-        ),
+        lambda: vz.insert_newlines(FEAT_169, KEEP_169, torch.randn(D), grid=(13, 13), position="one_token"),
         "position", "'one_token'",
     ),
 }
@@ -456,7 +460,7 @@ def test_empty_batch_list():
             lambda: vz.merge_inter_frame(POOLED, PMASK, keep_ratio=0.3, keyframe_emit="twice"), "keyframe_emit", "twice"
         ),
         pytest.param(
-            lambda: vz.insert_newlines(torch.randn(2, 169, D), torch.ones(2, 169, dtype=torch.bool), torch.randn(D), grid=(13, 13), position="between"),
+            lambda: vz.insert_newlines(FEAT_169, KEEP_169, torch.randn(D), grid=(13, 13), position="between"),
             "position", "between"
         ),
     ],

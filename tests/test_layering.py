@@ -248,7 +248,8 @@ def test_every_module_imports(fresh_imports):
     assert not errors, "\n".join(errors)
     missing = {m: r["missing_dependency"] for m, r in fresh_imports.items() if r["missing_dependency"]}
     if missing:
-        pytest.skip(f"optional dependencies not installed here, those modules checked only up to the failure: {missing}")
+        pytest.skip("optional dependencies not installed here, those modules checked only up to the failure: "
+                    f"{missing}")
 
 
 # ------------------------------------------------------------------------------------------- static

@@ -120,7 +120,8 @@ def setup(argv: list[str] | None = None) -> Setup:
     _single_process_env(argv)
     model_args, data_args, training_args = parse_args(argv)
     if training_args.gradient_checkpointing:
-        training_args.gradient_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+        kwargs = training_args.gradient_checkpointing_kwargs
+        training_args.gradient_checkpointing_kwargs = kwargs or {"use_reentrant": False}
     tokenizer, model, image_processor = _setup_model(model_args, training_args)
     parts = model_args.tunable_parts()
     _set_trainable(model, parts, training_args.lora_enable)
@@ -131,8 +132,8 @@ def setup(argv: list[str] | None = None) -> Setup:
                            dropout=training_args.lora_dropout, bias=training_args.lora_bias)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if trainable == 0:
-        raise ValueError(f"--mm_tunable_parts {model_args.mm_tunable_parts!r} with lora_enable={training_args.lora_enable} "
-                         "leaves no parameter to train")
+        raise ValueError(f"--mm_tunable_parts {model_args.mm_tunable_parts!r} with "
+                         f"lora_enable={training_args.lora_enable} leaves no parameter to train")
     logger.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in model.parameters()))
     llava = model.get_base_model() if hasattr(model, "get_base_model") else model
     aot = llava.compression
@@ -154,7 +155,8 @@ def _resume_arg(value: Any) -> Any:
     if value in (True, "True", "true"):
         return True
     if not Path(str(value)).is_dir():
-        raise ValueError(f"--resume_from_checkpoint {value}: no such folder; expected a checkpoint-N folder or True (the latest)")
+        raise ValueError(f"--resume_from_checkpoint {value}: no such folder; expected a checkpoint-N folder or True "
+                         "(the latest)")
     return str(value)
 
 
