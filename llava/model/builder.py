@@ -20,6 +20,7 @@ from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
 
 __all__ = [
     "CheckpointLayoutError",
+    "EXTRA_KEYWORDS",
     "LOAD_KEYWORDS",
     "check_checkpoint_keys",
     "load_llava_config",
