@@ -12,14 +12,29 @@ Scripts and lmms-eval's ``llava_onevision`` / ``llava_vid`` adapters use it the 
     # 'What happens in the video?<|im_end|>\\n<|im_start|>assistant\\n'
     stop_str = conv.sep if conv.sep_style != SeparatorStyle.TWO else conv.sep2
 
+The templates are those a LLaVA-NeXT user selects by name with these checkpoints (keys of
+:data:`conv_templates`):
+
+- ``qwen_1_5`` (= ``qwen_2``), ``qwen_2_5``: LLaVA-OneVision and LLaVA-Video (Qwen2), the
+  ``conv_template=`` of lmms-eval and of the ``aot_*`` plugins, ``aot infer --conv-template`` and
+  ``--version`` of ``python -m llava.train.train`` (training takes these ChatML templates only);
+- ``vicuna_v1`` (= ``v1``): the default ``conv_template`` of lmms-eval's ``llava_vid``, which the
+  ``aot_llava_vid`` plugin keeps; ``llava_v1``, ``default`` (= ``v0``, :data:`default_conversation`),
+  ``plain`` (LLaVA-NeXT's projector pre-training prompt), ``chatml_direct``;
+- ``llava_llama_3``: named by lmms-eval's LLaVA adapters (they deep-copy it).
+
+LLaVA-NeXT's templates for Llama-2, Mistral, MPT and Gemma language models are not here: no
+checkpoint this package loads uses them. ``SeparatorStyle`` keeps all of LLaVA-NeXT's members;
+``LLAMA_2`` and ``GEMMA`` do not render (``get_prompt`` raises ``ValueError``).
+
 Differences from LLaVA-NeXT, all on paths where LLaVA-NeXT fails or needs the network:
 
 - Image tuples ``(text, image, mode)`` as messages are reduced to their text; no image handling.
 - ``copy()`` keeps every field (LLaVA-NeXT's drops ``tokenizer``/``stop_token_ids``).
 - ``PLAIN`` with ``sep2=None`` uses ``sep`` after assistant messages too (LLaVA-NeXT raises ``TypeError``).
 - ``QWEN`` renders like ``CHATML`` (LLaVA-NeXT defines the style but no template or rendering for it).
-- ``llava_llama_3`` carries ``tokenizer=None``: LLaVA-NeXT downloads the Llama-3 tokenizer at import time;
-  set ``conv.tokenizer`` yourself before calling ``get_prompt()`` with that template.
+- ``llava_llama_3`` carries ``tokenizer=None``: LLaVA-NeXT downloads the Llama-3 tokenizer at import
+  time; set ``conv.tokenizer`` yourself before calling ``get_prompt()`` with that template.
 - :func:`get_conv_template` is an addition: it raises ``ValueError`` listing the known names, while
   ``conv_templates[name]`` stays a plain ``KeyError`` as scripts expect.
 """
@@ -138,40 +153,6 @@ class Conversation:
                 else:
                     ret += role
 
-        elif self.sep_style == SeparatorStyle.GEMMA:
-            ret = ""
-            for i, (role, message) in enumerate(messages):
-                if role != self.roles[i % 2]:
-                    raise ValueError("Conversation should alternate user/assistant/user/assistant/...")
-                if message:
-                    ret += role + message + self.sep
-                else:
-                    ret += role
-
-        elif self.sep_style == SeparatorStyle.LLAMA_2:
-
-            def wrap_sys(msg: str) -> str:
-                return f"<<SYS>>\n{msg}\n<</SYS>>\n\n" if len(msg) > 0 else msg
-
-            def wrap_inst(msg: str) -> str:
-                return f"[INST] {msg} [/INST]"
-
-            ret = ""
-            for i, (role, message) in enumerate(messages):
-                if i == 0:
-                    if not message:
-                        raise ValueError("first message should not be none")
-                    if role != self.roles[0]:
-                        raise ValueError("first message should come from user")
-                if message:
-                    if i == 0:
-                        message = wrap_sys(self.system) + message
-                    if i % 2 == 0:
-                        ret += self.sep + wrap_inst(message)
-                    else:
-                        ret += " " + message + " " + self.sep2
-            ret = ret.lstrip(self.sep)
-
         elif self.sep_style == SeparatorStyle.PLAIN:
             seps = [self.sep, self.sep2 if self.sep2 is not None else self.sep]
             ret = self.system
@@ -180,7 +161,8 @@ class Conversation:
                     ret += message + seps[i % 2]
 
         else:
-            raise ValueError(f"Invalid style: {self.sep_style}")
+            raise ValueError(f"sep_style={self.sep_style} does not render here; expected one of SINGLE, TWO, "
+                             "CHATML, QWEN, LLAMA_3, MPT or PLAIN (the styles of conv_templates)")
 
         return ret
 
@@ -253,32 +235,6 @@ conv_vicuna_v1 = Conversation(
     sep2="</s>",
 )
 
-conv_llama_2 = Conversation(
-    system="""You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe.  Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. Please ensure that your responses are socially unbiased and positive in nature.
-
-If a question does not make any sense, or is not factually coherent, explain why instead of answering something not correct. If you don't know the answer to a question, please don't share false information.""",
-    roles=("USER", "ASSISTANT"),
-    version="llama_v2",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.LLAMA_2,
-    sep="<s>",
-    sep2="</s>",
-)
-
-conv_llava_llama_2 = Conversation(
-    system="You are a helpful language and vision assistant. "
-    "You are able to understand the visual content that the user provides, "
-    "and assist the user with a variety of tasks using natural language.",
-    roles=("USER", "ASSISTANT"),
-    version="llama_v2",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.LLAMA_2,
-    sep="<s>",
-    sep2="</s>",
-)
-
 conv_llava_llama_3 = Conversation(
     system="You are a helpful language and vision assistant. "
     "You are able to understand the visual content that the user provides, "
@@ -292,51 +248,6 @@ conv_llava_llama_3 = Conversation(
     tokenizer_id="meta-llama/Meta-Llama-3-8B-Instruct",
     tokenizer=None,
     stop_token_ids=[128009],
-)
-
-conv_mistral_instruct = Conversation(
-    system="",
-    roles=("USER", "ASSISTANT"),
-    version="llama_v2",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.LLAMA_2,
-    sep="",
-    sep2="</s>",
-)
-
-conv_llava_llama_2_simple = Conversation(
-    system="Answer the questions about the visual content that the user provides.",
-    roles=("USER", "ASSISTANT"),
-    version="llama_v2",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.LLAMA_2,
-    sep="<s>",
-    sep2="</s>",
-)
-
-conv_llava_llama_2_mmtag = Conversation(
-    system="Answer the questions about the visual content that the user provides."
-    "The visual content will be provided with the following format: <Image>visual content</Image>.",
-    roles=("USER", "ASSISTANT"),
-    version="llama_v2_mmtag",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.LLAMA_2,
-    sep="<s>",
-    sep2="</s>",
-)
-
-conv_mpt = Conversation(
-    system="""<|im_start|>system
-A conversation between a user and an LLM-based AI assistant. The assistant gives helpful and honest answers.""",
-    roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    version="mpt",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.MPT,
-    sep="<|im_end|>",
 )
 
 conv_qwen = Conversation(
@@ -361,16 +272,6 @@ You are Qwen, created by Alibaba Cloud. You are a helpful assistant.""",
     sep="<|im_end|>",
 )
 
-conv_gemma_instruct = Conversation(
-    system="",
-    roles=("<start_of_turn>user\n", "<start_of_turn>model\n"),
-    version="gemma",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.GEMMA,
-    sep="<end_of_turn>\n",
-)
-
 conv_llava_plain = Conversation(
     system="",
     roles=("", ""),
@@ -378,29 +279,6 @@ conv_llava_plain = Conversation(
     offset=0,
     sep_style=SeparatorStyle.PLAIN,
     sep="\n",
-)
-
-conv_llava_v0 = Conversation(
-    system="A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-    roles=("Human", "Assistant"),
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.SINGLE,
-    sep="###",
-)
-
-conv_llava_v0_mmtag = Conversation(
-    system="A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant is able to understand the visual content that the user provides, and assist the user "
-    "with a variety of tasks using natural language."
-    "The visual content will be provided with the following format: <Image>visual content</Image>.",
-    roles=("Human", "Assistant"),
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.SINGLE,
-    sep="###",
-    version="v0_mmtag",
 )
 
 conv_llava_v1 = Conversation(
@@ -413,53 +291,6 @@ conv_llava_v1 = Conversation(
     sep_style=SeparatorStyle.TWO,
     sep=" ",
     sep2="</s>",
-)
-
-conv_llava_v1_mmtag = Conversation(
-    system="A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant is able to understand the visual content that the user provides, and assist the user "
-    "with a variety of tasks using natural language."
-    "The visual content will be provided with the following format: <Image>visual content</Image>.",
-    roles=("USER", "ASSISTANT"),
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.TWO,
-    sep=" ",
-    sep2="</s>",
-    version="v1_mmtag",
-)
-
-conv_mistral_orca = Conversation(
-    system="""<|im_start|>system
-You are MistralOrca, a large language model trained by Alignment Lab AI. Write out your reasoning step-by-step to be sure you get the right answers!""",
-    roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    version="mpt",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.MPT,
-    sep="<|im_end|>",
-)
-
-conv_mistral_zephyr = Conversation(
-    system="""<|system|>
-You are a helpful AI assistant.""",
-    roles=("<|user|>\n", "<|assistant|>\n"),
-    version="mpt",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.MPT,
-    sep="</s>",
-)
-
-conv_mistral_direct = Conversation(
-    system="""<|im_start|>system
-Answer the questions.""",
-    roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    version="mpt",
-    messages=[],
-    offset=0,
-    sep_style=SeparatorStyle.MPT,
-    sep="<|im_end|>",
 )
 
 conv_chatml_direct = Conversation(
@@ -477,33 +308,21 @@ default_conversation = conv_vicuna_v0
 #: Alias of :data:`default_conversation` (``conv_templates["default"]``).
 conv_default = default_conversation
 
+#: The templates a LLaVA-NeXT user selects by name: ``conv_template=`` of lmms-eval's ``llava_onevision``
+#: / ``llava_vid`` and of this package's plugins, ``aot infer --conv-template``, and ``--version`` of
+#: ``python -m llava.train.train`` (which takes the ChatML ones: ``qwen_*``).
 conv_templates: dict[str, Conversation] = {
-    "default": conv_vicuna_v0,
-    "v0": conv_vicuna_v0,
-    "v1": conv_vicuna_v1,
-    "vicuna_v1": conv_vicuna_v1,
-    "llama_2": conv_llama_2,
-    "mistral_instruct": conv_mistral_instruct,
-    "mistral_orca": conv_mistral_orca,
-    "mistral_zephyr": conv_mistral_zephyr,
-    "mistral_direct": conv_mistral_direct,
-    "plain": conv_llava_plain,
-    "v0_plain": conv_llava_plain,
-    "chatml_direct": conv_chatml_direct,
-    "llava_v0": conv_llava_v0,
-    "llava_v0_mmtag": conv_llava_v0_mmtag,
-    "llava_v1": conv_llava_v1,
-    "llava_v1_mmtag": conv_llava_v1_mmtag,
-    "llava_llama_2": conv_llava_llama_2,
-    "llava_llama_3": conv_llava_llama_3,
-    "llava_llama_2_simple": conv_llava_llama_2_simple,
-    "llava_llama_2_mmtag": conv_llava_llama_2_mmtag,
-    "llava_mistral_instruct": conv_mistral_instruct,
-    "mpt": conv_mpt,
-    "qwen_1_5": conv_qwen,
+    "qwen_1_5": conv_qwen,  # LLaVA-OneVision and LLaVA-Video (Qwen2): evaluation and training
     "qwen_2": conv_qwen,
     "qwen_2_5": conv_qwen_2_5,
-    "gemma_instruct": conv_gemma_instruct,
+    "vicuna_v1": conv_vicuna_v1,  # the default conv_template of lmms-eval's llava_vid
+    "v1": conv_vicuna_v1,
+    "llava_v1": conv_llava_v1,
+    "default": conv_vicuna_v0,  # default_conversation
+    "v0": conv_vicuna_v0,
+    "plain": conv_llava_plain,  # LLaVA-NeXT's projector pre-training prompt
+    "chatml_direct": conv_chatml_direct,
+    "llava_llama_3": conv_llava_llama_3,  # named by lmms-eval's llava adapters ("llama_3" in conv_template)
 }
 
 

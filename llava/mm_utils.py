@@ -21,11 +21,9 @@ Deliberate differences from LLaVA-NeXT (all where it fails or is wrong for batch
 from __future__ import annotations
 
 import ast
-import base64
 import math
 import re
 from collections.abc import Sequence
-from io import BytesIO
 from typing import Any
 
 import torch
@@ -40,7 +38,6 @@ __all__ = [
     "expand2square",
     "get_anyres_image_grid_shape",
     "get_model_name_from_path",
-    "load_image_from_base64",
     "process_anyres_image",
     "process_images",
     "resize_and_pad_image",
@@ -178,11 +175,6 @@ def process_anyres_image(image: Image.Image, processor: Any, grid_pinpoints: Any
     image_patches = [image_original_resize] + patches
     image_patches = [processor.preprocess(patch, return_tensors="pt")["pixel_values"][0] for patch in image_patches]
     return torch.stack(image_patches, dim=0)
-
-
-def load_image_from_base64(image: str) -> Image.Image:
-    """Decode a base64-encoded image file."""
-    return Image.open(BytesIO(base64.b64decode(image)))
 
 
 def expand2square(pil_img: Image.Image, background_color: tuple[int, ...]) -> Image.Image:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 __all__ = [
     "VideoClip",
@@ -205,8 +206,6 @@ def _still_image_format(path: Path) -> str | None:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return path.suffix.lower().lstrip(".").upper()
     try:
-        from PIL import Image
-
         with Image.open(path) as im:
             fmt = im.format or "image"
             n_frames = int(getattr(im, "n_frames", 1))

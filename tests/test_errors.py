@@ -7,6 +7,7 @@ the argument name AND the value to appear in the message.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def lit(value: object) -> str:
 
 def video(frames: int = 8, d: int = D, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(frames, N, d, generator=g), torch.rand(frames, N, generator=g), torch.rand(frames, N, generator=g)
+    x = torch.randn(frames, N, d, generator=g)
+    return x, torch.rand(frames, N, generator=g), torch.rand(frames, N, generator=g)
 
 
 def with_value(t: torch.Tensor, value: float, index=(0, 0)) -> torch.Tensor:
@@ -48,6 +50,8 @@ CFG = vz.AOTConfig()
 VIDEO_CFG = vz.get_preset("paper_video_k180")
 POOLED = torch.randn(8, 196, D)
 PMASK = torch.rand(8, 196, generator=torch.Generator().manual_seed(1)) < 0.3
+KEEP_169 = torch.ones(2, 169, dtype=torch.bool)
+FEAT_169 = torch.randn(2, 169, D, generator=torch.Generator().manual_seed(2))
 
 
 def compress(x=X, s=S, t=T, *, config=CFG, grid=GRID, image_newline=None):
@@ -114,7 +118,8 @@ SHAPE_CASES = {
     "inter/num_clips 0": (lambda: vz.merge_inter_frame(POOLED, PMASK, keep_ratio=0.3, num_clips=0), "num_clips", "0"),
     # inter_frame_step
     "step/sources width": (
-        lambda: vz.inter_frame_step(POOLED[:1], POOLED[:1, :, :4], offset=1, keep_ratio=0.3), "sources", lit((1, 196, 4))
+        lambda: vz.inter_frame_step(POOLED[:1], POOLED[:1, :, :4], offset=1, keep_ratio=0.3),
+        "sources", lit((1, 196, 4)),
     ),
     "step/anchors rank": (
         lambda: vz.inter_frame_step(POOLED[0], POOLED[:1], offset=1, keep_ratio=0.3), "anchors", lit((196, D))
@@ -149,16 +154,16 @@ SHAPE_CASES = {
     ),
     # dynamic segmentation
     "dynamic/features rank 1": (lambda: vz.dynamic_segments(torch.randn(8), num_clips=2), "features", lit((8,))),
-    "dynamic/threshold": (lambda: vz.dynamic_segments(torch.randn(8, 4), num_clips=2, threshold=2.0), "threshold", "2.0"),
+    "dynamic/threshold": (
+        lambda: vz.dynamic_segments(torch.randn(8, 4), num_clips=2, threshold=2.0), "threshold", "2.0"
+    ),
     # insert_newlines
     "newlines/shape": (
-        lambda: vz.insert_newlines(torch.randn(2, 169, D), torch.ones(2, 169, dtype=torch.bool), torch.randn(3), grid=(13, 13)),
+        lambda: vz.insert_newlines(FEAT_169, KEEP_169, torch.randn(3), grid=(13, 13)),
         "image_newline", lit((3,)),
     ),
     "newlines/one_token position": (
-        lambda: vz.insert_newlines(
-            torch.randn(2, 169, D), torch.ones(2, 169, dtype=torch.bool), torch.randn(D), grid=(13, 13), position="one_token"
-        ),
+        lambda: vz.insert_newlines(FEAT_169, KEEP_169, torch.randn(D), grid=(13, 13), position="one_token"),
         "position", "'one_token'",
     ),
 }
@@ -455,7 +460,7 @@ def test_empty_batch_list():
             lambda: vz.merge_inter_frame(POOLED, PMASK, keep_ratio=0.3, keyframe_emit="twice"), "keyframe_emit", "twice"
         ),
         pytest.param(
-            lambda: vz.insert_newlines(torch.randn(2, 169, D), torch.ones(2, 169, dtype=torch.bool), torch.randn(D), grid=(13, 13), position="between"),
+            lambda: vz.insert_newlines(FEAT_169, KEEP_169, torch.randn(D), grid=(13, 13), position="between"),
             "position", "between"
         ),
     ],
@@ -603,3 +608,59 @@ def test_missing_image_newline(cfg, mode):
 def test_image_newline_not_needed_for_paper_one_token():
     res = compress(config=vz.AOTConfig(), image_newline=None)
     assert res.num_tokens > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the LLaVA-NeXT loader's keywords
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory) -> Path:
+    from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llava") / "ckpt")
+
+
+@pytest.mark.parametrize("keyword", ["torch_dtyp", "dtype", "low_cpu_mem_usage", "attn_implmentation"])
+def test_loader_refuses_unknown_keywords(tiny_llava, keyword):
+    from llava.model.builder import load_pretrained_model
+
+    with pytest.raises(ValueError, match=both(lit(keyword), "torch_dtype", "attn_implementation", "overwrite_config")):
+        load_pretrained_model(tiny_llava, None, "llava_qwen", **{keyword: "bfloat16"})
+
+
+def test_loader_accepts_what_lmms_eval_passes():
+    """Every keyword lmms-eval's own LLaVA adapters give ``load_pretrained_model`` (read from their
+    source) is one the loader accepts."""
+    import importlib.util
+
+    from llava.model.builder import LOAD_KEYWORDS
+
+    spec = importlib.util.find_spec("lmms_eval")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("lmms-eval is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models" / "simple"
+    passed = set()
+    for name in ("llava_onevision.py", "llava_vid.py", "llava.py"):
+        tree = ast.parse((folder / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_pretrained_model":
+                passed |= {k.arg for k in node.keywords if k.arg}
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "llava_model_args"
+                                                      for t in node.targets) and isinstance(node.value, ast.Dict):
+                passed |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            elif (isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "llava_model_args"
+                  and isinstance(node.slice, ast.Constant)):
+                passed.add(node.slice.value)
+    assert {"multimodal", "attn_implementation", "device_map", "use_flash_attention_2"} <= passed
+    assert passed <= set(LOAD_KEYWORDS), sorted(passed - set(LOAD_KEYWORDS))
+
+
+def test_loader_extra_keywords_act(tiny_llava):
+    from llava.model.builder import load_pretrained_model
+
+    with pytest.warns(UserWarning, match="flash_attention_2 is not available"):
+        _, model, _, _ = load_pretrained_model(tiny_llava, None, "llava_qwen", device_map="meta", device="cpu",
+                                               torch_dtype="float32", attn_implementation="eager", use_flash_attn=True)
+    assert {p.device.type for p in model.parameters()} == {"cpu"}  # device= replaced device_map
+    assert model.config._attn_implementation == "sdpa"  # use_flash_attn asked for flash-attention-2

@@ -248,7 +248,8 @@ def test_every_module_imports(fresh_imports):
     assert not errors, "\n".join(errors)
     missing = {m: r["missing_dependency"] for m, r in fresh_imports.items() if r["missing_dependency"]}
     if missing:
-        pytest.skip(f"optional dependencies not installed here, those modules checked only up to the failure: {missing}")
+        pytest.skip("optional dependencies not installed here, those modules checked only up to the failure: "
+                    f"{missing}")
 
 
 # ------------------------------------------------------------------------------------------- static
@@ -307,3 +308,69 @@ def test_no_import_statement_reaches_up():
             elif layer > own:
                 problems.append(f"{where}: {module} (layer {own}) must not import {target} (layer {layer})")
     assert not problems, "\n".join(problems)
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of ``graph`` (node -> successors), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return components
+
+
+def import_graph() -> dict[str, dict[str, list[str]]]:
+    """module -> {imported project module: ["file:line", ...]}, over every import statement of the
+    module (inside functions too), each resolved to the project module it names."""
+    names = set(project_files())
+    graph: dict[str, dict[str, list[str]]] = {}
+    for module, path in sorted(project_files().items()):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        edges = graph.setdefault(module, {})
+        for line, target, _ in _imports(tree, module, path.name == "__init__.py"):
+            if target in names and target != module:
+                edges.setdefault(target, []).append(f"{path.relative_to(ROOT)}:{line}")
+    return graph
+
+
+def test_strongly_connected_finds_cycles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert sorted(c for c in _strongly_connected(graph) if len(c) > 1) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle():
+    """No two project modules reach each other through imports, counting those inside functions."""
+    graph = import_graph()
+    cycles = [c for c in _strongly_connected({m: set(e) for m, e in graph.items()}) if len(c) > 1]
+    report = []
+    for cycle in cycles:
+        members = set(cycle)
+        where = [f"  {m} -> {t} ({', '.join(lines)})" for m in cycle for t, lines in sorted(graph[m].items())
+                 if t in members]
+        report.append(f"import cycle among {cycle}:\n" + "\n".join(where))
+    assert not report, "\n".join(report)

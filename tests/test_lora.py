@@ -74,7 +74,9 @@ def _train(base, *, language_model: bool = False, seed: int = 0):
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=g) * 0.05)
-        model.get_model().mm_projector[0].weight.add_(torch.randn(model.get_model().mm_projector[0].weight.shape, generator=g) * 0.05)
+        model.get_model().mm_projector[0].weight.add_(
+            torch.randn(model.get_model().mm_projector[0].weight.shape, generator=g) * 0.05
+        )
         if language_model:
             model.get_model().layers[0].self_attn.q_proj.base_layer.weight.add_(0.02)
             model.get_model().layers[1].input_layernorm.weight.mul_(1.5)
@@ -86,7 +88,9 @@ def _train(base, *, language_model: bool = False, seed: int = 0):
 def trained(base, inputs, tmp_path_factory):
     tokenizer, peft_model = _train(base)
     ref = {"plain": logits(peft_model, inputs), "aot": logits(peft_model, inputs, PRESET)}
-    lora_dir = save_lora(peft_model, tmp_path_factory.mktemp("lora_out") / "run", model_base=str(base), tokenizer=tokenizer)
+    lora_dir = save_lora(
+        peft_model, tmp_path_factory.mktemp("lora_out") / "run", model_base=str(base), tokenizer=tokenizer
+    )
     return peft_model, lora_dir, ref
 
 
@@ -141,7 +145,9 @@ def test_lora_folder_layout(trained, base):
     assert config["model_type"] == "llava" and config["architectures"] == ["LlavaQwenForCausalLM"]
     assert config["mm_vision_tower"] == "google/siglip-so400m-patch14-384" and config["aot_compression"] is None
     non_lora = torch.load(lora_dir / "non_lora_trainables.bin", weights_only=True)
-    assert sorted(non_lora) == sorted(f"base_model.model.model.mm_projector.{i}.{p}" for i in (0, 2) for p in ("weight", "bias"))
+    assert sorted(non_lora) == sorted(
+        f"base_model.model.model.mm_projector.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
+    )
     torch.testing.assert_close(non_lora["base_model.model.model.mm_projector.0.weight"],
                                peft_model.get_base_model().model.mm_projector[0].weight)
 
@@ -157,12 +163,16 @@ def test_reload_gives_the_trained_model(trained, base, inputs, with_base):
     assert processor is not None and tokenizer.convert_tokens_to_ids("<|im_end|>") is not None
     _close(logits(model, inputs), ref["plain"])
     _close(logits(model, inputs, PRESET), ref["aot"])
-    assert not torch.allclose(ref["plain"], logits(load_pretrained_model(str(base), None, "x", **LOAD)[1], inputs), atol=1e-3)
+    assert not torch.allclose(
+        ref["plain"], logits(load_pretrained_model(str(base), None, "x", **LOAD)[1], inputs), atol=1e-3
+    )
 
 
 def test_reload_with_overwrite_config_aot(trained, inputs):
     _, lora_dir, ref = trained
-    _, model, _, _ = load_pretrained_model(str(lora_dir), None, "x", overwrite_config={"aot_compression": PRESET}, **LOAD)
+    _, model, _, _ = load_pretrained_model(
+        str(lora_dir), None, "x", overwrite_config={"aot_compression": PRESET}, **LOAD
+    )
     assert model.compression is not None
     with torch.no_grad():
         out = model(input_ids=inputs[0], images=[inputs[1]], modalities=["video"]).logits
@@ -333,7 +343,8 @@ ZERO3_SCRIPT = textwrap.dedent("""
     _, peft_model = _train(base)
     from llava.train.lora import save_lora
     save_lora(peft_model, out + "/plain", model_base=base)
-    config = {{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "zero_optimization": {{"stage": 3}},
+    config = {{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+              "zero_optimization": {{"stage": 3}},
               "optimizer": {{"type": "AdamW", "params": {{"lr": 1e-4, "torch_adam": True}}}}}}
     engine, *_ = deepspeed.initialize(model=peft_model, config=config,
                                       model_parameters=[p for p in peft_model.parameters() if p.requires_grad])

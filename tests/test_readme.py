@@ -35,7 +35,9 @@ def test_llava_example_runs_on_the_tiny_checkpoint(tmp_path):
     code = next(b for b in blocks if "load_pretrained_model" in b)
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
     video = write_synthetic_video(tmp_path / "clip.mp4", frames=40)
-    code = code.replace('"lmms-lab/llava-onevision-qwen2-7b-ov"', repr(str(ckpt))).replace('"clip.mp4"', repr(str(video)))
+    code = code.replace('"lmms-lab/llava-onevision-qwen2-7b-ov"', repr(str(ckpt))).replace(
+        '"clip.mp4"', repr(str(video))
+    )
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     stats = scope["model"].last_visual_stats[0]

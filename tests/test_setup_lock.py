@@ -23,8 +23,12 @@ def _tree(tmp_path: Path) -> Path:
 
 
 def test_the_lock_covers_pyproject_and_this_platform():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "lockfile.py"), "check", str(ROOT / "requirements.lock")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lockfile.py"), "check", str(ROOT / "requirements.lock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lock = (ROOT / "requirements.lock").read_text()
     assert "torch==2.14.1" in lock and "torchvision==0.29.1" in lock and "lmms-eval==0.7.3" in lock
@@ -58,8 +62,10 @@ def test_a_dependency_added_without_refreshing_the_lock_stops_the_setup(tmp_path
     (root / "pyproject.toml").write_text(pyproject)
     proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "einops-exts: asked for by pyproject.toml [project] dependencies (einops-exts>=0.1) but not in requirements.lock" in proc.stderr
-    assert "transformers: requirements.lock pins 5.24.0, pyproject.toml [project] dependencies asks for transformers<6,>=5.30" in proc.stderr
+    assert ("einops-exts: asked for by pyproject.toml [project] dependencies (einops-exts>=0.1) "
+            "but not in requirements.lock") in proc.stderr
+    assert ("transformers: requirements.lock pins 5.24.0, pyproject.toml [project] dependencies "
+            "asks for transformers<6,>=5.30") in proc.stderr
     assert "bash scripts/lock.sh" in proc.stderr
     site = next((root / ".venv" / "lib").glob("python*/site-packages"))
     assert not list(site.glob("torch*")) and not (root / ".venv" / ".aot-setup").exists()   # nothing installed

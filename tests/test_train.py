@@ -36,13 +36,20 @@ def workdir(tmp_path_factory):
     turn = [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "A square."}]
     data = [{"id": f"s{i}", "video": f"v{i % 3}.mp4", "conversations": turn} for i in range(4)]
     data.append({"id": "missing", "video": "missing.mp4", "conversations": turn})
-    data.append({"id": "no_image_token", "video": "v0.mp4",
-                 "conversations": [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A moving square."}]})
+    data.append(
+        {
+            "id": "no_image_token",
+            "video": "v0.mp4",
+            "conversations": [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A moving square."}],
+        }
+    )
     (root / "data.json").write_text(json.dumps(data))
     return root
 
 
-def _train(workdir: Path, out: Path, *flags: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def _train(
+    workdir: Path, out: Path, *flags: str, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "llava.train.train", str(TINY_CPU),
            "--model_name_or_path", str(workdir / "tiny"), "--data_path", str(workdir / "data.json"),
            "--video_folder", str(workdir / "videos"), "--output_dir", str(out), *flags]
@@ -90,8 +97,12 @@ def test_zero2_steps_with_aot_on_cpu(full_run):
 
 def test_output_reloads_with_the_trained_weights(full_run, workdir):
     out, _ = full_run
-    tok, base, processor, _ = load_pretrained_model(str(workdir / "tiny"), None, "llava_qwen", device_map=None, torch_dtype="float32")
-    tok2, model, processor2, _ = load_pretrained_model(str(out), None, "llava_qwen", device_map=None, torch_dtype="float32")
+    tok, base, processor, _ = load_pretrained_model(
+        str(workdir / "tiny"), None, "llava_qwen", device_map=None, torch_dtype="float32"
+    )
+    tok2, model, processor2, _ = load_pretrained_model(
+        str(out), None, "llava_qwen", device_map=None, torch_dtype="float32"
+    )
     trained = dict(model.named_parameters())
     changed = {n for n, p in base.named_parameters() if not torch.equal(p, trained[n])}
     assert any("mm_projector" in n for n in changed) and any(".layers." in n for n in changed)
@@ -125,8 +136,12 @@ def test_lora_with_zero2_saves_an_adapter_that_reloads(workdir):
            "--gradient_checkpointing", "true", "--learning_rate", "1e-2")
     assert (out / "adapter_config.json").is_file() and (out / "non_lora_trainables.bin").is_file()
     assert json.loads((out / "config.json").read_text())["lora_base_model"] == str((workdir / "tiny").resolve())
-    tok, base, processor, _ = load_pretrained_model(str(workdir / "tiny"), None, "llava_qwen", device_map=None, torch_dtype="float32")
-    tok, merged, processor, _ = load_pretrained_model(str(out), None, "llava_qwen", device_map=None, torch_dtype="float32")
+    tok, base, processor, _ = load_pretrained_model(
+        str(workdir / "tiny"), None, "llava_qwen", device_map=None, torch_dtype="float32"
+    )
+    tok, merged, processor, _ = load_pretrained_model(
+        str(out), None, "llava_qwen", device_map=None, torch_dtype="float32"
+    )
     assert merged.compression == base.set_compression("paper_ov_10pct")  # AOT recorded with the adapter
     video = workdir / "videos" / "v1.mp4"
     assert not torch.allclose(_logits(base, tok, video, processor), _logits(merged, tok, video, processor), atol=1e-6)
@@ -154,27 +169,32 @@ def test_wandb_offline_logs_the_compression_statistics(workdir, tmp_path):
     assert float(logged["train/aot/visual_tokens"]) > 0 and "train/data/skipped_samples" in logged
 
 
-def test_a_deepspeed_config_that_does_not_parse_fails_before_the_model_loads(workdir, tmp_path):
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--deepspeed", "{bad}"), "--deepspeed {bad}: not valid JSON"),
+    (("--compression", "ov_11pct"), "paper_ov_10pct"),
+    (("--mm_tunable_parts", "mm_projector"), "mm_mlp_adapter"),
+], ids=["deepspeed", "preset", "tunable_parts"])
+def test_bad_flags_fail_before_the_model_loads(workdir, tmp_path, flags, message):
+    """The command's exit status 2 and message; the message strings themselves: test_train_configs."""
     bad = tmp_path / "zero2.json"
     bad.write_text('{"zero_optimization": {"stage": 2,}')
-    proc = _train(workdir, tmp_path / "out", "--deepspeed", str(bad), check=False)
-    assert proc.returncode == 2
-    assert f"--deepspeed {bad}: not valid JSON" in proc.stderr
+    proc = _train(workdir, tmp_path / "out", *(f.format(bad=bad) for f in flags), check=False)
+    assert proc.returncode == 2 and message.format(bad=bad) in proc.stderr
     assert "Loading weights" not in proc.stderr + proc.stdout
 
 
-def test_unknown_preset_and_bad_tunable_parts(workdir, tmp_path):
-    proc = _train(workdir, tmp_path / "o", "--compression", "ov_11pct", check=False)
-    assert proc.returncode == 2 and "paper_ov_10pct" in proc.stderr
-    proc = _train(workdir, tmp_path / "o", "--mm_tunable_parts", "mm_projector", check=False)
-    assert proc.returncode == 2 and "mm_mlp_adapter" in proc.stderr
-
-
-@pytest.mark.parametrize(("parts", "lora", "trainable"), [
-    ("mm_mlp_adapter", False, {"mm_projector"}),
-    ("mm_vision_tower,mm_mlp_adapter,mm_language_model", False, {"mm_projector", "vision_tower", "layers", "embed_tokens", "lm_head"}),
-    ("mm_mlp_adapter,mm_language_model", True, {"mm_projector", "lora_"}),
-])
+@pytest.mark.parametrize(
+    ("parts", "lora", "trainable"),
+    [
+        ("mm_mlp_adapter", False, {"mm_projector"}),
+        (
+            "mm_vision_tower,mm_mlp_adapter,mm_language_model",
+            False,
+            {"mm_projector", "vision_tower", "layers", "embed_tokens", "lm_head"},
+        ),
+        ("mm_mlp_adapter,mm_language_model", True, {"mm_projector", "lora_"}),
+    ],
+)
 def test_mm_tunable_parts_freezing(workdir, parts, lora, trainable):
     from llava.train.train import setup
 

@@ -46,7 +46,9 @@ def wheel_env(tmp_path_factory) -> Path:
             continue
         (deps / entry.name).symlink_to(entry)
     python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp).stdout.strip())
+    site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp).stdout.strip()
+    )
     (site / "aot_test_deps.pth").write_text(f"{deps}\n")
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index",
           str(wheel)], cwd=tmp)
@@ -62,7 +64,8 @@ def empty(tmp_path) -> Path:
 
 def test_installed_from_the_wheel_alone(wheel_env, empty):
     code = ("import llava, visionzip, json; from llava import resources; "
-            "print(json.dumps([llava.__file__, visionzip.__file__, str(resources.tasks_dir()), str(resources.tables_dir()), "
+            "print(json.dumps([llava.__file__, visionzip.__file__, str(resources.tasks_dir()), "
+            "str(resources.tables_dir()), "
             "str(resources.presets_dir()), resources.repo_root() is None]))")
     paths = json.loads(_run([str(wheel_env / "bin" / "python"), "-c", code], cwd=empty).stdout)
     assert paths[-1] is True

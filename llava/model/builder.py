@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
@@ -9,39 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from transformers import AutoTokenizer
 
+from llava.model.checkpoint import CheckpointLayoutError, resolve_model_path
 from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
-from llava.model.lora_loading import is_lora_folder, load_lora  # no peft import: that happens when one is loaded
+from llava.model.lora_loading import is_lora_folder, lora_base, merge_lora_folder, require_peft
 from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
+
+__all__ = [
+    "CheckpointLayoutError",
+    "EXTRA_KEYWORDS",
+    "LOAD_KEYWORDS",
+    "check_checkpoint_keys",
+    "load_llava_config",
+    "load_lora",
+    "load_pretrained_model",
+    "resolve_model_path",
+]
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float32": torch.float32, "fp32": torch.float32}
-
-
-class CheckpointLayoutError(ValueError):
-    """A checkpoint folder that is not in LLaVA-NeXT's original on-disk layout."""
-
-
-def resolve_model_path(model_path: str | Path) -> Path:
-    """A local folder as is; otherwise a hub id resolved through the local Hugging Face cache (or a
-    download where the machine can reach the hub)."""
-    path = Path(model_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointLayoutError(f"model path {str(model_path)!r} is a file; expected a checkpoint folder")
-    try:
-        from huggingface_hub import snapshot_download
-
-        patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "non_lora_trainables.bin"]  # the last: LoRA folders
-        return Path(snapshot_download(str(model_path), allow_patterns=patterns))
-    except Exception as exc:  # noqa: BLE001 - report what the hub said, whatever it was
-        raise CheckpointLayoutError(
-            f"model path {str(model_path)!r} is neither a local folder nor a reachable hub id ({exc.__class__.__name__}: {exc})"
-        ) from exc
 
 
 def load_llava_config(
@@ -53,7 +44,8 @@ def load_llava_config(
     if config_file is not None:
         cfg_file, path = Path(config_file), Path(config_file).parent
         if not cfg_file.is_file():
-            raise CheckpointLayoutError(f"customized_config {str(config_file)!r} does not exist; expected a JSON config file")
+            raise CheckpointLayoutError(
+                f"customized_config {str(config_file)!r} does not exist; expected a JSON config file")
     else:
         path = resolve_model_path(model_path)
         cfg_file = path / "config.json"
@@ -68,7 +60,8 @@ def load_llava_config(
         )
     missing = [k for k in ("mm_vision_tower", "mm_projector_type", "hidden_size", "vocab_size") if k not in data]
     if missing:
-        raise CheckpointLayoutError(f"{path}: config.json lacks {missing}; expected a LLaVA-NeXT (Qwen2) multimodal config")
+        raise CheckpointLayoutError(
+            f"{path}: config.json lacks {missing}; expected a LLaVA-NeXT (Qwen2) multimodal config")
     data.pop("model_type", None)
     cfg = LlavaQwenConfig(**data)
     for key, value in (overwrite_config or {}).items():
@@ -82,9 +75,8 @@ def _weight_keys(path: Path) -> list[str]:
         return list(json.loads(index.read_text())["weight_map"])
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise CheckpointLayoutError(f"{path}: no *.safetensors weights; expected model.safetensors or shards with an index")
-    from safetensors import safe_open
-
+        raise CheckpointLayoutError(
+            f"{path}: no *.safetensors weights; expected model.safetensors or shards with an index")
     keys: list[str] = []
     for f in files:
         with safe_open(f, "pt") as fh:
@@ -107,7 +99,8 @@ def check_checkpoint_keys(model: torch.nn.Module, path: Path) -> None:
         raise CheckpointLayoutError(
             f"{path}: checkpoint keys do not match LlavaQwenForCausalLM; missing: [{show(missing)}]; "
             f"unexpected: [{show(unexpected)}]; expected LLaVA-NeXT's original key names "
-            "(model.layers.*, model.mm_projector.*, model.image_newline, model.vision_tower.vision_tower.vision_model.*)"
+            "(model.layers.*, model.mm_projector.*, model.image_newline, "
+            "model.vision_tower.vision_tower.vision_model.*)"
         )
 
 
@@ -127,6 +120,16 @@ def _attn_implementation(requested: str | None) -> str:
     raise ValueError(f"attn_implementation={requested!r} is not valid; expected 'flash_attention_2', 'sdpa' or 'eager'")
 
 
+#: keywords of ``load_pretrained_model`` besides its named parameters, taken from the LLaVA releases'
+#: loaders (lmms-eval passes ``use_flash_attention_2``): keyword -> what it does here
+EXTRA_KEYWORDS = {
+    "use_flash_attention_2": "True (or 'true') means attn_implementation='flash_attention_2'",
+    "use_flash_attn": "LLaVA-1.5's spelling of use_flash_attention_2",
+    "device": "LLaVA-1.5's keyword: the whole model on that device (device_map={'': device})",
+    "use_fast": "the tokenizer's use_fast (default True)",
+}
+
+
 def load_pretrained_model(
     model_path: str | Path,
     model_base: str | None,
@@ -143,14 +146,22 @@ def load_pretrained_model(
 ):
     """LLaVA-NeXT's loader. Returns ``(tokenizer, model, image_processor, context_len)``.
 
-    ``overwrite_config`` sets config attributes before the model is built, as in LLaVA-NeXT; its
-    key ``aot_compression`` (preset name, YAML path or dict of AOTConfig fields) switches AOT on.
-    ``device_map="auto"`` places the model on the GPU when there is one, else on the CPU.
+    The parameters are LLaVA-NeXT's. ``model_name`` is accepted and not read: the checkpoint's
+    ``config.json`` decides the model (``LlavaQwenForCausalLM``). ``load_8bit`` / ``load_4bit`` must
+    stay False (a ValueError otherwise). ``overwrite_config`` sets config attributes before the model
+    is built; its key ``aot_compression`` (preset name, YAML path or dict of AOTConfig fields)
+    switches AOT on. ``device_map="auto"`` places the model on the GPU when there is one, else on the
+    CPU. ``multimodal`` is accepted for lmms-eval: the vision tower is loaded either way. The other
+    keywords accepted are those of :data:`EXTRA_KEYWORDS`; any other raises a ValueError naming it and
+    listing the valid ones (:data:`LOAD_KEYWORDS`).
 
     A LoRA output folder in ``model_path`` (``adapter_config.json``, as ``llava.train.lora.save_lora``
     writes it) is loaded over ``model_base``, or over the base the folder records when ``model_base``
-    is None, and merged (:mod:`llava.model.lora_loading`; needs peft: ``pip install -e ".[train]"``).
+    is None, and merged (:func:`load_lora`; needs peft: ``pip install -e ".[train]"``).
     """
+    unknown = sorted(set(kwargs) - set(EXTRA_KEYWORDS))
+    if unknown:
+        raise ValueError(f"load_pretrained_model got unknown keyword(s) {unknown}; expected some of {LOAD_KEYWORDS}")
     if load_8bit or load_4bit:
         raise ValueError("load_8bit / load_4bit are not supported; expected full-precision loading (torch_dtype)")
     path = resolve_model_path(model_path)
@@ -162,15 +173,16 @@ def load_pretrained_model(
         )
     if model_base is not None:
         raise ValueError(
-            f"model_base={model_base!r} with model_path={str(model_path)!r}, which is not a LoRA folder (no adapter_config.json): "
-            "model_base is only for LoRA output folders (adapter_config.json, non_lora_trainables.bin); LLaVA-NeXT's "
-            "projector-only mode (mm_projector.bin over a base) is not supported; expected model_base=None for a "
-            "full checkpoint, or a LoRA folder in model_path"
+            f"model_base={model_base!r} with model_path={str(model_path)!r}, which is not a LoRA folder "
+            "(no adapter_config.json): model_base is only for LoRA output folders (adapter_config.json, "
+            "non_lora_trainables.bin); LLaVA-NeXT's projector-only mode (mm_projector.bin over a base) is not "
+            "supported; expected model_base=None for a full checkpoint, or a LoRA folder in model_path"
         )
     if isinstance(customized_config, (str, Path)):  # lmms-eval passes a path to a JSON config
         cfg = load_llava_config(path, overwrite_config=overwrite_config, config_file=customized_config)
     elif customized_config is not None:
-        cfg = customized_config if isinstance(customized_config, LlavaQwenConfig) else LlavaQwenConfig(**customized_config.to_dict())
+        cfg = (customized_config if isinstance(customized_config, LlavaQwenConfig)
+               else LlavaQwenConfig(**customized_config.to_dict()))
         for key, value in (overwrite_config or {}).items():
             setattr(cfg, key, value)
     else:
@@ -178,11 +190,13 @@ def load_pretrained_model(
     dtype = _DTYPES.get(torch_dtype, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
     if isinstance(dtype, str) and dtype != "auto":
         raise ValueError(f"torch_dtype={torch_dtype!r} is not valid; expected one of {sorted(_DTYPES)} or 'auto'")
-    if kwargs.pop("use_flash_attention_2", False) in (True, "True", "true"):
-        attn_implementation = "flash_attention_2"
+    for key in ("use_flash_attention_2", "use_flash_attn"):
+        if kwargs.get(key, False) in (True, "True", "true"):
+            attn_implementation = "flash_attention_2"
     attn = _attn_implementation(attn_implementation)
-    cuda = torch.cuda.is_available()
-    if device_map == "auto" and not cuda:
+    if kwargs.get("device") is not None:
+        device_map = {"": kwargs["device"]}
+    if device_map == "auto" and not torch.cuda.is_available():
         device_map = None
     load_kwargs: dict[str, Any] = {"config": cfg, "dtype": dtype, "attn_implementation": attn}
     if device_map is not None:
@@ -193,11 +207,42 @@ def load_pretrained_model(
         check_checkpoint_keys(model, path)  # names the keys; shape mismatches fall through to here
         raise CheckpointLayoutError(f"{path}: checkpoint does not load cleanly: {problems}")
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=kwargs.pop("use_fast", True))
+    tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=kwargs.get("use_fast", True))
     tower = model.get_vision_tower()
     image_processor = SigLipImageProcessor.from_config(tower.config)
     tower.image_processor = image_processor
     context_len = getattr(cfg, "tokenizer_model_max_length", None) or getattr(cfg, "max_sequence_length", None) or 2048
     if not multimodal:
         logger.info("multimodal=False: the vision tower is loaded all the same (LLaVA checkpoints carry it)")
+    return tokenizer, model, image_processor, context_len
+
+
+#: every keyword ``load_pretrained_model`` accepts
+LOAD_KEYWORDS = sorted(
+    [p for p in inspect.signature(load_pretrained_model).parameters if p != "kwargs"] + list(EXTRA_KEYWORDS))
+
+
+def load_lora(model_path: str | Path, model_base: str | None = None, **load_kwargs: Any):
+    """LLaVA-NeXT's LoRA loading. Returns ``(tokenizer, merged_model, image_processor, context_len)``.
+
+    The base (:func:`llava.model.lora_loading.lora_base`) is loaded as
+    ``load_pretrained_model(model_base, None, ...)`` does but with the LoRA folder's ``config.json``
+    (a ``customized_config`` replaces it; ``overwrite_config`` applies on top), then
+    :func:`llava.model.lora_loading.merge_lora_folder` loads ``non_lora_trainables.bin`` into it and
+    merges the adapter. An ``aot_compression`` in the config is re-applied by the model.
+    ``load_kwargs`` are those of ``load_pretrained_model`` (``model_name``, ``device_map``,
+    ``torch_dtype``, ``attn_implementation``, …). The tokenizer is the folder's when it holds one,
+    else the base's.
+    """
+    require_peft()  # before the base is loaded
+    path = resolve_model_path(model_path)
+    base_path = lora_base(path, model_base)
+    kwargs = dict(load_kwargs)
+    model_name = kwargs.pop("model_name", "llava_qwen")
+    if kwargs.get("customized_config") is None and (path / "config.json").is_file():
+        kwargs["customized_config"] = str(path / "config.json")
+    tokenizer, model, image_processor, context_len = load_pretrained_model(base_path, None, model_name, **kwargs)
+    model = merge_lora_folder(model, path)
+    if (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=kwargs.get("use_fast", True))
     return tokenizer, model, image_processor, context_len

@@ -1,18 +1,20 @@
-"""Loading a LoRA output folder for inference: the model layer's half of LoRA (training is :mod:`llava.train.lora`).
+"""A LoRA output folder for inference: the model layer's half of LoRA (training is :mod:`llava.train.lora`).
 
 A LoRA output folder (written by ``llava.train.lora.save_lora``, as LLaVA-NeXT does it) holds:
 
 - ``adapter_config.json``, ``adapter_model.safetensors`` (and peft's ``README.md``): the adapter, as
   ``PeftModel.save_pretrained`` writes it; ``base_model_name_or_path`` names the base.
 - ``non_lora_trainables.bin``: ``torch.save`` of the trainable parameters outside LoRA (e.g. the
-  projector), keyed as ``named_parameters()`` of the ``PeftModel`` (``base_model.model.model.mm_projector.0.weight``).
+  projector), keyed as ``named_parameters()`` of the ``PeftModel``
+  (``base_model.model.model.mm_projector.0.weight``).
 - ``config.json``: the LLaVA model's config in the original layout, plus ``lora_base_model``: the
   base checkpoint the adapter was trained on (a hub id, or an absolute folder path).
 - the tokenizer files and ``generation_config.json`` when given / present.
 
-``load_pretrained_model(lora_dir, base_or_None, ...)`` (:func:`load_lora`) rebuilds the base with
-the folder's config, loads the non-LoRA trainables, applies the adapter and merges it. Nothing here
-imports peft until a folder is loaded (:func:`require_peft`).
+``load_pretrained_model(lora_dir, base_or_None, ...)`` (:func:`llava.model.builder.load_lora`) finds
+the base (:func:`lora_base`), loads it with the folder's config, then :func:`merge_lora_folder` loads
+the non-LoRA trainables, applies the adapter and merges it. Nothing here imports peft until a folder
+is merged (:func:`require_peft`).
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from llava.model.checkpoint import CheckpointLayoutError, resolve_model_path
 
 __all__ = [
     "ADAPTER_CONFIG",
     "BASE_KEY",
     "NON_LORA_TRAINABLES",
     "is_lora_folder",
-    "load_lora",
+    "lora_base",
+    "merge_lora_folder",
     "recorded_base",
     "require_peft",
 ]
@@ -81,8 +85,6 @@ def _llava_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _load_non_lora(model: nn.Module, lora_dir: Path) -> None:
-    from llava.model.builder import CheckpointLayoutError
-
     file = lora_dir / NON_LORA_TRAINABLES
     if not file.is_file():
         warnings.warn(
@@ -99,29 +101,17 @@ def _load_non_lora(model: nn.Module, lora_dir: Path) -> None:
     if unexpected or mismatched:
         raise CheckpointLayoutError(
             f"{file}: tensors that do not fit the base model; unknown names: {unexpected[:20]}; shape mismatches "
-            f"(file vs model): {mismatched[:20]}; expected named_parameters() names of the LLaVA model (under {_PEFT_PREFIX!r}) "
-            "and the base the adapter was trained on"
+            f"(file vs model): {mismatched[:20]}; expected named_parameters() names of the LLaVA model "
+            f"(under {_PEFT_PREFIX!r}) and the base the adapter was trained on"
         )
     model.load_state_dict(state, strict=False)
 
 
-def load_lora(model_path: str | Path, model_base: str | None = None, **load_kwargs: Any):
-    """LLaVA-NeXT's LoRA loading. Returns ``(tokenizer, merged_model, image_processor, context_len)``.
-
-    The base (``model_base``, or the one the folder records: see :func:`recorded_base`) is loaded as
-    ``load_pretrained_model(model_base, None, ...)`` does but with the LoRA folder's ``config.json``
-    (a ``customized_config`` replaces it; ``overwrite_config`` applies on top), then ``non_lora_trainables.bin``
-    is loaded into it, then the adapter is applied and merged (``merge_and_unload``). An
-    ``aot_compression`` in the config is re-applied by the model. ``load_kwargs`` are those of
-    ``load_pretrained_model`` (``model_name``, ``device_map``, ``torch_dtype``, ``attn_implementation``, …).
-    The tokenizer is the folder's when it holds one, else the base's.
-    """
-    peft = require_peft()
-    from transformers import AutoTokenizer
-
-    from llava.model.builder import CheckpointLayoutError, load_pretrained_model, resolve_model_path
-
-    path = resolve_model_path(model_path)
+def lora_base(lora_dir: str | Path, model_base: str | Path | None = None) -> Path:
+    """The folder of the base checkpoint a LoRA folder is loaded over: ``model_base`` when given,
+    else the one the folder records (:func:`recorded_base`); a ValueError when neither names one or
+    it is the LoRA folder itself, a :class:`CheckpointLayoutError` when it cannot be found."""
+    path = Path(lora_dir)
     if not is_lora_folder(path):
         raise CheckpointLayoutError(f"{path}: no {ADAPTER_CONFIG}; expected a LoRA output folder")
     if model_base is not None:
@@ -131,27 +121,30 @@ def load_lora(model_path: str | Path, model_base: str | None = None, **load_kwar
         if base is None:
             raise ValueError(
                 f"{path}: LoRA folder that records no base model (neither config.json's {BASE_KEY!r} nor "
-                f"{ADAPTER_CONFIG}'s 'base_model_name_or_path'); pass model_base (the checkpoint the adapter was trained on)"
+                f"{ADAPTER_CONFIG}'s 'base_model_name_or_path'); pass model_base (the checkpoint the adapter "
+                "was trained on)"
             )
     try:
         base_path = resolve_model_path(base)
     except CheckpointLayoutError as exc:
         raise CheckpointLayoutError(
-            f"{path}: base model {base!r} ({source}) cannot be found: {exc}; pass model_base=<the base checkpoint folder or hub id>"
+            f"{path}: base model {base!r} ({source}) cannot be found: {exc}; "
+            "pass model_base=<the base checkpoint folder or hub id>"
         ) from exc
     if base_path.resolve() == path.resolve():
-        raise ValueError(f"model_base={base!r} is the LoRA folder itself; expected the base checkpoint the adapter was trained on")
-    kwargs = dict(load_kwargs)
-    model_name = kwargs.pop("model_name", "llava_qwen")
-    if kwargs.get("customized_config") is None and (path / "config.json").is_file():
-        kwargs["customized_config"] = str(path / "config.json")
-    use_fast = kwargs.get("use_fast", True)
-    tokenizer, model, image_processor, context_len = load_pretrained_model(base_path, None, model_name, **kwargs)
+        raise ValueError(f"model_base={base!r} is the LoRA folder itself; "
+                         "expected the base checkpoint the adapter was trained on")
+    return base_path
+
+
+def merge_lora_folder(model: nn.Module, lora_dir: str | Path) -> nn.Module:
+    """``model`` (the base, loaded with the LoRA folder's config) with the folder's
+    ``non_lora_trainables.bin`` loaded, the adapter applied and merged (``merge_and_unload``); in
+    eval mode, without the ``lora_base_model`` config key (the merged model is a full model)."""
+    peft = require_peft()
+    path = Path(lora_dir)
     _load_non_lora(model, path)
     model = peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    if hasattr(model.config, BASE_KEY):  # the merged model is a full model
+    if hasattr(model.config, BASE_KEY):
         delattr(model.config, BASE_KEY)
-    model.eval()
-    if (path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=use_fast)
-    return tokenizer, model, image_processor, context_len
+    return model.eval()

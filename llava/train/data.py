@@ -131,7 +131,9 @@ def _read_json_records(path: Path) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {lineno} is not valid JSON ({exc}); expected one record per line") from None
+                raise ValueError(
+                    f"{path}: line {lineno} is not valid JSON ({exc}); expected one record per line"
+                ) from None
             where.append(f"line {lineno}")
     else:
         raise ValueError(f"data file {str(path)!r} has suffix {path.suffix!r}; expected .json, .jsonl, .yaml or .yml")
@@ -192,7 +194,9 @@ def _load_mixture(path: Path, seed: int) -> list[dict]:
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({exc}); expected 'datasets: [{{json_path, sampling_strategy}}]'") from None
+        raise ValueError(
+            f"{path}: invalid YAML ({exc}); expected 'datasets: [{{json_path, sampling_strategy}}]'"
+        ) from None
     entries = spec.get("datasets") if isinstance(spec, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(
@@ -276,7 +280,8 @@ def _turns(conversations: Sequence[dict], system_message: str | None, sample_id:
             )
         turns.append((role, turn["value"]))
     if not turns or turns[-1][0] != "assistant":
-        raise ValueError(f"{name}: the conversation does not end with a 'gpt' turn; expected human, gpt[, human, gpt ...]")
+        raise ValueError(f"{name}: the conversation does not end with a 'gpt' turn; "
+                         "expected human, gpt[, human, gpt ...]")
     if system_message is not None:
         turns.insert(0, ("system", system_message))
     return turns
@@ -443,7 +448,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         if int(frames_upbound) != frames_upbound or frames_upbound < 1:
             raise ValueError(f"frames_upbound={frames_upbound!r}; expected an integer >= 1")
         if int(min_frames) != min_frames or not 1 <= min_frames <= frames_upbound:
-            raise ValueError(f"min_frames={min_frames!r}; expected an integer from 1 to frames_upbound={frames_upbound}")
+            raise ValueError(f"min_frames={min_frames!r}; expected an integer from 1 to "
+                             f"frames_upbound={frames_upbound}")
         if not video_fps > 0:
             raise ValueError(f"video_fps={video_fps!r}; expected a rate > 0")
         if model_max_length is not None and model_max_length < 1:

@@ -1,9 +1,9 @@
 """LoRA on the LLM of a LLaVA model, trained and saved as LLaVA-NeXT does it (with ``peft``).
 
 :func:`apply_lora` wraps a model for training, :func:`save_lora` writes a LoRA output folder. The
-folder's format and its loading for inference (:func:`load_lora`, which ``load_pretrained_model``
-calls on such a folder) belong to the model layer, :mod:`llava.model.lora_loading`; their names are
-re-exported here.
+folder's format (:mod:`llava.model.lora_loading`) and its loading for inference
+(:func:`llava.model.builder.load_lora`, which ``load_pretrained_model`` calls on such a folder)
+belong to the model layer; their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from llava.model.builder import load_lora
 from llava.model.lora_loading import (
     ADAPTER_CONFIG,
     BASE_KEY,
     NON_LORA_TRAINABLES,
     is_lora_folder,
-    load_lora,
     recorded_base,
     require_peft,
 )
@@ -98,7 +98,10 @@ def _full_tensor(param: torch.Tensor) -> torch.Tensor:
 
 
 def _is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def _record_base(model_base: str) -> str:
@@ -128,7 +131,8 @@ def llava_config_dict(config: Any, **extra: Any) -> dict:
 
 
 def save_lora(peft_model: Any, output_dir: str | Path, *, model_base: str, tokenizer: Any = None) -> Path:
-    """Write a LoRA output folder (its format: :mod:`llava.model.lora_loading`) for ``peft_model`` trained over ``model_base``.
+    """Write a LoRA output folder (its format: :mod:`llava.model.lora_loading`) for ``peft_model``
+    trained over ``model_base``.
 
     Under DeepSpeed ZeRO-3 call it on every rank: partitioned parameters are gathered (a collective);
     only rank 0 writes. Returns the folder.
@@ -137,7 +141,8 @@ def save_lora(peft_model: Any, output_dir: str | Path, *, model_base: str, token
     if not isinstance(peft_model, peft.PeftModel):
         raise ValueError(f"save_lora: got {type(peft_model).__name__}; expected the peft.PeftModel from apply_lora")
     if not model_base:
-        raise ValueError(f"save_lora: model_base={model_base!r}; expected the base checkpoint (hub id or folder) the adapter was trained on")
+        raise ValueError(f"save_lora: model_base={model_base!r}; expected the base checkpoint (hub id or folder) the "
+                         "adapter was trained on")
     out = Path(output_dir)
     base = _record_base(model_base)
     adapter = peft_model.peft_config[peft_model.active_adapter]
@@ -160,7 +165,9 @@ def save_lora(peft_model: Any, output_dir: str | Path, *, model_base: str, token
         adapter.base_model_name_or_path = recorded
     torch.save(non_lora, out / NON_LORA_TRAINABLES)
     llava = peft_model.get_base_model()
-    (out / "config.json").write_text(json.dumps(llava_config_dict(llava.config, **{BASE_KEY: base}), indent=2, sort_keys=True) + "\n")
+    (out / "config.json").write_text(
+        json.dumps(llava_config_dict(llava.config, **{BASE_KEY: base}), indent=2, sort_keys=True) + "\n"
+    )
     if getattr(llava, "generation_config", None) is not None:
         llava.generation_config.save_pretrained(str(out))
     if tokenizer is not None:

@@ -17,6 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from llava.model.builder import check_checkpoint_keys, load_pretrained_model, resolve_model_path
+from llava.train.lora import BASE_KEY, is_lora_folder, llava_config_dict, recorded_base
+
 __all__ = ["main", "merge_lora"]
 
 
@@ -33,9 +36,6 @@ def _copy_slow_tokenizer_files(out: Path, sources: list[Path]) -> None:
 def merge_lora(model_path: str, model_base: str | None, save_path: str | Path, *, device: str = "cpu",
                torch_dtype: str = "auto", max_shard_size: str = "5GB") -> Path:
     """Load ``model_path`` (a LoRA folder) over ``model_base`` merged, and save it to ``save_path``."""
-    from llava.model.builder import check_checkpoint_keys, load_pretrained_model, resolve_model_path
-    from llava.train.lora import BASE_KEY, is_lora_folder, llava_config_dict, recorded_base
-
     lora_dir = resolve_model_path(model_path)
     if not is_lora_folder(lora_dir):
         raise ValueError(f"--model-path {model_path}: no adapter_config.json; expected a LoRA output folder")
@@ -46,7 +46,9 @@ def merge_lora(model_path: str, model_base: str | None, save_path: str | Path, *
                                                    torch_dtype=torch_dtype, attn_implementation="sdpa")
     model.save_pretrained(str(out), max_shard_size=max_shard_size)
     # original layout: model_type "llava", rope_theta / torch_dtype spelled out for older readers
-    (out / "config.json").write_text(json.dumps(llava_config_dict(model.config, **{BASE_KEY: None}), indent=2, sort_keys=True) + "\n")
+    (out / "config.json").write_text(
+        json.dumps(llava_config_dict(model.config, **{BASE_KEY: None}), indent=2, sort_keys=True) + "\n"
+    )
     tokenizer.save_pretrained(str(out))
     _copy_slow_tokenizer_files(out, [lora_dir, resolve_model_path(model_base or recorded_base(lora_dir))])
     check_checkpoint_keys(model, out)
@@ -55,11 +57,15 @@ def merge_lora(model_path: str, model_base: str | None, save_path: str | Path, *
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llava.train.merge_lora", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-path", required=True, help="LoRA output folder (adapter_config.json, non_lora_trainables.bin, config.json)")
-    parser.add_argument("--model-base", default=None, help="base checkpoint (folder or hub id); default: the one the LoRA folder records")
-    parser.add_argument("--save-path", "--save-model-path", dest="save_path", required=True, help="folder for the merged checkpoint")
+    parser.add_argument("--model-path", required=True, help="LoRA output folder (adapter_config.json, "
+                                                            "non_lora_trainables.bin, config.json)")
+    parser.add_argument("--model-base", default=None, help="base checkpoint (folder or hub id); default: the one the "
+                                                           "LoRA folder records")
+    parser.add_argument("--save-path", "--save-model-path", dest="save_path", required=True, help="folder for the "
+                                                                                                  "merged checkpoint")
     parser.add_argument("--device", default="cpu", help="where to merge: cpu (default), cuda, auto")
-    parser.add_argument("--torch-dtype", default="auto", help="dtype of the merged weights: auto (the base's), bfloat16, float16, float32")
+    parser.add_argument("--torch-dtype", default="auto", help="dtype of the merged weights: auto (the base's), "
+                                                              "bfloat16, float16, float32")
     parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
     args = parser.parse_args(argv)
     try:

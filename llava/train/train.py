@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from llava.model.builder import load_pretrained_model
 from llava.train.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+from llava.train.data import DataCollatorForSupervisedDataset, SupervisedDataset, system_message_from_template
+from llava.train.lora import apply_lora, save_lora
+from llava.train.trainer import LLaVATrainer
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +73,11 @@ def _single_process_env(argv: list[str]) -> None:
 def _yaml_has_deepspeed(argv: list[str]) -> bool:
     if not argv or not argv[0].endswith((".yaml", ".yml")) or not Path(argv[0]).is_file():
         return False
-    import yaml
-
     data = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8"))
     return isinstance(data, dict) and bool(data.get("deepspeed"))
 
 
 def _setup_model(model_args: ModelArguments, training_args: TrainingArguments):
-    from llava.model.builder import load_pretrained_model
-
     overwrite: dict[str, Any] = {"use_cache": False, "tokenizer_model_max_length": training_args.model_max_length,
                                  "tokenizer_padding_side": "right"}
     if model_args.mm_spatial_pool_mode:
@@ -118,25 +120,21 @@ def setup(argv: list[str] | None = None) -> Setup:
     _single_process_env(argv)
     model_args, data_args, training_args = parse_args(argv)
     if training_args.gradient_checkpointing:
-        training_args.gradient_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+        kwargs = training_args.gradient_checkpointing_kwargs
+        training_args.gradient_checkpointing_kwargs = kwargs or {"use_reentrant": False}
     tokenizer, model, image_processor = _setup_model(model_args, training_args)
     parts = model_args.tunable_parts()
     _set_trainable(model, parts, training_args.lora_enable)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     if training_args.lora_enable:
-        from llava.train.lora import apply_lora
-
         model = apply_lora(model, r=training_args.lora_r, alpha=training_args.lora_alpha,
                            dropout=training_args.lora_dropout, bias=training_args.lora_bias)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if trainable == 0:
-        raise ValueError(f"--mm_tunable_parts {model_args.mm_tunable_parts!r} with lora_enable={training_args.lora_enable} "
-                         "leaves no parameter to train")
+        raise ValueError(f"--mm_tunable_parts {model_args.mm_tunable_parts!r} with "
+                         f"lora_enable={training_args.lora_enable} leaves no parameter to train")
     logger.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in model.parameters()))
-
-    from llava.train.data import DataCollatorForSupervisedDataset, SupervisedDataset, system_message_from_template
-
     llava = model.get_base_model() if hasattr(model, "get_base_model") else model
     aot = llava.compression
     dataset = SupervisedDataset(
@@ -157,7 +155,8 @@ def _resume_arg(value: Any) -> Any:
     if value in (True, "True", "true"):
         return True
     if not Path(str(value)).is_dir():
-        raise ValueError(f"--resume_from_checkpoint {value}: no such folder; expected a checkpoint-N folder or True (the latest)")
+        raise ValueError(f"--resume_from_checkpoint {value}: no such folder; expected a checkpoint-N folder or True "
+                         "(the latest)")
     return str(value)
 
 
@@ -167,8 +166,6 @@ def save(s: Setup, trainer: Any) -> Path:
     out = Path(s.training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
     if s.training_args.lora_enable:
-        from llava.train.lora import save_lora
-
         if trainer.is_deepspeed_enabled or trainer.args.should_save:
             save_lora(trainer.accelerator.unwrap_model(trainer.model) if trainer.is_deepspeed_enabled else s.model, out,
                       model_base=s.model_args.model_name_or_path,
@@ -183,8 +180,6 @@ def save(s: Setup, trainer: Any) -> Path:
 
 def train(argv: list[str] | None = None) -> Path:
     """Set up, train, save; returns the output folder."""
-    from llava.train.trainer import LLaVATrainer
-
     s = setup(argv)
     trainer = LLaVATrainer(model=s.model, args=s.training_args, train_dataset=s.dataset, data_collator=s.collator,
                            processing_class=s.tokenizer)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU half of the speed benchmarks in one command, for one GPU in bf16, within about 8 minutes. It needs
-# nothing beyond torch, transformers and this repository's code: no internet, no download, no lmms-eval.
+# The GPU checks, then the GPU half of the speed benchmarks, for one GPU. It needs nothing beyond torch,
+# transformers, pytest and this repository's code: no internet, no download, no lmms-eval.
 #
-#   bash scripts/bench/gpu.sh                 # writes runs/bench/gpu/{compress,e2e}.{json,md}
+#   bash scripts/bench/gpu.sh                 # writes runs/bench/gpu/{tests.txt,compress.*,e2e.*}
 #   bash scripts/bench/gpu.sh /tmp/out        # another output folder
 #   PYTHON=/opt/env/bin/python bash scripts/bench/gpu.sh
 #
+# 0. python -m pytest -m gpu tests/test_gpu.py: compress_video and every family's seam on CUDA equal the
+#    CPU result, and the flash-attention-2 path with score capture (tolerances in the test's docstring);
+#    the benchmarks run only when these pass.
 # 1. python -m benchmarks.compression: the AOT step against its floor for every preset and input family (smooth,
 #    independent, shared_base) at LLaVA-OV-7B / LLaVA-Video-7B shapes, plus the per-stage table.
 # 2. python -m benchmarks.e2e: the whole LLaVA-OV-7B (32 frames) and LLaVA-Video-7B (64 frames) stacks with
@@ -18,8 +21,9 @@ if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=
 out=${1:-runs/bench/gpu}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository's own code, installed or not
-"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is the GPU half')"
-"$py" -m benchmarks.compression --device cuda --inputs smooth,independent,shared_base --stages --json "$out/compress.json" \
-  | tee "$out/compress.md"
+"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script needs one')"
+"$py" -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_gpu.py 2>&1 | tee "$out/tests.txt"
+"$py" -m benchmarks.compression --device cuda --inputs smooth,independent,shared_base --stages \
+  --json "$out/compress.json" | tee "$out/compress.md"
 "$py" -m benchmarks.e2e --device cuda --json "$out/e2e.json" | tee "$out/e2e.md"
-echo "wrote $out/compress.json $out/e2e.json"
+echo "wrote $out/tests.txt $out/compress.json $out/e2e.json"
