@@ -16,10 +16,9 @@ block, as the default score layers are.
 
 * **On a GPU** (``--device cuda``) every layer of both stacks is built and run, in bfloat16: the figures
   are the whole model's.
-* **On a CPU** the whole model does not fit the time (one so400m layer over 8 frames is a few seconds,
-  one Qwen2-7B layer over 1600 tokens ten), so ``--layers`` layers of each stack (default 1) are built
-  at full width and timed, and each stack's time is scaled by its layer count (26 / layers for the
-  tower, 28 / layers for the LLM); the table says so. The frame count defaults to 8, which the machine
+* **On a CPU** the whole model does not fit the time, so ``--layers`` layers of each stack (default 1)
+  are built at full width and timed, and each stack's time is scaled by its layer count (26 / layers
+  for the tower, 28 / layers for the LLM); the table says so. The frame count defaults to 8, which the machine
   can hold; projector, compression and the LM head run whole.
 
 Per model and retention: visual tokens into the LLM (the compression really runs: ``aot@<r>`` on
@@ -64,6 +63,7 @@ from benchmarks.compression import (
     peak_extra_bytes,
     write_report,
 )
+from llava.families import DEFAULT_FAMILY, get_family
 
 DEFAULT_JSON = Path("runs/bench/e2e.json")
 RETENTIONS = (1.0, 0.25, 0.15, 0.10)
@@ -92,21 +92,33 @@ class ModelShape:
     vocab: int
     pool_mode: str
     newline_position: str
-    score_layers: tuple[int, int] = (5, -2)
-    family: str = "llava"  # "llava": SigLIP + projector; "qwen2_5_vl": transformers' Qwen2.5-VL tower (merger inside)
+    family: str = DEFAULT_FAMILY  # a registered family: its layout picks the stacks built
+    score_layers: tuple[int, int] | None = None  # None: the family's default score layers
+
+    def __post_init__(self) -> None:
+        if self.score_layers is None:
+            object.__setattr__(self, "score_layers", get_family(self.family).score_layers(None))
+
+    @property
+    def hf(self) -> bool:
+        """Transformers' Qwen2.5-VL vision tower (merger inside) rather than SigLIP + projector: a family
+        in the Hugging Face layout."""
+        return get_family(self.family).layout == "hf"
 
     @property
     def grid(self) -> tuple[int, int]:
         """The grid the compressor sees per layout frame: patches for LLaVA, merged tokens for Qwen2.5-VL."""
         side = self.image_size // self.patch_size
-        return (side, side) if self.family == "llava" else (side // 2, side // 2)
+        return (side // 2, side // 2) if self.hf else (side, side)
 
 
 _LLAVA_7B = dict(vision_layers=26, vision_hidden=1152, vision_mlp=4304, vision_heads=16, image_size=384, patch_size=14,
                  llm_layers=28, hidden=3584, mlp=18944, heads=28, kv_heads=4, vocab=152064)
 MODELS: dict[str, ModelShape] = {
-    "llava_ov_7b": ModelShape("LLaVA-OneVision-7B", 32, **_LLAVA_7B, pool_mode="bilinear", newline_position="one_token"),
-    "llava_video_7b": ModelShape("LLaVA-Video-7B-Qwen2", 64, **_LLAVA_7B, pool_mode="average", newline_position="grid"),
+    "llava_ov_7b": ModelShape("LLaVA-OneVision-7B", 32, **_LLAVA_7B, pool_mode="bilinear",
+                              newline_position="one_token"),
+    "llava_video_7b": ModelShape("LLaVA-Video-7B-Qwen2", 64, **_LLAVA_7B, pool_mode="average", newline_position="grid",
+                                 family="llava_video"),
     # Qwen2.5-VL-7B at 448 x 448 px: 32 x 32 patches, 2 x 2 merger -> 16 x 16 tokens per temporal token of 2 frames;
     # vision 1280 wide, 32 blocks (windowed, full attention at 7/15/23/31), MLP 3420; Qwen2.5-7B as Qwen2-7B
     "qwen2_5_vl_7b": ModelShape("Qwen2.5-VL-7B-Instruct", 32, vision_layers=32, vision_hidden=1280, vision_mlp=3420,
@@ -127,7 +139,7 @@ def model_shape(name: str, *, quick: bool = False) -> ModelShape:
     shape = MODELS[name]
     if not quick:
         return shape
-    return replace(shape, **(QUICK_QWEN if shape.family == "qwen2_5_vl" else QUICK))
+    return replace(shape, **(QUICK_QWEN if shape.hf else QUICK))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,10 +156,11 @@ def _llm_params(s: ModelShape, layers: int) -> int:
     return layers * (2 * h * h + 2 * h * kv + 3 * h * s.mlp + 2 * h)
 
 
-def needed_bytes(s: ModelShape, *, frames: int, vision_layers: int, llm_layers: int, text_tokens: int, itemsize: int) -> int:
+def needed_bytes(s: ModelShape, *, frames: int, vision_layers: int, llm_layers: int, text_tokens: int,
+                 itemsize: int) -> int:
     """Weights of the built layers, projector and LM head, plus the largest activations (frames' features
     a few times over, the LLM's widest intermediate at full tokens)."""
-    n = (s.image_size // s.patch_size) ** 2 // (2 if s.family == "qwen2_5_vl" else 1)  # tower tokens per sampled frame
+    n = (s.image_size // s.patch_size) ** 2 // (2 if s.hf else 1)  # tower tokens per sampled frame
     weights = (_vision_params(s, vision_layers) + s.vision_hidden * s.hidden + s.hidden * s.hidden
                + _llm_params(s, llm_layers) + s.hidden * s.vocab)
     tokens = frames * n + text_tokens
@@ -172,11 +185,12 @@ def build_stacks(s: ModelShape, *, vision_layers: int, llm_layers: int, device: 
 
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # built in place on the device, in the run's dtype (no float32 copy of 7B on the host)
+    # built in place on the device, in the run's dtype (no float32 copy of 7B on the host)
+    torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
             tower = projector = None
-            if s.family == "llava":  # Qwen2.5-VL's tower (with its merger) is build_qwen_tower's
+            if not s.hf:  # Qwen2.5-VL's tower (with its merger) is build_qwen_tower's
                 tower = SigLipVisionTower(so400m_vision_config(
                     hidden_size=s.vision_hidden, intermediate_size=s.vision_mlp, num_hidden_layers=vision_layers,
                     num_attention_heads=s.vision_heads, image_size=s.image_size, patch_size=s.patch_size,
@@ -219,7 +233,7 @@ def build_qwen_tower(s: ModelShape, *, layers: int, device: torch.device, dtype:
 
 
 def layout_of(s: ModelShape, frames: int, device: torch.device, dtype: torch.dtype) -> visionzip.VideoLayout:
-    if s.family == "qwen2_5_vl":  # one layout frame per temporal token, the merged grid, no pooling, no newline
+    if s.hf:  # one layout frame per temporal token, the merged grid, no pooling, no newline
         return visionzip.VideoLayout(frames=frames // 2, grid=s.grid, pool_mode="none", newline_position="no_token",
                                      temporal_patch=2)
     newline = torch.randn(s.hidden, device=device, dtype=dtype)
@@ -256,16 +270,18 @@ def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, ll
     stacks = build_stacks(s, vision_layers=vision_layers, llm_layers=llm_layers, device=device, dtype=dtype, seed=seed)
     llm, head = stacks["llm"], stacks["head"]
     g = torch.Generator().manual_seed(seed)
-    if s.family == "qwen2_5_vl":
+    if s.hf:
         from llava.model.qwen_vl.scores import video_features_with_scores
 
         tower = build_qwen_tower(s, layers=vision_layers, device=device, dtype=dtype, seed=seed)
         side = s.image_size // s.patch_size
         grid_thw = torch.tensor([[frames // 2, side, side]], device=device)
-        pixels = torch.randn(frames // 2 * side * side, 3 * 2 * s.patch_size**2, generator=g).to(device=device, dtype=dtype)
+        pixels = torch.randn(frames // 2 * side * side, 3 * 2 * s.patch_size**2, generator=g)
+        pixels = pixels.to(device=device, dtype=dtype)
         layers = [1] if vision_layers >= 2 else [0]  # a full-attention block, as the default score layers are
         plain = timed(lambda: tower(pixels, grid_thw=grid_thw), repeats=repeats, device=device)
-        scored = timed(lambda: video_features_with_scores(tower, pixels, grid_thw, layers), repeats=repeats, device=device)
+        scored = timed(lambda: video_features_with_scores(tower, pixels, grid_thw, layers), repeats=repeats,
+                       device=device)
         merged = tower(pixels, grid_thw=grid_thw).pooler_output  # (t * h' * w', D): the merger is inside the tower
         proj = {"median_ms": 0.0, "min_ms": 0.0, "times_ms": [], "peak_extra_mb": None}  # no separate projector
         projected = merged.view(frames // 2, s.grid[0] * s.grid[1], -1)
@@ -289,7 +305,8 @@ def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, ll
     deep = torch.rand(frames_c, n, generator=g).to(device)
     layout = layout_of(s, frames, device, dtype)
     llm_scale = s.llm_layers / llm_layers
-    head_run = timed(lambda: head(torch.randn(1, 1, s.hidden, device=device, dtype=dtype)), repeats=repeats, device=device)
+    head_run = timed(lambda: head(torch.randn(1, 1, s.hidden, device=device, dtype=dtype)), repeats=repeats,
+                     device=device)
     rows = []
     for r in RETENTIONS:
         if r == 1.0:
@@ -349,8 +366,9 @@ def table(report: dict[str, Any]) -> str:
         label = "full" if r["retention"] == 1.0 else f"{r['retention']:.0%}"
         peak = "n/a" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
         lines.append(
-            f"| {label} | {r['visual_tokens']} | {r['tower_ms']:.0f} | {r['capture_ms']:.0f} | {r['compression_ms']:.0f} "
-            f"| {r['prefill_ms']:.0f} | {r['first_token_ms']:.1f} | {r['ttft_ms']:.0f} | {r['ttft_ratio']:.2f}× "
+            f"| {label} | {r['visual_tokens']} | {r['tower_ms']:.0f} | {r['capture_ms']:.0f} "
+            f"| {r['compression_ms']:.0f} | {r['prefill_ms']:.0f} | {r['first_token_ms']:.1f} | {r['ttft_ms']:.0f} "
+            f"| {r['ttft_ratio']:.2f}× "
             f"| {r['limit_ratio']:.2f}× | {r['overhead_share']:.1%} | {peak} |"
         )
     return "\n".join(lines)
@@ -375,8 +393,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"frames (default: the model's own on CUDA, {CPU_FRAMES} on CPU)")
     parser.add_argument("--layers", type=_positive_int, default=None,
                         help="layers of each stack to build and time (default: all on CUDA, 1 on CPU)")
-    parser.add_argument("--text-tokens", type=_positive_int, default=64, help="prompt tokens besides the video (default 64)")
-    parser.add_argument("--repeats", type=_positive_int, default=None, help="timed calls after a warm-up (default 3; 1 with --quick)")
+    parser.add_argument("--text-tokens", type=_positive_int, default=64,
+                        help="prompt tokens besides the video (default 64)")
+    parser.add_argument("--repeats", type=_positive_int, default=None,
+                        help="timed calls after a warm-up (default 3; 1 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output JSON (default {DEFAULT_JSON})")
     parser.add_argument("--quick", action="store_true", help="tiny widths on the real grids, 2 frames, for tests")
@@ -397,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if frames < 2:
             parser.error(f"--frames {frames}: expected at least 2 (AOT works across frames)")
         # on a CPU one block per stack; Qwen2.5-VL's tower two (a windowed and a full-attention one)
-        cpu_blocks = 2 if s.family == "qwen2_5_vl" else 1
+        cpu_blocks = 2 if s.hf else 1
         vision_layers = min(args.layers or (s.vision_layers if device.type == "cuda" else cpu_blocks), s.vision_layers)
         llm_layers = min(args.layers or (s.llm_layers if device.type == "cuda" else 1), s.llm_layers)
         need = needed_bytes(s, frames=frames, vision_layers=vision_layers, llm_layers=llm_layers,
@@ -413,7 +433,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reports = []
     for name, (s, frames, vision_layers, llm_layers) in plans.items():
         reports.append(bench_model(name, s, frames=frames, vision_layers=vision_layers, llm_layers=llm_layers,
-                                   text_tokens=args.text_tokens, repeats=repeats, device=device, dtype=dtype, seed=args.seed))
+                                   text_tokens=args.text_tokens, repeats=repeats, device=device, dtype=dtype,
+                                   seed=args.seed))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     env["load"] = monitor.report()

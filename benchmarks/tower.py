@@ -14,8 +14,7 @@ round-robin across the variants) after one warm-up call, whose peak memory is re
       available memory (RAM on CPU, free GPU memory on CUDA).
 
 Before timing, one frame goes through every variant: the features of (i) and (ii) are compared, and
-with (iii) the scores are compared with the column sums of the release's maps. On a 2-core CPU the
-default run takes about 5 minutes (one so400m forward of 8 frames is ~34 s), about 9 with the release.
+with (iii) the scores are compared with the column sums of the release's maps.
 
 Commands::
 
@@ -226,13 +225,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available (bfloat16), else cpu (float32)")
     parser.add_argument("--frames", type=_positive_int, default=None,
-                        help=f"batch of frames (default {CPU_FRAMES} on CPU, {CUDA_FRAMES} on CUDA, {QUICK_FRAMES} with --quick)")
-    parser.add_argument("--repeats", type=_positive_int, default=None, help="timed calls after the warm-up / peak-memory call (default 3; 1 with --quick)")
+                        help=f"batch of frames (default {CPU_FRAMES} on CPU, {CUDA_FRAMES} on CUDA, "
+                        f"{QUICK_FRAMES} with --quick)")
+    parser.add_argument("--repeats", type=_positive_int, default=None,
+                        help="timed calls after the warm-up / peak-memory call (default 3; 1 with --quick)")
     parser.add_argument("--score-layers", type=_layers, default=DEFAULT_SCORE_LAYERS,
                         help="comma-separated score layers of (ii) (default 5,-2)")
-    parser.add_argument("--chunk-size", type=_positive_int, default=256, help="query rows per softmax chunk (default 256)")
+    parser.add_argument("--chunk-size", type=_positive_int, default=256,
+                        help="query rows per softmax chunk (default 256)")
     parser.add_argument("--with-release", action="store_true",
-                        help=f"also run (iii) when its maps take under {100 * RELEASE_MEMORY_FRACTION:.0f}%% of the available memory")
+                        help=f"also run (iii) when its maps take under {100 * RELEASE_MEMORY_FRACTION:.0f}%% of the "
+                        "available memory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and frames")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output JSON (default {DEFAULT_JSON})")
     parser.add_argument("--quick", action="store_true", help="tiny tower (27 × 27 grid, width 64, 6 layers), 1 repeat")

@@ -1,4 +1,5 @@
-"""What the ``aot`` command shares with the apps that also run as ``python -m``: the parser frame and the error handling.
+"""What the ``aot`` command shares with the apps that also run as ``python -m``: the parser frame and the
+error handling.
 
 :mod:`llava.cli` builds ``aot`` with every subcommand and dispatches to the apps. An app
 (:mod:`llava.eval.sweep`, :mod:`llava.viz`) runs its own subcommand through :func:`run_subcommand`,

@@ -14,7 +14,8 @@ emitted token (merged, purple) and those dropped (dimmed), AOT's anchors on the 
 the method has anchors, the per-frame counts in each title, and underneath a bar chart of kept /
 merged / dropped cells for every frame. A JSON file next to the PNG holds the same counts.
 
-Without ``--model``, the tiny random-weight checkpoint (:mod:`llava.fixtures.tiny_checkpoint`) is written to
+The model is a checkpoint of a family in the original LLaVA-NeXT layout (:mod:`llava.families`).
+Without ``--model``, the default family's tiny random-weight checkpoint is written to
 ``<out folder>/tiny-llava-ov`` if missing: its masks come from random attention, the drawing is real.
 """
 
@@ -46,7 +47,8 @@ DROPPED_DIM = 0.3  # dropped cells keep this fraction of their brightness
 # ------------------------------------------------------------------------------------------- masks
 
 
-def token_masks(result: Any, pooled_grid: tuple[int, int], frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def token_masks(result: Any, pooled_grid: tuple[int, int],
+                frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(kept, merged, anchors) as numpy bool arrays: kept and merged (F, h, w) over the pooled grid,
     anchors (F, N) or None. ``result`` is a :class:`visionzip.CompressionResult`, or None for full
     tokens (every cell kept)."""
@@ -100,8 +102,8 @@ def shown_frames(frames: int, limit: int = MAX_SHOWN) -> list[int]:
 # ------------------------------------------------------------------------------------------- drawing
 
 
-def plot_masks(frames: np.ndarray, kept: np.ndarray, merged: np.ndarray, anchors: np.ndarray | None, path: str | Path, *,
-               anchor_grid: tuple[int, int], title: str) -> Path:
+def plot_masks(frames: np.ndarray, kept: np.ndarray, merged: np.ndarray, anchors: np.ndarray | None,
+               path: str | Path, *, anchor_grid: tuple[int, int], title: str) -> Path:
     """The PNG: up to 16 frames with the overlay and anchors, and the per-frame count bars."""
     import matplotlib
 
@@ -159,13 +161,18 @@ def plot_masks(frames: np.ndarray, kept: np.ndarray, merged: np.ndarray, anchors
 
 
 def load_model(model: str, *, device: str, dtype: str | None):
-    """(tokenizer, model, image processor) of a checkpoint in the original LLaVA-NeXT layout."""
-    from llava.mm_utils import get_model_name_from_path
-    from llava.model.builder import load_pretrained_model
+    """(tokenizer, model, image processor) of a checkpoint in the original LLaVA-NeXT layout; ``ValueError``
+    for a checkpoint of a family in another layout."""
+    from llava.families import InferOptions, checkpoint_family
+    from llava.families.llava_next import load_llava
 
+    family = checkpoint_family(model)
+    if family.layout != "llava_next":
+        raise ValueError(f"--model {model!r} is a {family.title} checkpoint ({family.layout} layout); expected a "
+                         "checkpoint of a family in the original LLaVA-NeXT layout")
     dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
-    tokenizer, net, processor, _ = load_pretrained_model(model, None, get_model_name_from_path(model), device_map={"": device},
-                                                         torch_dtype=dtype, attn_implementation="sdpa")
+    options = InferOptions(device=device, dtype=dtype, attn_implementation="sdpa")
+    tokenizer, net, processor, _ = load_llava(model, options)
     net.eval()
     return tokenizer, net, processor
 
@@ -212,16 +219,19 @@ def _spec(method: str, retention: float | None, compression: str | None) -> str 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--video", default=str(DEFAULT_VIDEO), help="video file (default: a clip of the smoke task)")
-    parser.add_argument("--method", default="aot", help="compression method (see --all-methods); full for no compression")
+    parser.add_argument("--method", default="aot",
+                        help="compression method (see --all-methods); full for no compression")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--retention", type=float, help=f"target retention in (0, 1] (default {DEFAULT_RETENTION:g})")
-    which.add_argument("--compression", help="a preset, a YAML path or a method@retention spec instead of --method/--retention")
+    which.add_argument("--compression",
+                       help="a preset, a YAML path or a method@retention spec instead of --method/--retention")
     parser.add_argument("--all-methods", action="store_true", help="one PNG per method into the --out folder")
     parser.add_argument("--frames", type=int, default=16, help="frames sampled from the video (up to 16 are drawn)")
     parser.add_argument("--model", help="checkpoint folder or hub id (default: the tiny checkpoint)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 otherwise)")
-    parser.add_argument("--out", help="PNG path (default runs/viz/<method>.png); with --all-methods a folder (default runs/viz)")
+    parser.add_argument("--out", help="PNG path (default runs/viz/<method>.png); with --all-methods a folder "
+                        "(default runs/viz)")
     return parser
 
 
@@ -249,10 +259,11 @@ def run(args: argparse.Namespace) -> int:
     clip = load_video(args.video, max_frames=args.frames)  # a missing or unreadable video fails before the model loads
     model = args.model
     if model is None:
-        from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
+        from llava.families import DEFAULT_FAMILY, get_family
 
-        ckpt = folder / "tiny-llava-ov"
-        model = str(ckpt if (ckpt / "config.json").is_file() else write_tiny_checkpoint(ckpt))
+        tiny = get_family(DEFAULT_FAMILY).tiny
+        ckpt = folder / tiny.folder
+        model = str(ckpt if (ckpt / "config.json").is_file() else tiny.writer(ckpt))
     _, net, processor = load_model(model, device=args.device, dtype=args.dtype)
     failed = []
     for method, spec, path in jobs:

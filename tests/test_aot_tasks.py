@@ -46,7 +46,8 @@ def test_hooks_are_lmms_evals_own():
     spec = importlib.util.spec_from_file_location("aot_videomme_utils", TASKS / "aot_videomme" / "utils.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for name in ("videomme_doc_to_visual", "videomme_doc_to_text", "videomme_process_results", "videomme_aggregate_results"):
+    for name in ("videomme_doc_to_visual", "videomme_doc_to_text", "videomme_process_results",
+                 "videomme_aggregate_results"):
         assert getattr(module, name) is getattr(builtin_utils, name)
 
 

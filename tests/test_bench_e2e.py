@@ -29,7 +29,8 @@ def test_quick_run_reports_every_model_and_retention(tmp_path, capsys):
         full = rows[0]
         assert full["compression_ms"] == full["capture_ms"] == 0 and full["ttft_ratio"] == 1.0
         for r in rows:
-            parts = r["tower_ms"] + r["capture_ms"] + r["compression_ms"] + r["projector_ms"] + r["prefill_ms"] + r["first_token_ms"]
+            parts = sum(r[k] for k in ("tower_ms", "capture_ms", "compression_ms", "projector_ms", "prefill_ms",
+                                       "first_token_ms"))
             assert math.isclose(r["ttft_ms"], parts) and r["prompt_tokens"] == r["visual_tokens"] + 64
             assert math.isclose(r["ttft_ratio"], full["ttft_ms"] / r["ttft_ms"])
         # the visual tokens are the compression's own count on the model's layout
@@ -52,7 +53,8 @@ def test_a_shape_the_machine_cannot_hold_is_refused_before_allocating(capsys):
 def test_unknown_model_shape_lists_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         e2e.main(["--models", "llava_13b"])
-    assert "model shape 'llava_13b' is unknown; expected one of ['llava_ov_7b', 'llava_video_7b', 'qwen2_5_vl_7b']" in capsys.readouterr().err
+    expected = "model shape 'llava_13b' is unknown; expected one of ['llava_ov_7b', 'llava_video_7b', 'qwen2_5_vl_7b']"
+    assert expected in capsys.readouterr().err
 
 
 def test_gpu_script_needs_only_torch_transformers_and_the_repository():

@@ -69,7 +69,8 @@ def test_tiny_model_shape_matches_the_checkpoint():
 
     cfg = tiny_config(100)
     shape = load_table("smoke_tiny").model_shape
-    assert (shape.layers, shape.hidden, shape.ffn) == (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["intermediate_size"])
+    assert (shape.layers, shape.hidden, shape.ffn) == (cfg["num_hidden_layers"], cfg["hidden_size"],
+                                                       cfg["intermediate_size"])
     grid = cfg["vision_config"]["image_size"] // cfg["vision_config"]["patch_size"]
     h, w = vz.pooled_grid((grid, grid), mode="bilinear", stride=cfg["mm_spatial_pool_stride"])
     assert shape.tokens_per_frame == h * w
@@ -117,15 +118,20 @@ def test_valid_base(tmp_path):
      ["rows[0].compression", "['C']", "'A'", "'B'"]),
     ({"rows": [{"label": "X", "retention": 0.1, "compression": {"A": "ov_25pct"}}]},
      ["rows[0].compression", "no 'default'", "['B']"]),
-    ({"rows": [{"label": "X", "retention": 0.1, "compression": "none"}, {"label": "X", "retention": 0.2, "compression": "none"}]},
+    ({"rows": [{"label": "X", "retention": 0.1, "compression": "none"},
+               {"label": "X", "retention": 0.2, "compression": "none"}]},
      ["rows", "duplicate", "'X'"]),
     ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "fraction"},
                   {"label": "a", "task": "b", "metric": "m", "scale": "fraction"}]}, ["columns", "duplicate", "slug"]),
-    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "ratio"}]}, ["columns[0].scale", "'ratio'", "fraction"]),
-    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "fraction", "weight": 2}]}, ["columns[0]", "['weight']"]),
+    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "ratio"}]},
+     ["columns[0].scale", "'ratio'", "fraction"]),
+    ({"columns": [{"label": "A", "task": "a", "metric": "m", "scale": "fraction", "weight": 2}]},
+     ["columns[0]", "['weight']"]),
     ({"rows": [{"label": "X", "retention": 1.5, "compression": "none"}]}, ["rows[0].retention", "1.5", "(0, 1]"]),
-    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"C": 50.0}}]}, ["rows[0].paper", "'C'"]),
-    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 0.5, "B": 150}}]}, ["rows[0].paper.B", "150"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"C": 50.0}}]},
+     ["rows[0].paper", "'C'"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 0.5, "B": 150}}]},
+     ["rows[0].paper.B", "150"]),
     ({"name": "other"}, None),
     ({"lmms_args": {"output_path": "x"}}, ["lmms_args.output_path", "set by the plan"]),
     ({"model_args": {"pretrained": "x", "compression": "ov_25pct"}}, ["model_args.compression", "per row"]),
@@ -215,8 +221,8 @@ def test_plan_selection_and_smoke_table():
     assert [r.compression for r in smoke] == ["none", "paper_ov_10pct"]
     assert list(smoke[1].argv) == [
         "$PYTHON", "-m", "lmms_eval", "--model", "aot_llava_onevision",
-        "--model_args", "pretrained=runs/smoke/tiny-llava-ov,max_frames_num=32,torch_dtype=float32,conv_template=qwen_1_5,"
-                        "model_name=llava_qwen,compression=paper_ov_10pct",
+        "--model_args", "pretrained=runs/smoke/tiny-llava-ov,max_frames_num=32,torch_dtype=float32,"
+                        "conv_template=qwen_1_5,model_name=llava_qwen,compression=paper_ov_10pct",
         "--tasks", "aot_smoke_mcq", "--batch_size", "2", "--device", "cpu", "--limit", "4",
         "--include_path", "lmms_eval_tasks", "--output_path", "runs/smoke/aot_10pct/smoke", "--log_samples",
     ]
@@ -258,7 +264,8 @@ def _commands(stdout: str) -> list[list[str]]:
     return [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
 
 
-@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh", "qwen3_vl_8b.sh", "smoke.sh"])
+@pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh",
+                                  "qwen3_vl_8b.sh", "smoke.sh"])
 def test_scripts_open_with_their_commands(name):
     text = (SCRIPTS / name).read_text()
     assert text.startswith("#!/usr/bin/env bash\n#")
@@ -282,7 +289,8 @@ def test_dry_run_selection_and_default_interpreter():
         pytest.skip("no .venv in this checkout")
     env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
     env.update(DRY_RUN="1", NUM_GPUS="2", ROWS="AOT 10 %", COLUMNS="LongVideoBench,VideoMME", MAIN_PORT="29611")
-    proc = subprocess.run(["bash", str(SCRIPTS / "llava_ov_7b.sh")], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(["bash", str(SCRIPTS / "llava_ov_7b.sh")], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     commands = _commands(proc.stdout)
     assert len(commands) == 2
@@ -372,7 +380,7 @@ def test_smoke_dry_run_writes_nothing(tmp_path):
     assert commands[0][:3] == [sys.executable, "-m", "lmms_eval"]
     assert not (tmp_path / "smoke").exists()
     text = (SCRIPTS / "smoke.sh").read_text()
-    assert "write_tiny_checkpoint('$checkpoint')" in text and "checkpoint=runs/smoke/tiny-llava-ov" in text
+    assert '-m llava.cli tiny-checkpoint "$checkpoint"' in text and "checkpoint=runs/smoke/tiny-llava-ov" in text
     assert text.rstrip().endswith("exec bash scripts/eval/_run_table.sh smoke_tiny")   # which prints the table
 
 

@@ -22,7 +22,8 @@ def _results(task: str, metric: str, value, *, subtasks: dict[str, float] | None
         group_subtasks = {task: []}
     else:   # a group without a group metric: only " " and its alias (evaluator_utils.consolidate_group_results)
         results = {task: {" ": " ", "alias": task}}
-        results |= {t: {"alias": f" - {t}", metric: v, metric.replace(",", "_stderr,"): "N/A"} for t, v in subtasks.items()}
+        results |= {t: {"alias": f" - {t}", metric: v, metric.replace(",", "_stderr,"): "N/A"}
+                    for t, v in subtasks.items()}
         group_subtasks = {t: [] for t in subtasks} | {task: list(subtasks)}
     return {"results": results, "group_subtasks": group_subtasks, "configs": {}, "versions": {},
             "n-samples": {t: {"original": 200, "effective": 200} for t in (subtasks or {task: 0})},
@@ -70,7 +71,8 @@ def ov_runs(tmp_path) -> Path:
         _write_run(runs, "full_tokens", column, res, efficiency=_efficiency(
             "20260101_120000_results.json", task, retention=1.0, tflops=40.8, failed=2 if column == "videomme" else 0))
     _write_run(runs, "aot_10pct", "mvbench",
-               _results("mvbench", "mvbench_accuracy,none", None, subtasks=dict(zip(MVBENCH_SUBTASKS, (57.0, 56.0, 58.0)))))
+               _results("mvbench", "mvbench_accuracy,none", None,
+                        subtasks=dict(zip(MVBENCH_SUBTASKS, (57.0, 56.0, 58.0)))))
     _write_run(runs, "aot_10pct", "egoschema", _results("egoschema_subset", "score,none", 0.61))
     _write_run(runs, "aot_10pct", "videomme", _results("videomme", "videomme_perception_score,none", 55.0))
     return runs
@@ -117,7 +119,8 @@ def test_newest_results_file_wins(ov_runs):
                date="20260102_080000")
     older = ov_runs / "aot_10pct" / "videomme" / "other_model"
     older.mkdir()
-    (older / "20251231_235959_results.json").write_text(json.dumps(_results("videomme", "videomme_perception_score,none", 1.0)))
+    old = _results("videomme", "videomme_perception_score,none", 1.0)
+    (older / "20251231_235959_results.json").write_text(json.dumps(old))
     assert newest_results(ov_runs / "aot_10pct" / "videomme").name == "20260102_080000_results.json"
     row = gather("llava_ov_7b", ov_runs)["rows"][4]
     assert row["cells"]["VideoMME"]["score"] == pytest.approx(57.5)
@@ -179,7 +182,8 @@ def test_main_writes_markdown_json_and_plot(ov_runs, tmp_path, capsys):
     assert gather_mod.main(["llava_ov_7b", "--runs", str(ov_runs), "--out", str(out), "--json", str(js),
                             "--plot", str(png)]) == 0
     stdout = capsys.readouterr().out
-    assert "| Full tokens | 58.0 @ 100.0 % (1 failed) | 60.4 @ 100.0 % | 56.1 @ 100.0 % | 58.9 @ 100.0 % (2 failed) | 58.4 |" in stdout
+    assert ("| Full tokens | 58.0 @ 100.0 % (1 failed) | 60.4 @ 100.0 % | 56.1 @ 100.0 % | 58.9 @ 100.0 % (2 failed) "
+            "| 58.4 |") in stdout
     assert "Missing runs (13):" in stdout
     assert out.read_text() in stdout
     data = json.loads(js.read_text())

@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "llava.fixtures.*": 1,  # tiny random-weight checkpoints for the tests and the demo
     # 2: evaluation (lmms-eval adapters, accounting, tables) and training, side by side
     "llava.eval.*": 2,  # llava.eval.adapters.* included
+    "llava.families.*": 2,  # the family registry: read by the plugin registration, the tables and the apps
     "llava.train.*": 2,
     # 3: the apps (each also a `python -m` entry point)
     "llava.eval.sweep": 3,

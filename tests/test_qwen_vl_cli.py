@@ -52,14 +52,15 @@ def test_aot_infer_on_a_qwen_checkpoint(ckpt, tmp_path):
 
     from llava.video import load_video
 
-    cls = transformers.Qwen3VLForConditionalGeneration if family == "qwen3_vl" else transformers.Qwen2_5_VLForConditionalGeneration
+    cls = (transformers.Qwen3VLForConditionalGeneration if family == "qwen3_vl"
+           else transformers.Qwen2_5_VLForConditionalGeneration)
     model = cls.from_pretrained(ckpt, torch_dtype="float32").eval()
     processor = transformers.AutoProcessor.from_pretrained(ckpt)
-    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}],
-                                         add_generation_prompt=True)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
     clip = load_video(VIDEO, max_frames=16)
-    extra = {"video_metadata": [{"fps": clip.fps, "total_num_frames": clip.total_frames, "frames_indices": clip.indices}],
-             "do_sample_frames": False} if family == "qwen3_vl" else {}
+    metadata = {"fps": clip.fps, "total_num_frames": clip.total_frames, "frames_indices": clip.indices}
+    extra = {"video_metadata": [metadata], "do_sample_frames": False} if family == "qwen3_vl" else {}
     inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt", **extra)
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=False, max_new_tokens=4)

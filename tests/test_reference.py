@@ -43,7 +43,8 @@ def test_empty_results_render_the_release_rows(tmp_path, name):
     mv = _logged(folder, "mvbench_25.json")
     assert row["release"]["MVBench"] == pytest.approx(_mvbench_mean(mv))
     lvb = _logged(folder, "longvideo_25.json" if name == "llava_ov_7b" else "longvideo_22-25.json")
-    assert row["release"]["LongVideoBench"] == pytest.approx(100 * lvb["results"]["longvideobench_val_v"]["lvb_acc,none"])
+    lvb_acc = lvb["results"]["longvideobench_val_v"]["lvb_acc,none"]
+    assert row["release"]["LongVideoBench"] == pytest.approx(100 * lvb_acc)
     assert f"| ↳ release log | {_mvbench_mean(mv):.1f} |" in text
     assert "#### MVBench per subtask: AOT 25 %" in text and "| mvbench_action_antonym | — |" in text
     assert row["delta_vs_release"] is None  # nothing of ours yet: no delta
@@ -75,8 +76,8 @@ def test_synthetic_results_render_deltas_subtasks_and_flags(tmp_path):
     results = {"results": {"mvbench": {"alias": "mvbench"}, **ours}, "group_subtasks": {"mvbench": sorted(ours)}}
     _write_run(tmp_path, "aot_15pct", "mvbench", results, "aot_llava_onevision", 0.152)
     vme = _logged(folder, "videomme_15.json")["results"]["videomme"]["videomme_perception_score,none"]
-    _write_run(tmp_path, "aot_15pct", "videomme", {"results": {"videomme": {"videomme_perception_score,none": vme - 3.0}}},
-               "aot_llava_onevision", 0.149)
+    _write_run(tmp_path, "aot_15pct", "videomme",
+               {"results": {"videomme": {"videomme_perception_score,none": vme - 3.0}}}, "aot_llava_onevision", 0.149)
     # a run of another model in a cell: named, and no delta for it
     lvb = {"results": {"longvideobench_val_v": {"lvb_acc,none": 0.5}}}
     _write_run(tmp_path, "aot_15pct", "longvideobench", lvb, "llava_onevision", 0.15)
@@ -86,7 +87,8 @@ def test_synthetic_results_render_deltas_subtasks_and_flags(tmp_path):
     assert row["delta_vs_release"]["MVBench"] == pytest.approx(3.5 / 20)
     assert row["delta_vs_release"]["VideoMME"] == pytest.approx(-3.0)
     assert "LongVideoBench" not in row["delta_vs_release"]
-    assert any("is a run of model 'llava_onevision', not the table's 'aot_llava_onevision'" in p for p in data["problems"])
+    other = "is a run of model 'llava_onevision', not the table's 'aot_llava_onevision'"
+    assert any(other in p for p in data["problems"])
     subtasks = {e["subtask"]: e for e in row["cells"]["MVBench"]["subtask_table"]}
     assert subtasks["mvbench_action_count"]["delta"] == pytest.approx(5.0)
     text = render_markdown(data)
@@ -101,7 +103,8 @@ def test_synthetic_results_render_deltas_subtasks_and_flags(tmp_path):
 
     report = audit("llava_ov_7b", tmp_path)
     entries = {(e["row"], e["benchmark"]): e for e in report["entries"]}
-    assert entries[("AOT 15 %", "MVBench")]["status"] == "ok" and entries[("AOT 15 %", "MVBench")]["retention_std"] == 0.004
+    mvbench = entries[("AOT 15 %", "MVBench")]
+    assert mvbench["status"] == "ok" and mvbench["retention_std"] == 0.004
     assert "not audited" in entries[("AOT 15 %", "LongVideoBench")]["status"]
 
 
@@ -112,12 +115,14 @@ def test_a_row_off_its_label_is_flagged(tmp_path):
 
     report = audit("llava_ov_7b", tmp_path)
     assert report["flagged"] == ["AOT 25 % / VideoMME"]
-    assert "| AOT 25 % | 25 % | VideoMME | 200 | 23.3 % | 22.3 % | 25.3 % | 0.40 % | -1.7 | ⚠ off its label |" in render(report)
+    row = "| AOT 25 % | 25 % | VideoMME | 200 | 23.3 % | 22.3 % | 25.3 % | 0.40 % | -1.7 | ⚠ off its label |"
+    assert row in render(report)
 
 
 def test_the_release_settings_are_rows():
     ov = load_table("llava_ov_7b")
-    logged = {k: v for k, v in (p.split("=") for p in _logged(ov.reference.folder, "mvbench_10.json")["model_args"].split(","))}
+    logged_args = _logged(ov.reference.folder, "mvbench_10.json")["model_args"]
+    logged = {k: v for k, v in (p.split("=") for p in logged_args.split(","))}
     assert {k: str(v) for k, v in ov.model_args} == logged  # the OneVision table runs the logged model_args
     video = load_table("llava_video_7b")
     k180 = video.row("AOT k180 (release)")
@@ -125,7 +130,8 @@ def test_the_release_settings_are_rows():
     import visionzip as vz
 
     cfg = vz.get_preset("paper_video_k180")
-    assert (cfg.num_anchors, cfg.pool_mode.value, cfg.newline_position.value, cfg.inter_frame) == (180, "average", "grid", False)
+    settings = (cfg.num_anchors, cfg.pool_mode.value, cfg.newline_position.value, cfg.inter_frame)
+    assert settings == (180, "average", "grid", False)
 
 
 def test_reference_rows_and_columns_must_exist(tmp_path):

@@ -22,7 +22,8 @@ SMOKE_TASK = ROOT / "lmms_eval_tasks" / "aot_smoke"
 
 
 def _lmms_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "lmms_eval", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "lmms_eval", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -52,7 +53,8 @@ def test_bad_videos_are_counted_and_the_run_finishes(tmp_path, capsys):
     out = tmp_path / "out"
     _lmms_eval(
         "--model", "aot_llava_onevision",
-        "--model_args", f"pretrained={ckpt},compression=paper_ov_10pct,max_frames_num=8,model_name=llava_qwen,torch_dtype=float32",
+        "--model_args",
+        f"pretrained={ckpt},compression=paper_ov_10pct,max_frames_num=8,model_name=llava_qwen,torch_dtype=float32",
         "--tasks", "aot_test_bad_videos", "--include_path", str(tmp_path / "tasks"),
         "--batch_size", "2", "--device", "cpu", "--output_path", str(out), "--log_samples",
         cwd=tmp_path,
@@ -65,7 +67,8 @@ def test_bad_videos_are_counted_and_the_run_finishes(tmp_path, capsys):
     for doc_id in (1, 2):
         counts = by_doc[doc_id]["token_counts"][0]
         assert counts["failed"] is True and by_doc[doc_id]["acc"] == 0.0
-        assert by_doc[doc_id]["filtered_resps"] in "ABC" and by_doc[doc_id]["filtered_resps"] != by_doc[doc_id]["target"]
+        answer = by_doc[doc_id]["filtered_resps"]
+        assert answer in "ABC" and answer != by_doc[doc_id]["target"]
     assert "missing.mp4" in by_doc[1]["token_counts"][0]["error"]
     assert "corrupt.mp4" in by_doc[2]["token_counts"][0]["error"]
     for doc_id in (0, 3):
@@ -99,7 +102,8 @@ def test_readme_smoke_evaluation(tmp_path):
     """The README's main job after set-up: scripts/eval/smoke.sh runs the real lmms-eval CLI twice (full
     tokens, AOT) on the tiny model and prints the results with the efficiency columns."""
     env = {**os.environ, "OUTPUT_DIR": str(tmp_path), "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", "scripts/eval/smoke.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(["bash", "scripts/eval/smoke.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "| Method | Smoke | Avg | Retention | TFLOPs | Failed |" in out  # the gathered table

@@ -71,7 +71,7 @@ def test_compressed_runs_measure_retention_and_cost(swept):
     for r in [full, *done]:
         assert r["efficiency"]["tasks"]["aot_smoke_mcq"]["samples"] == LIMIT   # the run's summary, from its samples
         assert r["efficiency"]["overall"]["retention_mean"] == pytest.approx(r["retention"])
-        assert r["results"]["throughput"]["avg_samples"] == LIMIT                # the plugin's figures in lmms-eval's results
+        assert r["results"]["throughput"]["avg_samples"] == LIMIT  # the plugin's figures in lmms-eval's results
         assert r["results"]["throughput"]["avg_failed_samples"] == 0
     for r in done:
         assert r["samples"] == LIMIT and r["failed_samples"] == 0 and r["score"] is not None

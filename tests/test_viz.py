@@ -23,7 +23,8 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def all_methods(ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("viz_all")
-    code = viz.main(["--all-methods", "--model", ckpt, "--frames", str(FRAMES), "--retention", "0.1", "--out", str(out)])
+    code = viz.main(["--all-methods", "--model", ckpt, "--frames", str(FRAMES), "--retention", "0.1",
+                     "--out", str(out)])
     return out, code
 
 

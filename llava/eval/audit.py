@@ -77,13 +77,14 @@ def render(report: dict[str, Any]) -> str:
     for e in report["entries"]:
         delta = "—" if e.get("delta") is None else f"{100 * e['delta']:+.1f}"
         mark = "⚠ off its label" if e.get("flag") else ("" if e["status"] == "ok" else e["status"])
-        samples = "—" if e.get("samples") is None else f"{e['samples']}" + (f" ({e['failed']} failed)" if e.get("failed") else "")
+        failed = f" ({e['failed']} failed)" if e.get("failed") else ""
+        samples = "—" if e.get("samples") is None else f"{e['samples']}{failed}"
         lines.append(f"| {e['row']} | {_pct(e['label'], 0)} | {e['benchmark']} | {samples} | {_pct(e.get('mean'))} "
-                     f"| {_pct(e.get('retention_min'))} | {_pct(e.get('retention_max'))} | {_pct(e.get('retention_std'), 2)} "
-                     f"| {delta} | {mark} |")
+                     f"| {_pct(e.get('retention_min'))} | {_pct(e.get('retention_max'))} "
+                     f"| {_pct(e.get('retention_std'), 2)} | {delta} | {mark} |")
     lines += ["", f"Retention: visual tokens into the LLM (newlines excluded) over frames × pooled tokens per frame, "
-                  f"over the samples that did not fail. ⚠: the mean is more than {100 * report['tolerance']:.0f} point(s) "
-                  f"off the row's label. {len(report['flagged'])} flagged."]
+                  "over the samples that did not fail. ⚠: the mean is more than "
+                  f"{100 * report['tolerance']:.0f} point(s) off the row's label. {len(report['flagged'])} flagged."]
     return "\n".join(lines) + "\n"
 
 

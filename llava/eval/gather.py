@@ -8,10 +8,11 @@ For each (row, column) the newest ``*_results.json`` under ``<runs>/<row_slug>/<
 ``results["results"][task][metric]`` (in percent; see :data:`llava.eval.tables.SCALES`), and the
 ``<date>_aot_efficiency.json`` next to it (or, when none was written, the same summary built from
 the run's ``--log_samples`` files) gives the measured retention, prefill TFLOPs and failed samples; a
-cell whose run had failed samples is marked ``(N failed)``. Per row: ``Avg`` over the columns (only when all are there), ``Retention`` and
-``TFLOPs`` as the mean over the columns' runs, ``Failed`` as their sum. Where no run of a row has an
-efficiency summary, retention is the row's nominal value and TFLOPs the paper's formula at that
-retention (shown with ``≈``). Missing runs show ``—`` and are listed; nothing here raises on them.
+cell whose run had failed samples is marked ``(N failed)``. Per row: ``Avg`` over the columns (only when
+all are there), ``Retention`` and ``TFLOPs`` as the mean over the columns' runs, ``Failed`` as their
+sum. Where no run of a row has an efficiency summary, retention is the row's nominal value and TFLOPs
+the paper's formula at that retention (shown with ``≈``). Missing runs show ``—`` and are listed;
+nothing here raises on them.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def read_score(results: dict, column: Column) -> tuple[float | None, str | None]
 def read_subtasks(results: dict, column: Column) -> dict[str, float]:
     """{subtask: score in percent} of a group column (MVBench's 20 tasks), as lmms-eval lists them."""
     table = results.get("results") or {}
-    names = (results.get("group_subtasks") or {}).get(column.task) or [t for t in table if t.startswith(column.task + "_")]
+    names = ((results.get("group_subtasks") or {}).get(column.task)
+             or [t for t in table if t.startswith(column.task + "_")])
     out = {}
     for name in sorted(names):
         raw = _number((table.get(name) or {}).get(column.metric))
@@ -108,7 +110,8 @@ def read_efficiency(results_path: Path, column: Column) -> tuple[dict | None, st
         except (OSError, ValueError) as err:
             return None, f"{path}: unreadable ({err})"
     if not isinstance(data, dict) or data.get("format") != EFFICIENCY_FORMAT:
-        return None, f"{path}: format {data.get('format') if isinstance(data, dict) else None!r}, expected {EFFICIENCY_FORMAT!r}"
+        found = data.get("format") if isinstance(data, dict) else None
+        return None, f"{path}: format {found!r}, expected {EFFICIENCY_FORMAT!r}"
     stats = data.get("overall")
     if not isinstance(stats, dict):
         stats = (data.get("tasks") or {}).get(column.task)
@@ -174,8 +177,9 @@ def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str
         cell["efficiency_file"] = str(efficiency_path(results_path))
         for key in ("samples", "failed"):
             cell[key] = stats.get(key) if isinstance(stats.get(key), int) else None
-        for key in ("retention_mean", "retention_min", "retention_max", "retention_std", "prefill_tflops_mean", "visual_tokens_mean", "visual_tokens_plain_mean",
-                    "frames_mean", "ttft_ms_mean", "vision_ms_mean", "compression_ms_mean", "peak_memory_mb_max"):
+        for key in ("retention_mean", "retention_min", "retention_max", "retention_std", "prefill_tflops_mean",
+                    "visual_tokens_mean", "visual_tokens_plain_mean", "frames_mean", "ttft_ms_mean", "vision_ms_mean",
+                    "compression_ms_mean", "peak_memory_mb_max"):
             cell[key] = _number(stats.get(key))
         if cell["prefill_tflops_mean"] is None and cell["visual_tokens_mean"] is not None:
             from visionzip.flops import prefill_flops
@@ -208,9 +212,10 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
             cell["delta_vs_release"] = cell["score"] - ref["score"] if comparable else None
             if ref is not None and ref["subtasks"]:
                 ours = cell.get("subtasks") or {}
+                same_model = cell.get("model") in (None, table.model)
                 cell["subtask_table"] = [
                     {"subtask": name, "ours": ours.get(name), "release": value,
-                     "delta": (ours[name] - value) if name in ours and cell.get("model") in (None, table.model) else None}
+                     "delta": (ours[name] - value) if name in ours and same_model else None}
                     for name, value in ref["subtasks"].items()
                 ]
         for c in table.columns:
@@ -238,13 +243,15 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
             "failed": sum(failed) if failed else None,
             "paper": paper or None,
             "paper_avg": paper_avg,
-            "delta_vs_paper": {k: cells[k]["score"] - v for k, v in paper.items() if cells[k]["score"] is not None} or None,
+            "delta_vs_paper": {k: cells[k]["score"] - v for k, v in paper.items()
+                               if cells[k]["score"] is not None} or None,
             "release": release or None,
             "delta_vs_release": {k: cells[k]["delta_vs_release"] for k in release
                                  if cells[k]["delta_vs_release"] is not None} or None,
         })
     return {"table": table.name, "title": table.title, "source": table.source, "runs": str(runs),
-            "columns": [{"label": c.label, "task": c.task, "metric": c.metric, "scale": c.scale} for c in table.columns],
+            "columns": [{"label": c.label, "task": c.task, "metric": c.metric, "scale": c.scale}
+                        for c in table.columns],
             "rows": rows, "missing": missing, "problems": problems, "warnings": warnings,
             "reference": release_source or None}
 
@@ -302,13 +309,15 @@ def render_markdown(data: dict[str, Any]) -> str:
         failed = DASH if row["failed"] is None else str(row["failed"])
         cells = [_fmt_cell(row["cells"][k]) for k in labels]
         marked = marked or any(row["cells"][k].get("failed") for k in labels)
-        lines.append("| " + " | ".join([row["label"], *cells, _fmt_score(row["avg"]), retention, tflops, failed]) + " |")
+        lines.append("| " + " | ".join([row["label"], *cells, _fmt_score(row["avg"]), retention, tflops, failed])
+                     + " |")
         if row["paper"]:
             paper = [_fmt_score(row["paper"].get(k)) for k in labels]
             lines.append("| ↳ paper | " + " | ".join([*paper, _fmt_score(row["paper_avg"]), "", "", ""]) + " |")
         if row["delta_vs_paper"]:
             delta = row["delta_vs_paper"]
-            avg_delta = row["avg"] - row["paper_avg"] if row["avg"] is not None and row["paper_avg"] is not None else None
+            both = row["avg"] is not None and row["paper_avg"] is not None
+            avg_delta = row["avg"] - row["paper_avg"] if both else None
             lines.append("| ↳ Δ vs paper | " + " | ".join([*(_fmt_delta(delta.get(k)) for k in labels),
                                                            _fmt_delta(avg_delta), "", "", ""]) + " |")
         if row.get("release"):
@@ -316,7 +325,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             lines.append("| ↳ release log | " + " | ".join([*release, "", "", "", ""]) + " |")
         if row.get("delta_vs_release"):
             delta = row["delta_vs_release"]
-            lines.append("| ↳ Δ vs release | " + " | ".join([*(_fmt_delta(delta.get(k)) for k in labels), "", "", "", ""]) + " |")
+            deltas = [_fmt_delta(delta.get(k)) for k in labels]
+            lines.append("| ↳ Δ vs release | " + " | ".join([*deltas, "", "", "", ""]) + " |")
     lines.append("")
     notes = ["Scores in %; Avg only when every benchmark has a result. Retention: visual tokens into the LLM "
              "(newlines excluded) over frames × pooled tokens per frame; TFLOPs: prefill over the visual "
@@ -352,7 +362,8 @@ def _subtask_tables(data: dict[str, Any]) -> list[str]:
                 continue
             flagged = [e for e in entries if e["delta"] is not None and abs(e["delta"]) > SUBTASK_FLAG_POINTS]
             out += ["", f"#### {label} per subtask: {row['label']} (⚠: |Δ| > {SUBTASK_FLAG_POINTS:g} points; "
-                    f"{len(flagged)} flagged)", "", "| subtask | ours | release log | Δ | |", "|---|---:|---:|---:|---|"]
+                    f"{len(flagged)} flagged)", "", "| subtask | ours | release log | Δ | |",
+                    "|---|---:|---:|---:|---|"]
             for e in entries:
                 flag = "⚠" if e in flagged else ""
                 out.append(f"| {e['subtask']} | {_fmt_score(e['ours'])} | {_fmt_score(e['release'])} "
@@ -379,7 +390,8 @@ def render_plot(data: dict[str, Any], path: str | Path) -> Path:
             ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C0", label="measured")
             for x, y, label in points:
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        paper = [(r[key] * factor, r["paper_avg"]) for r in data["rows"] if r["paper_avg"] is not None and r[key] is not None]
+        paper = [(r[key] * factor, r["paper_avg"]) for r in data["rows"]
+                 if r["paper_avg"] is not None and r[key] is not None]
         if paper:
             ax.plot([p[0] for p in paper], [p[1] for p in paper], "s", mfc="none", color="C3", label="paper")
         if full is not None and full["avg"] is not None:

@@ -93,7 +93,8 @@ def reference_cells(table: Table) -> tuple[dict[tuple[str, str], dict[str, Any]]
             run = runs[by_name[name]]
             used.add(by_name[name])
             if run.get("model") not in (None, ref.model):
-                warnings.append(f"reference: {by_name[name]} is a run of {run.get('model')!r}, not {ref.model!r}; not shown")
+                warnings.append(f"reference: {by_name[name]} is a run of {run.get('model')!r}, not {ref.model!r}; "
+                                "not shown")
                 continue
             score, subtasks = logged_score(run, column, task)
             if score is None:

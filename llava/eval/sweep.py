@@ -1,11 +1,12 @@
 """``aot sweep``: compression methods × retentions on one lmms-eval task, as one table and one plot.
 
-    aot sweep                                            # CPU: tiny checkpoint, smoke task, every method at 10/15/20/25 %
+    aot sweep                     # CPU: tiny checkpoint, smoke task, every method at 10/15/20/25 %
     aot sweep --methods aot,visionzip --retentions 0.1,0.25 --limit 4 --out runs/sweep_quick
+    OV=pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen
     python -m llava.eval.sweep --device cuda --task mvbench --out runs/sweep/ov7b_mvbench \\
-        --model-args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,max_frames_num=32,torch_dtype=bfloat16
-    accelerate launch --num_processes 8 -m llava.eval.sweep --device cuda --task mvbench --out runs/sweep/ov7b_mvbench \\
-        --model-args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,max_frames_num=32,torch_dtype=bfloat16
+        --model-args $OV,max_frames_num=32,torch_dtype=bfloat16
+    accelerate launch --num_processes 8 -m llava.eval.sweep --device cuda --task mvbench \\
+        --out runs/sweep/ov7b_mvbench --model-args $OV,max_frames_num=32,torch_dtype=bfloat16
 
 One process (one per GPU under ``accelerate launch``) imports lmms-eval once and loads the plugin model
 once with ``compression=none``; then, for the full-token reference and for every (method, retention),
@@ -30,12 +31,12 @@ Outputs, in ``--out``:
 * ``sweep.png``: score against measured retention and against prefill TFLOPs, a line per method,
   full tokens as the reference.
 
-Without ``pretrained=`` in ``--model-args`` the model's tiny random-weight checkpoint is written to
-``--out`` if missing and used (:data:`TINY_CHECKPOINTS`: ``tiny-llava-ov`` with 32 frames for the LLaVA
-models, :mod:`llava.fixtures.tiny_qwen2_5_vl` / :mod:`llava.fixtures.tiny_qwen3_vl` with 16 frames for
-``aot_qwen2_5_vl`` / ``aot_qwen3_vl``); its scores are
-noise, its accounting is real. ``--model aot_qwen2_5_vl --model-args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,...``
-sweeps a real Qwen2.5-VL checkpoint.
+``--model`` is the lmms-eval plugin model of a registered family (:mod:`llava.families`). Without
+``pretrained=`` in ``--model-args`` the family's tiny random-weight checkpoint
+(:class:`llava.families.TinySpec`) is written to ``--out`` if missing and used with the model
+arguments the spec gives (``tiny-llava-ov`` with 32 frames for the LLaVA-NeXT families, 16 frames for
+the Qwen-VL ones); its scores are noise, its accounting is real. ``--model aot_qwen2_5_vl --model-args
+pretrained=Qwen/Qwen2.5-VL-7B-Instruct,...`` sweeps a real Qwen2.5-VL checkpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from typing import Any
 
 import visionzip
 from llava.eval import efficiency as eff
+from llava.families import DEFAULT_FAMILY, family_of_plugin, get_family, plugin_models
 from llava.subcommand import run_subcommand
 
 FORMAT = "aot-sweep/1"
@@ -59,20 +61,8 @@ FULL = "full"
 DEFAULT_RETENTIONS = (0.10, 0.15, 0.20, 0.25)
 DEFAULT_TASK = "aot_smoke_mcq"
 DEFAULT_METRIC = "acc,none"
-DEFAULT_MODEL = "aot_llava_onevision"
-#: model arguments used with the tiny checkpoint when ``--model-args`` names no ``pretrained``
-TINY_MODEL_ARGS = {"max_frames_num": 32, "torch_dtype": "float32", "conv_template": "qwen_1_5", "model_name": "llava_qwen"}
-#: per plugin model: (folder under --out, fixture writer "module:function", model arguments) of its tiny checkpoint
-TINY_CHECKPOINTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "aot_llava_onevision": ("tiny-llava-ov", "llava.fixtures.tiny_checkpoint:write_tiny_checkpoint", TINY_MODEL_ARGS),
-    "aot_llava_vid": ("tiny-llava-ov", "llava.fixtures.tiny_checkpoint:write_tiny_checkpoint", TINY_MODEL_ARGS),
-    # 16 frames of the smoke videos at 168 x 168 px: 8 temporal tokens of 6 x 6 merged tokens
-    "aot_qwen2_5_vl": ("tiny-qwen2.5-vl", "llava.fixtures.tiny_qwen2_5_vl:write_tiny_qwen2_5_vl",
-                       {"max_num_frames": 16, "min_pixels": 28224, "max_pixels": 28224, "torch_dtype": "float32"}),
-    # 16 frames at 192 x 192 px: 8 temporal tokens of 6 x 6 merged tokens (32 px each)
-    "aot_qwen3_vl": ("tiny-qwen3-vl", "llava.fixtures.tiny_qwen3_vl:write_tiny_qwen3_vl",
-                     {"max_num_frames": 16, "min_pixels": 36864, "max_pixels": 36864, "torch_dtype": "float32"}),
-}
+#: the plugin model of the default family (the smoke evaluation's)
+DEFAULT_MODEL = get_family(DEFAULT_FAMILY).plugin.model_id
 
 
 # ------------------------------------------------------------------------------------------- methods
@@ -119,7 +109,8 @@ def parse_retentions(text: str) -> list[float]:
         try:
             value = float(item)
         except ValueError:
-            raise ValueError(f"--retentions {text!r}: {item!r} is not a number; expected fractions such as 0.1,0.25") from None
+            raise ValueError(f"--retentions {text!r}: {item!r} is not a number; "
+                             "expected fractions such as 0.1,0.25") from None
         if not 0 < value <= 1:
             raise ValueError(f"--retentions {text!r}: {item} is outside (0, 1]; expected fractions such as 0.1,0.25")
         values.append(value)
@@ -142,25 +133,23 @@ def parse_limit(text: str | None) -> int | float | None:
 
 
 def model_args_for(text: str | None, out: Path, device: str, model: str = DEFAULT_MODEL) -> dict[str, Any]:
-    """The plugin's model arguments: ``--model-args`` parsed as lmms-eval parses them, the model's tiny
-    checkpoint (written under ``out`` if missing, :data:`TINY_CHECKPOINTS`) when no ``pretrained`` is given."""
-    import importlib
-
+    """The plugin's model arguments: ``--model-args`` parsed as lmms-eval parses them, the family's tiny
+    checkpoint (written under ``out`` if missing, :class:`llava.families.TinySpec`) when no ``pretrained``
+    is given."""
     from lmms_eval.utils import simple_parse_args_string
 
     args = simple_parse_args_string(text or "")
     if "compression" in args:
         raise ValueError("--model-args: leave out compression=; the sweep sets it per run")
     if "pretrained" not in args:
-        if model not in TINY_CHECKPOINTS:
-            raise ValueError(f"--model {model!r} has no tiny checkpoint; expected pretrained= in --model-args, or "
-                             f"one of {sorted(TINY_CHECKPOINTS)}")
-        folder, writer, tiny_args = TINY_CHECKPOINTS[model]
-        ckpt = out / folder
+        try:
+            tiny = family_of_plugin(model).tiny
+        except ValueError as exc:
+            raise ValueError(f"--model {model!r}: {exc}; or give pretrained= in --model-args") from None
+        ckpt = out / tiny.folder
         if not (ckpt / "config.json").is_file():
-            module, name = writer.split(":")
-            getattr(importlib.import_module(module), name)(ckpt)
-        args = {"pretrained": str(ckpt), **tiny_args, **args}
+            tiny.writer(ckpt)
+        args = {"pretrained": str(ckpt), **tiny.args, **args}
     if device == "cpu":
         args.setdefault("torch_dtype", "float32")  # the plugin's float16 default is a GPU setting
     return args
@@ -202,7 +191,8 @@ def _number(value: Any) -> float | None:
 def _fill(run: SweepRun, results: dict[str, Any], rows: list[dict], task: str, metric: str) -> None:
     agg = eff.aggregate(rows)
     run.samples, run.failed_samples = agg["samples"], agg["failed"]
-    for name in ("retention", "visual_tokens", "visual_tokens_plain", "prefill_tflops", "compression_ms", "vision_ms", "ttft_ms"):
+    for name in ("retention", "visual_tokens", "visual_tokens_plain", "prefill_tflops", "compression_ms", "vision_ms",
+                 "ttft_ms"):
         setattr(run, name, agg[f"{name}_mean"])
     scores = (results.get("results") or {}).get(task) or {}
     run.score = _number(scores.get(metric))
@@ -311,7 +301,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {r['method']} | {target} | {'—' if r['retention'] is None else _pct(r['retention'])} | "
-            f"{_fmt(r['visual_tokens'], '.0f')} | {_fmt(r['prefill_tflops'], '.4g')} | {_fmt(r['compression_ms'], '.1f')} | "
+            f"{_fmt(r['visual_tokens'], '.0f')} | {_fmt(r['prefill_tflops'], '.4g')} | "
+            f"{_fmt(r['compression_ms'], '.1f')} | "
             f"{_fmt(r['score'], '.4g')} | {r['samples']} | {r['failed_samples']} | {r['seconds']:.1f} |"
         )
     failed = [r for r in runs if r["failed"]]
@@ -370,14 +361,18 @@ def render_plot(data: dict[str, Any], path: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="plugin model: aot_llava_onevision, aot_llava_vid, aot_qwen2_5_vl or aot_qwen3_vl")
-    parser.add_argument("--model-args", help="lmms-eval model_args without compression (pretrained=...,max_frames_num=32,...); "
-                        "default: the tiny checkpoint in <out>/tiny-llava-ov, 32 frames")
-    parser.add_argument("--methods", help="comma-separated compression methods (default: all but full; full tokens always run once)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"plugin model of a registered family: {', '.join(sorted(plugin_models()))}")
+    parser.add_argument("--model-args", help="lmms-eval model_args without compression (pretrained=...,"
+                        "max_frames_num=32,...); default: the family's tiny checkpoint in <out>, e.g. "
+                        f"{get_family(DEFAULT_FAMILY).tiny.folder}")
+    parser.add_argument("--methods", help="comma-separated compression methods (default: all but full; full tokens "
+                        "always run once)")
     parser.add_argument("--retentions", default=",".join(f"{r:g}" for r in DEFAULT_RETENTIONS),
                         help="comma-separated target retentions in (0, 1]")
     parser.add_argument("--task", default=DEFAULT_TASK, help="one lmms-eval task")
-    parser.add_argument("--include-path", help="extra lmms-eval task folder (default: this package's, `aot paths tasks`)")
+    parser.add_argument("--include-path",
+                        help="extra lmms-eval task folder (default: this package's, `aot paths tasks`)")
     parser.add_argument("--limit", help="documents per run: a count, or a fraction of the task below 1 (default: all)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (one GPU per process)")
@@ -405,7 +400,8 @@ def run(args: argparse.Namespace) -> int:
 
     task_manager = _task_manager([args.task], [args.include_path] if args.include_path else [])
     model_args_text = ",".join(f"{k}={v}" for k, v in model_args.items())
-    lm = get_model(args.model).create_from_arg_string(model_args_text, {"batch_size": args.batch_size, "device": device})
+    lm = get_model(args.model).create_from_arg_string(model_args_text,
+                                                      {"batch_size": args.batch_size, "device": device})
     rank0 = getattr(lm, "rank", 0) == 0
     data: dict[str, Any] = {
         "format": FORMAT, "task": args.task, "metric": args.metric, "model": args.model, "model_args": model_args,

@@ -3,11 +3,13 @@
 A table is a model with its lmms-eval arguments, a list of benchmark columns (lmms-eval task and the
 metric key read from its results) and a list of rows (compression settings). :mod:`llava.eval.plan`
 turns a table into lmms-eval commands, :mod:`llava.eval.gather` turns the results into the table.
+The model is the lmms-eval plugin model of a registered family (:mod:`llava.families`), which gives
+the table the model_args key of its frame count and the lmms-eval built-in its reference runs are of.
 
 Every error names the file, the field, the value and what was expected::
 
     >>> from llava.eval.tables import list_tables, load_table
-    >>> list_tables()                       # ['llava_ov_7b', 'llava_video_7b', 'smoke_tiny']
+    >>> list_tables()                       # one per configs/eval/*.yaml: llava_ov_7b, ..., smoke_tiny
     >>> t = load_table("llava_ov_7b")       # or a path to a YAML file
     >>> t.rows[-1].compression_for("VideoMME")
     'paper_ov_10pct_long'
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llava.families import family_of_plugin
 
 LAUNCHERS = ("accelerate", "python")
 #: How a metric is stored in lmms-eval's results: ``fraction`` (0-1) or ``percent`` (0-100).
@@ -145,10 +149,8 @@ class Table:
         return _pick(self.rows, label, "row")
 
     def frames(self) -> int | None:
-        """The frame count of the model arguments (``max_frames_num`` for LLaVA, ``max_num_frames`` for
-        Qwen-VL), when given."""
-        args = dict(self.model_args)
-        value = args.get("max_frames_num", args.get("max_num_frames"))
+        """The frame count of the model arguments (the family's ``PluginSpec.frames_arg``), when given."""
+        value = dict(self.model_args).get(family_of_plugin(self.model).plugin.frames_arg)
         return int(value) if value is not None else None
 
 
@@ -156,7 +158,8 @@ def _pick(items, label: str, kind: str):
     for item in items:
         if label in (item.label, item.slug):
             return item
-    raise ValueError(f"unknown {kind} {label!r}; expected one of {[i.label for i in items]} (or their slugs {[i.slug for i in items]})")
+    raise ValueError(f"unknown {kind} {label!r}; expected one of {[i.label for i in items]} "
+                     f"(or their slugs {[i.slug for i in items]})")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -169,7 +172,7 @@ class TableError(ValueError):
 _TOP_KEYS = {"name": True, "title": True, "model": True, "model_args": True, "launcher": True, "batch_size": False,
              "lmms_args": False, "output_dir": True, "model_shape": True, "columns": True, "rows": True,
              "reference": False}
-_REFERENCE_KEYS = {"model": True, "folder": True, "columns": True, "rows": True, "source": False}
+_REFERENCE_KEYS = {"model": False, "folder": True, "columns": True, "rows": True, "source": False}
 _COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False}
 _ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False}
 _SHAPE_KEYS = {"layers": True, "hidden": True, "ffn": True, "tokens_per_frame": True}
@@ -220,7 +223,8 @@ class _Checker:
             return value
         if isinstance(value, str) and value and not any(c in value for c in ",=\t\n\r"):
             return value
-        raise self.fail(field, f"expected a number, a boolean or a string without ',', '=' or line breaks, got {value!r}")
+        raise self.fail(field, "expected a number, a boolean or a string without ',', '=' or line breaks, "
+                        f"got {value!r}")
 
     def unique(self, labels: list[str], field: str) -> None:
         for attr, values in (("label", labels), ("folder name (slug)", [slugify(v) for v in labels])):
@@ -284,14 +288,17 @@ def _load_rows(ck: _Checker, value: Any, columns: tuple[Column, ...]) -> tuple[R
         label = ck.text(entry["label"], f + ".label")
         retention = entry["retention"]
         if isinstance(retention, bool) or not isinstance(retention, int | float) or not 0 < retention <= 1:
-            raise ck.fail(f + ".retention", f"expected the nominal retention as a fraction in (0, 1], got {retention!r}")
+            raise ck.fail(f + ".retention",
+                          f"expected the nominal retention as a fraction in (0, 1], got {retention!r}")
         compression = entry["compression"]
         per_column: dict[str, str] = {}
         if isinstance(compression, Mapping):
             unknown = sorted(k for k in compression if k != "default" and k not in labels)
             if unknown:
-                raise ck.fail(f + ".compression", f"unknown column label(s) {unknown}; expected 'default' or one of {labels}")
-            per_column = {k: _check_compression(ck, v, f"{f}.compression.{k}") for k, v in compression.items() if k != "default"}
+                raise ck.fail(f + ".compression",
+                              f"unknown column label(s) {unknown}; expected 'default' or one of {labels}")
+            per_column = {k: _check_compression(ck, v, f"{f}.compression.{k}")
+                          for k, v in compression.items() if k != "default"}
             if "default" in compression:
                 default = _check_compression(ck, compression["default"], f + ".compression.default")
             elif set(per_column) == set(labels):
@@ -318,11 +325,17 @@ def _load_rows(ck: _Checker, value: Any, columns: tuple[Column, ...]) -> tuple[R
     return tuple(rows)
 
 
-def _load_reference(ck: _Checker, value: Any, columns: tuple[Column, ...], rows: Any) -> Reference | None:
-    """The optional ``reference:`` section: which logged run stands beside which cell."""
+def _load_reference(ck: _Checker, value: Any, columns: tuple[Column, ...], rows: Any,
+                    builtin: str) -> Reference | None:
+    """The optional ``reference:`` section: which logged run stands beside which cell. Its ``model``
+    (the lmms-eval model the logged runs are of) is the table family's built-in, ``builtin``."""
     if value is None:
         return None
     data = ck.mapping(value, "reference", _REFERENCE_KEYS)
+    model = ck.text(data.get("model", builtin), "reference.model")
+    if model != builtin:
+        raise ck.fail("reference.model", f"{model!r} is not the built-in the table's plugin model equals; "
+                      f"expected {builtin!r} (or leave it out)")
     labels = [c.label for c in columns]
     cols = []
     for label, spec in ck.free_mapping(data["columns"], "reference.columns").items():
@@ -340,12 +353,14 @@ def _load_reference(ck: _Checker, value: Any, columns: tuple[Column, ...], rows:
     for label, spec in ck.free_mapping(data["rows"], "reference.rows").items():
         if label not in row_labels:
             raise ck.fail(f"reference.rows.{label}", f"is not a row; expected one of {row_labels}")
-        tags = {"default": spec} if not isinstance(spec, dict) else dict(ck.free_mapping(spec, f"reference.rows.{label}"))
+        tags = ({"default": spec} if not isinstance(spec, dict)
+                else dict(ck.free_mapping(spec, f"reference.rows.{label}")))
         for key in tags:
             if key != "default" and key not in labels:
-                raise ck.fail(f"reference.rows.{label}.{key}", f"is not a column; expected 'default' or one of {labels}")
+                raise ck.fail(f"reference.rows.{label}.{key}",
+                              f"is not a column; expected 'default' or one of {labels}")
         out_rows.append((label, tuple((str(k), str(v)) for k, v in tags.items())))
-    return Reference(model=ck.text(data["model"], "reference.model"), folder=ck.text(data["folder"], "reference.folder"),
+    return Reference(model=model, folder=ck.text(data["folder"], "reference.folder"),
                      columns=tuple(cols), rows=tuple(out_rows),
                      source=ck.text(data.get("source", "aot_release_logs.json"), "reference.source"))
 
@@ -383,15 +398,21 @@ def load_table(path_or_name: str | Path) -> Table:
     lmms_args = ck.free_mapping(data.get("lmms_args"), "lmms_args")
     for flag in lmms_args:
         if flag in RESERVED_FLAGS:
-            raise ck.fail(f"lmms_args.{flag}", f"set by the plan itself; lmms_args may not contain any of {list(RESERVED_FLAGS)}")
+            raise ck.fail(f"lmms_args.{flag}",
+                          f"set by the plan itself; lmms_args may not contain any of {list(RESERVED_FLAGS)}")
         if not re.fullmatch(r"[a-z][a-z0-9_]*", str(flag)):
             raise ck.fail(f"lmms_args.{flag}", "expected an lmms-eval flag name without dashes, e.g. include_path")
     shape = ck.mapping(data["model_shape"], "model_shape", _SHAPE_KEYS)
     columns = _load_columns(ck, data["columns"])
+    model = ck.text(data["model"], "model")
+    try:
+        family = family_of_plugin(model)
+    except ValueError as exc:
+        raise ck.fail("model", str(exc)) from None
     return Table(
         name=name,
         title=ck.text(data["title"], "title"),
-        model=ck.text(data["model"], "model"),
+        model=model,
         model_args=tuple((str(k), ck.scalar(v, f"model_args.{k}")) for k, v in model_args.items()),
         launcher=ck.choice(data["launcher"], "launcher", LAUNCHERS),
         batch_size=ck.positive_int(data.get("batch_size", 1), "batch_size"),
@@ -401,5 +422,5 @@ def load_table(path_or_name: str | Path) -> Table:
         columns=columns,
         rows=_load_rows(ck, data["rows"], columns),
         source=str(path),
-        reference=_load_reference(ck, data.get("reference"), columns, data["rows"]),
+        reference=_load_reference(ck, data.get("reference"), columns, data["rows"], family.plugin.builtin),
     )

@@ -1,5 +1,5 @@
-"""Check lmms-eval task names before any model loads: a typo in a table config or ``--task`` fails in
-seconds, naming the task and the known ones, instead of after a checkpoint has loaded.
+"""Check lmms-eval task names before any model loads: a typo in a table config or ``--task`` fails
+before a checkpoint is read, naming the task and the known ones.
 
     python -m llava.eval.task_names mvbench videomme --include_path lmms_eval_tasks
 """
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 
 def task_manager(tasks: Iterable[str], include_paths: Sequence[str] = (), verbosity: str = "WARNING"):
     """lmms-eval's ``TaskManager`` over ``include_paths`` (and this package's tasks) that knows every
-    name in ``tasks`` (tasks or groups). lmms-eval's own ~2000 tasks are indexed (about 15 s) only when
-    the include paths lack one. ``ValueError`` naming each unknown task, its close matches and the
+    name in ``tasks`` (tasks or groups). lmms-eval's own tasks are indexed only when the include paths
+    lack one. ``ValueError`` naming each unknown task, its close matches and the
     bundled tasks otherwise."""
     from lmms_eval.tasks import TaskManager
 

@@ -22,7 +22,7 @@ export PYTHON
 checkpoint=runs/smoke/tiny-llava-ov
 if [[ "${DRY_RUN:-0}" != 1 && ! -f "$checkpoint/config.json" ]]; then
     echo "writing the tiny checkpoint to $checkpoint"
-    "$PYTHON" -c "from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint; write_tiny_checkpoint('$checkpoint')"
+    "$PYTHON" -m llava.cli tiny-checkpoint "$checkpoint"
 fi
 
 exec bash scripts/eval/_run_table.sh smoke_tiny

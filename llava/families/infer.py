@@ -1,0 +1,123 @@
+"""What every family's ``aot infer`` runner shares: the options it takes, the stats it returns, the
+stats table, the checkpoint's ``model_type`` and the timing around ``generate``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class InferStats:
+    compression: str
+    frames: int
+    tokens_plain: int
+    tokens: int
+    stage_tokens: dict[str, int] = field(default_factory=dict)
+    retention: float = 1.0
+    prefill_tflops: float = 0.0
+    vision_ms: float = 0.0
+    compression_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    new_tokens: int = 0
+    peak_memory_mb: float = 0.0
+    peak_memory_kind: str = ""
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """The ``aot infer`` options a family's runner reads; each family reads the ones that apply to it
+    (``conv_template`` the LLaVA-NeXT families, ``max_pixels`` the Qwen-VL ones)."""
+
+    compression: str = "none"
+    device: str = "auto"
+    dtype: str = "bfloat16"
+    attn_implementation: str | None = "sdpa"
+    max_new_tokens: int = 16
+    max_frames: int = 32
+    conv_template: str = "qwen_1_5"
+    max_pixels: int | None = None
+
+    @property
+    def compressed(self) -> bool:
+        return self.compression not in ("none", "")
+
+    @property
+    def device_map(self) -> Any:
+        return "auto" if self.device == "auto" else {"": self.device}
+
+
+def checkpoint_model_type(model: str) -> str | None:
+    """The ``model_type`` of a checkpoint folder's ``config.json`` or a hub id's config (None when unreadable)."""
+    config = Path(model) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("model_type")
+    try:  # a hub id: its config, when it can be read
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model).model_type
+    except Exception:  # noqa: BLE001 - the family's loader reports what it cannot find
+        return None
+
+
+def timed_generate(model: Any, generate: Callable[[Any], Any]) -> tuple[Any, float, float, float]:
+    """Run ``generate(clock)`` (``clock``: a :class:`llava.eval.efficiency.FirstTokenClock` to pass as a
+    stopping criterion) on ``model``'s device. Returns (output, start, first token, end) in
+    ``time.perf_counter`` seconds; the peak-memory counter is reset first on CUDA."""
+    import torch
+
+    from llava.eval.efficiency import FirstTokenClock
+
+    clock = FirstTokenClock()
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    start = time.perf_counter()
+    out = generate(clock)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    end = time.perf_counter()
+    return out, start, clock.first or end, end
+
+
+def infer_stats(visual: Any, model: Any, compression: str, new_tokens: int, start: float, first: float,
+                end: float) -> InferStats:
+    """The stats of one answer from the model's per-sample visual record ``visual`` and the times of
+    :func:`timed_generate`: prefill is the time to the first token less vision and compression."""
+    from llava.eval.efficiency import peak_memory_mb, prefill_tflops
+
+    peak, kind = peak_memory_mb(model.device)
+    vision_ms, compression_ms = visual.vision_ms or 0.0, visual.compression_ms or 0.0
+    return InferStats(
+        compression=compression, frames=visual.frames, tokens_plain=visual.tokens_plain, tokens=visual.tokens,
+        stage_tokens=visual.stage_tokens, retention=visual.retention,
+        prefill_tflops=prefill_tflops(visual.tokens, model.config), vision_ms=vision_ms, compression_ms=compression_ms,
+        prefill_ms=(first - start) * 1000 - vision_ms - compression_ms, decode_ms=(end - first) * 1000,
+        new_tokens=int(new_tokens), peak_memory_mb=peak, peak_memory_kind=kind,
+    )
+
+
+_STAGE_LABELS = {"input": "  input (frames x tokens per frame)", "anchors": "  anchors after intra-frame OT",
+                 "pooled": "  cells kept (after the model's pooling, if any)", "newlines": "  newline tokens",
+                 "output": "  after inter-frame OT"}
+
+
+def format_stats(stats: InferStats) -> str:
+    """The stats as a two-column Markdown table."""
+    rows: list[tuple[str, Any]] = [("compression", stats.compression), ("frames", stats.frames),
+                                   ("visual tokens without compression", stats.tokens_plain)]
+    for stage, count in stats.stage_tokens.items():
+        rows.append((_STAGE_LABELS.get(stage, f"  {stage}"), count))
+    rows += [("visual tokens into the LLM", stats.tokens), ("retention (paper definition)", f"{stats.retention:.4f}"),
+             ("prefill TFLOPs (visual tokens)", f"{stats.prefill_tflops:.6f}"), ("vision ms", f"{stats.vision_ms:.1f}"),
+             ("compression ms", f"{stats.compression_ms:.1f}"), ("prefill ms", f"{stats.prefill_ms:.1f}"),
+             ("decode ms", f"{stats.decode_ms:.1f} ({stats.new_tokens} tokens)"),
+             (f"peak memory MB ({stats.peak_memory_kind})", f"{stats.peak_memory_mb:.0f}")]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"| {'':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
+    return "\n".join(lines)

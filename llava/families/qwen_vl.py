@@ -1,0 +1,120 @@
+"""The Qwen-VL families: Qwen2.5-VL and Qwen3-VL, transformers' own models in the Hugging Face layout.
+
+Each is compressed by its seam (:class:`llava.model.qwen_vl.qwen2_5_vl.Qwen25VLCompression`,
+:class:`llava.model.qwen_vl.qwen3_vl.Qwen3VLCompression`) around transformers' model; ``aot infer``
+answers with the checkpoint's processor and chat template (:func:`answer_qwen`). Qwen3-VL's
+timestamps come from the clip's frame indices and frame rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llava.families.infer import InferOptions, InferStats, checkpoint_model_type, infer_stats, timed_generate
+from llava.families.spec import FamilySpec, PluginSpec, TinySpec
+
+__all__ = ["QWEN2_5_VL", "QWEN3_VL", "answer_qwen"]
+
+
+def _load_qwen2_5_vl(model_path: str) -> tuple[Any, Any]:
+    import transformers
+
+    from llava.model.qwen_vl.qwen2_5_vl import Qwen25VLCompression
+
+    return transformers.Qwen2_5_VLForConditionalGeneration, Qwen25VLCompression
+
+
+def _load_qwen3_vl(model_path: str) -> tuple[Any, Any]:
+    import transformers
+
+    from llava.model.qwen_vl.qwen3_vl import Qwen3VLCompression
+
+    moe = checkpoint_model_type(model_path) == "qwen3_vl_moe"
+    return (transformers.Qwen3VLMoeForConditionalGeneration if moe else transformers.Qwen3VLForConditionalGeneration,
+            Qwen3VLCompression)
+
+
+def _qwen3_video_kwargs(clip: Any) -> dict[str, Any]:
+    return {"video_metadata": [{"fps": clip.fps, "total_num_frames": clip.total_frames,
+                                "frames_indices": list(clip.indices)}], "do_sample_frames": False}
+
+
+def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions, *, classes: Any,
+                video_kwargs: Any = None) -> tuple[str, InferStats]:
+    """One question about one decoded clip through transformers' Qwen-VL model (``classes(model_path)``
+    gives the model class and its seam class), its processor and chat template, compressed by the seam.
+    ``video_kwargs(clip)`` adds processor arguments. Returns (answer, InferStats)."""
+    from transformers import AutoProcessor, StoppingCriteriaList
+
+    model_cls, seam_cls = classes(model_path)
+    kwargs: dict[str, Any] = {"torch_dtype": options.dtype, "device_map": options.device_map}
+    if options.attn_implementation:
+        kwargs["attn_implementation"] = options.attn_implementation
+    model = model_cls.from_pretrained(model_path, **kwargs).eval()
+    processor = AutoProcessor.from_pretrained(model_path, **({"max_pixels": options.max_pixels}
+                                                             if options.max_pixels else {}))
+    seam = seam_cls(model)
+    seam.set_compression(options.compression if options.compressed else None)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    extra = video_kwargs(clip) if video_kwargs else {}
+    inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt", **extra).to(model.device)
+
+    def generate(clock: Any) -> Any:
+        return seam.generate(**inputs, do_sample=False, max_new_tokens=options.max_new_tokens,
+                             stopping_criteria=StoppingCriteriaList([clock]))
+
+    new, start, first, end = timed_generate(model, generate)
+    answer = processor.batch_decode(new, skip_special_tokens=True)[0].strip()
+    return answer, infer_stats(seam.last_visual_stats[0], model, options.compression, new.shape[1], start, first, end)
+
+
+def answer_qwen2_5_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, InferStats]:
+    return answer_qwen(model_path, clip, question, options, classes=_load_qwen2_5_vl)
+
+
+def answer_qwen3_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, InferStats]:
+    return answer_qwen(model_path, clip, question, options, classes=_load_qwen3_vl, video_kwargs=_qwen3_video_kwargs)
+
+
+def qwen_score_layers(config: Any) -> tuple[int, int]:
+    """:func:`llava.model.qwen_vl.scores.default_score_layers` of the checkpoint's vision config."""
+    from llava.model.qwen_vl.scores import default_score_layers
+
+    return default_score_layers(config.vision_config)
+
+
+def write_tiny_qwen2_5_vl(path: Path) -> Path:
+    from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl as write
+
+    return write(path)
+
+
+def write_tiny_qwen3_vl(path: Path) -> Path:
+    from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl as write
+
+    return write(path)
+
+
+QWEN2_5_VL = FamilySpec(
+    name="qwen2_5_vl", title="Qwen2.5-VL", model_types=("qwen2_5_vl",), layout="hf", answer=answer_qwen2_5_vl,
+    seam="llava.model.qwen_vl.qwen2_5_vl.Qwen25VLCompression",
+    plugin=PluginSpec("aot_qwen2_5_vl", "llava.eval.adapters.qwen2_5_vl.AOTQwen25VL", builtin="qwen2_5_vl",
+                      chat=True, frames_arg="max_num_frames"),
+    # 16 frames of the smoke videos at 168 x 168 px: 8 temporal tokens of 6 x 6 merged tokens
+    tiny=TinySpec(write_tiny_qwen2_5_vl, "tiny-qwen2.5-vl",
+                  (("max_num_frames", 16), ("min_pixels", 28224), ("max_pixels", 28224), ("torch_dtype", "float32"))),
+    score_layers=qwen_score_layers,
+)
+
+QWEN3_VL = FamilySpec(
+    name="qwen3_vl", title="Qwen3-VL", model_types=("qwen3_vl", "qwen3_vl_moe"), layout="hf", answer=answer_qwen3_vl,
+    seam="llava.model.qwen_vl.qwen3_vl.Qwen3VLCompression",
+    plugin=PluginSpec("aot_qwen3_vl", "llava.eval.adapters.qwen3_vl.AOTQwen3VL", builtin="qwen3_vl",
+                      chat=True, frames_arg="max_num_frames"),
+    # 16 frames at 192 x 192 px: 8 temporal tokens of 6 x 6 merged tokens (32 px each)
+    tiny=TinySpec(write_tiny_qwen3_vl, "tiny-qwen3-vl",
+                  (("max_num_frames", 16), ("min_pixels", 36864), ("max_pixels", 36864), ("torch_dtype", "float32"))),
+    score_layers=qwen_score_layers,
+)
