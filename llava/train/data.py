@@ -18,7 +18,8 @@ A sample becomes one ChatML sequence (the ``qwen_1_5`` template)::
 
 ``<image>`` is not a vocabulary token: it becomes ``IMAGE_TOKEN_INDEX`` (-200), where the model
 splices the visual tokens. Up to ``<|im_start|>assistant\\n`` the sequence is token for token the
-inference prompt of ``conv_templates["qwen_1_5"]`` (``llava.cli.answer_video``, the lmms-eval adapters).
+inference prompt of ``conv_templates["qwen_1_5"]`` (``llava.families.llava_next.answer_loaded``, the
+lmms-eval adapters).
 
 Usage::
 
