@@ -277,15 +277,13 @@ def test_bf16_model_with_aot(ckpt, videos):
     assert model.last_visual_stats[0].result.tokens.dtype == torch.bfloat16
 
 
-def test_grid_newlines_llava_video(grid_ckpt, videos):
+def test_grid_newlines_llava_video_with_aot(grid_ckpt, videos):
+    """A LLaVA-Video checkpoint (average pooling, a newline after every row) under its paper preset; its
+    uncompressed layout is test_uncompressed_path_is_llava_next_bit_for_bit's ``average`` / ``grid``."""
     tokenizer, model, processor, _ = load_pretrained_model(str(grid_ckpt), None, "tiny", torch_dtype="float32",
                                                            attn_implementation="sdpa")
     px = pixels(processor, videos[0])
-    tokens, stats = model.encode_multimodal([px], ["video"])
-    assert tokens[0].shape[0] == FRAMES * 13 * 14  # average pooling 27 -> 13, a newline after every row
-    newline = model.get_model().image_newline
-    rows = tokens[0].view(FRAMES, 13, 14, -1)
-    assert torch.equal(rows[:, :, 13], newline.expand(FRAMES, 13, -1))
+    assert model.video_layout(FRAMES).num_tokens == FRAMES * 13 * 14  # 27 -> 13, a newline after every row
     model.set_compression("paper_video_k180")
     tokens, stats = model.encode_multimodal([px], ["video"])
     assert stats[0].result.stage_tokens["newlines"] == FRAMES * 13

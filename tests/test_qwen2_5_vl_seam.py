@@ -8,6 +8,7 @@ import torch
 
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
 from llava.model.qwen_vl.qwen2_5_vl import Qwen25VLCompression
+from llava.model.seam import uncompressed_record
 from llava.video import load_video, write_synthetic_video
 
 transformers = pytest.importorskip("transformers")
@@ -54,6 +55,11 @@ def test_keeping_every_token_gives_transformers_logits(qwen, spec):
     prepared = seam.prepare(**inputs)
     assert prepared["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1]
     assert torch.equal(_logits(model, prepared), want)
+    if spec is None:  # the record the plugins write for the model's own generate is the seam's
+        (layout,) = seam.video_layouts(inputs["video_grid_thw"])
+        (record,) = seam.last_visual_stats
+        untimed = {**record.to_dict(), "vision_ms": 0.0}
+        assert untimed == uncompressed_record(layout).to_dict() and seam.last_results == []
 
 
 @pytest.mark.parametrize("spec", ["random@0.5", "visionzip@0.25"])
