@@ -76,10 +76,15 @@ def prepared(model: AOTModelAdapter, assets: dict, question: str = "What moves?"
     if model.is_simple:
         visual = [assets["video"]]
     else:  # a chat model receives the document's messages (lmms-eval's doc_to_messages)
-        visual = [{"role": "user", "content": [{"type": "video", "url": assets["video"]}, {"type": "text", "text": question}]}]
+        content = [{"type": "video", "url": assets["video"]}, {"type": "text", "text": question}]
+        visual = [{"role": "user", "content": content}]
     p = model._prepare(0, question, visual, {}, "t", 0)
     assert p.error is None, p.error
     return p
+
+
+def _layout_keys(model) -> tuple[str, str]:
+    return model.model.config.mm_spatial_pool_mode, model.model.config.mm_newline_position
 
 
 def frames(model, assets) -> int:
@@ -124,7 +129,8 @@ class raises:  # noqa: N801 - reads as a check in the tables below
 # "{ckpt}", "{grid}", "{custom}" are filled from the assets.
 # A dict value is the whole model_args of the case.
 def _attn_flash(m, a):
-    # asked together with attn_implementation=eager: the flag overrides it (to sdpa where flash-attn or a GPU is missing)
+    # asked together with attn_implementation=eager: the flag overrides it (to sdpa where flash-attn or a GPU is
+    # missing)
     return m.model.config._attn_implementation in ("flash_attention_2", "sdpa")
 
 
@@ -143,7 +149,8 @@ COMMON: dict[str, list[tuple[Any, Callable]]] = {
     "attn_implementation": [("eager", lambda m, a: m.model.config._attn_implementation == "eager"),
                             ("bogus", raises("attn_implementation='bogus' is not valid"))],
     "device_map": [("auto", lambda m, a: m.device == torch.device("cpu")),
-                   ("cpu", lambda m, a: m.device == torch.device("cpu") and next(m.model.parameters()).device.type == "cpu"),
+                   ("cpu", lambda m, a: m.device == torch.device("cpu")
+                    and next(m.model.parameters()).device.type == "cpu"),
                    ("nowhere", raises("device_map='nowhere' is not valid"))],
     "conv_template": [("chatml_direct", lambda m, a: m.conv_template == "chatml_direct"
                        and prepared(m, a).prompt.startswith(conv_templates["chatml_direct"].system)),
@@ -151,13 +158,16 @@ COMMON: dict[str, list[tuple[Any, Callable]]] = {
     "use_cache": [(False, lambda m, a: m.use_cache is False and generate_kwargs(m, a)["use_cache"] is False)],
     "customized_config": [("{custom}", lambda m, a: m.model.config.aot_test_marker == 7)],
     "mm_spatial_pool_stride": [(4, lambda m, a: m.model.config.mm_spatial_pool_stride == 4)],
-    "video_decode_backend": [("decord", lambda m, a: frames(m, a) > 0), ("pyav", raises("video_decode_backend='pyav'"))],
-    "torch_dtype": [("bfloat16", lambda m, a: m.model.dtype == torch.bfloat16), ("float32", lambda m, a: m.model.dtype == torch.float32)],
+    "video_decode_backend": [("decord", lambda m, a: frames(m, a) > 0),
+                             ("pyav", raises("video_decode_backend='pyav'"))],
+    "torch_dtype": [("bfloat16", lambda m, a: m.model.dtype == torch.bfloat16),
+                    ("float32", lambda m, a: m.model.dtype == torch.float32)],
 }
 
 CHECKS: dict[str, dict[str, list[tuple[Any, Callable]]]] = {
     "aot_llava_onevision": COMMON | {
-        "pretrained": [("{grid}", lambda m, a: m.pretrained == a["grid"] and m.model.config.mm_newline_position == "grid")],
+        "pretrained": [("{grid}", lambda m, a: m.pretrained == a["grid"]
+                        and m.model.config.mm_newline_position == "grid")],
         "use_flash_attention_2": [({"use_flash_attention_2": True, "attn_implementation": "eager"}, _attn_flash),
                                   ({"use_flash_attention_2": False, "attn_implementation": "eager"},
                                    lambda m, a: m.model.config._attn_implementation == "eager")],
@@ -167,22 +177,25 @@ CHECKS: dict[str, dict[str, list[tuple[Any, Callable]]]] = {
                            ("multiple", raises("token_strategy='multiple' is not supported"))],
     },
     "aot_llava_vid": COMMON | {
-        "compression": [("video_25pct", lambda m, a: m.compression_name == "video_25pct" and m.model.compression is not None),
+        "compression": [("video_25pct", lambda m, a: m.compression_name == "video_25pct"
+                         and m.model.compression is not None),
                         ("none", lambda m, a: m.model.compression is None)],
         "pretrained": [("{grid}", lambda m, a: m.pretrained == a["grid"])],
-        "torch_dtype": COMMON["torch_dtype"] + [("bfloat16", lambda m, a: prepared(m, a).visuals[0].dtype == torch.bfloat16)],
+        "torch_dtype": COMMON["torch_dtype"]
+        + [("bfloat16", lambda m, a: prepared(m, a).visuals[0].dtype == torch.bfloat16)],
         "max_frames_num": [(3, lambda m, a: frames(m, a) == 3)],  # 5 frames at 1 fps, capped at 3
         "video_fps": [(2, lambda m, a: frames(m, a) == 10)],  # 5 s at 2 fps
         "mm_spatial_pool_mode": [("max", lambda m, a: m.model.config.mm_spatial_pool_mode == "max")],
         "mm_newline_position": [("frame", lambda m, a: m.model.config.mm_newline_position == "frame")],
         "overwrite": [
             # the checkpoint's bilinear / one_token, not llava_vid's average / grid
-            (False, lambda m, a: (m.model.config.mm_spatial_pool_mode, m.model.config.mm_newline_position) == ("bilinear", "one_token")),
-            (True, lambda m, a: (m.model.config.mm_spatial_pool_mode, m.model.config.mm_newline_position) == ("average", "grid")),
+            (False, lambda m, a: _layout_keys(m) == ("bilinear", "one_token")),
+            (True, lambda m, a: _layout_keys(m) == ("average", "grid")),
         ],
         "tie_weights": [(True, lambda m, a: True)],  # counted in test_tie_weights_is_called
         "force_sample": [(True, lambda m, a: frames(m, a) == 20)],  # max_frames_num (20) uniformly, not 5 at 1 fps
-        "add_time_instruction": [(True, lambda m, a: "The video lasts for 5.00 seconds, and 5 frames" in prepared(m, a).prompt),
+        "add_time_instruction": [(True, lambda m, a: "The video lasts for 5.00 seconds, and 5 frames"
+                                  in prepared(m, a).prompt),
                                  (False, lambda m, a: "The video lasts" not in prepared(m, a).prompt)],
         "add_faster_video": [(False, lambda m, a: True), (True, raises("add_faster_video=True is not supported"))],
     },
@@ -198,7 +211,8 @@ CHECKS["aot_qwen2_5_vl"] = {
 } | {
     "pretrained": [("{qwen}", lambda m, a: m.pretrained == a["qwen"] and m.model.config.model_type == "qwen2_5_vl"),
                    ("{ckpt}", raises("is a 'llava' checkpoint; aot_qwen2_5_vl expected model_type 'qwen2_5_vl'"))],
-    "compression": [("aot@0.25", lambda m, a: m.compression_name == "aot@0.25" and m._seam.compression.token_budget == 0.25),
+    "compression": [("aot@0.25", lambda m, a: m.compression_name == "aot@0.25"
+                     and m._seam.compression.token_budget == 0.25),
                     ("none", lambda m, a: m.compression_name == "none" and m._seam.compression is None),
                     ("ov_11pct", raises("paper_ov_10pct"))],
     "device_map": COMMON["device_map"],
@@ -210,27 +224,33 @@ CHECKS["aot_qwen2_5_vl"] = {
     "max_pixels": [({"max_pixels": 6272, "min_pixels": 3136}, lambda m, a: _pixels(m, a) <= 6272),
                    (3000, raises("min_pixels=200704 exceeds max_pixels=3000"))],  # the built-in's min_pixels default
     "min_pixels": [(50176, lambda m, a: _pixels(m, a) >= 50176)],  # the 64 x 64 px video is resized up
-    "shallow_score_layer": [({"shallow_score_layer": 0, "deep_score_layer": 3}, lambda m, a: m._seam.score_layers == (0, 3)),
+    "shallow_score_layer": [({"shallow_score_layer": 0, "deep_score_layer": 3},
+                             lambda m, a: m._seam.score_layers == (0, 3)),
                             ({"shallow_score_layer": 0}, raises("expected both or neither"))],
-    "deep_score_layer": [({"shallow_score_layer": 1, "deep_score_layer": 2}, lambda m, a: m._seam.score_layers == (1, 2)),
+    "deep_score_layer": [({"shallow_score_layer": 1, "deep_score_layer": 2},
+                          lambda m, a: m._seam.score_layers == (1, 2)),
                          ({}, lambda m, a: m._seam.score_layers == (1, 3))],  # the fixture's full-attention blocks
 }
 
 CHECKS["aot_qwen3_vl"] = {
     key: CHECKS["aot_qwen2_5_vl"][key]
-    for key in ("device", "batch_size", "max_batch_size", "torch_dtype", "device_map", "attn_implementation", "use_cache",
-                "max_num_frames", "fps", "max_pixels", "min_pixels", "shallow_score_layer", "deep_score_layer")
+    for key in ("device", "batch_size", "max_batch_size", "torch_dtype", "device_map", "attn_implementation",
+                "use_cache", "max_num_frames", "fps", "max_pixels", "min_pixels", "shallow_score_layer",
+                "deep_score_layer")
 } | {
     "pretrained": [("{qwen3}", lambda m, a: m.pretrained == a["qwen3"] and m.model.config.model_type == "qwen3_vl"),
-                   ("{qwen}", raises("is a 'qwen2_5_vl' checkpoint; aot_qwen3_vl expected model_type 'qwen3_vl' or 'qwen3_vl_moe'"))],
-    "compression": [("aot@0.25", lambda m, a: m.compression_name == "aot@0.25" and m._seam.compression.token_budget == 0.25),
+                   ("{qwen}", raises("is a 'qwen2_5_vl' checkpoint; aot_qwen3_vl expected model_type 'qwen3_vl' "
+                                     "or 'qwen3_vl_moe'"))],
+    "compression": [("aot@0.25", lambda m, a: m.compression_name == "aot@0.25"
+                     and m._seam.compression.token_budget == 0.25),
                     ("none", lambda m, a: m._seam.compression is None), ("ov_11pct", raises("paper_ov_10pct"))],
     # the video items carry total_pixels in place of max_pixels (and max_frames in place of nframes)
     "total_pixels": [({"total_pixels": 100000, "min_pixels": 1024},
-                      lambda m, a: (lambda k: k["total_pixels"] == 100000 and "max_pixels" not in k and "nframes" not in k)(
-                          prepared(m, a).payload["video_kwargs"])),
+                      lambda m, a: (lambda k: k["total_pixels"] == 100000 and "max_pixels" not in k
+                                    and "nframes" not in k)(prepared(m, a).payload["video_kwargs"])),
                      (0, raises("total_pixels=0 is not valid"))],
-    "system_prompt": [("Be brief.", lambda m, a: prepared(m, a).prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>"))],
+    "system_prompt": [("Be brief.", lambda m, a: prepared(m, a).prompt.startswith(
+        "<|im_start|>system\nBe brief.<|im_end|>"))],
     "enable_thinking": [(True, lambda m, a: m.enable_thinking is True and m._answer("plan</think> B") == "B"),
                         (False, lambda m, a: m.enable_thinking is False and m._answer("B") == "B")],
 }
@@ -274,7 +294,8 @@ def test_overwrite_false_refuses_the_keys_it_would_ignore(assets):
 
 
 def test_tie_weights_is_called(assets, monkeypatch):
-    assert tie_weights_calls(monkeypatch, "aot_llava_vid", assets, True) == tie_weights_calls(monkeypatch, "aot_llava_vid", assets, False) + 1
+    tied = tie_weights_calls(monkeypatch, "aot_llava_vid", assets, True)
+    assert tied == tie_weights_calls(monkeypatch, "aot_llava_vid", assets, False) + 1
 
 
 def test_every_key_has_a_check():
@@ -293,7 +314,8 @@ def test_lmms_eval_injects_what_the_adapters_accept():
     """simple_evaluate's ``create_from_arg_string(model_args, {...})`` passes these keys; each adapter
     takes them all."""
     tree = ast.parse(inspect.getsource(lmms_eval.evaluator))
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "create_from_arg_string"]
+    calls = [n for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "create_from_arg_string"]
     injected = {k.value for c in calls for k in c.args[1].keys}
     assert injected == set(LMMS_EVAL_INJECTED_ARGS)
     for cls in ADAPTERS.values():
@@ -330,5 +352,6 @@ def test_every_constructor_parameter_is_read(name):
     params = [a.arg for a in fn.args.args + fn.args.kwonlyargs if a.arg != "self"]
     assert fn.args.vararg is None and fn.args.kwarg is None, "a plugin model names every model_args key"
     assert params == cls.accepted_model_args()
-    read = {n.id for n in ast.walk(ast.Module(body=fn.body, type_ignores=[])) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    read = {n.id for n in ast.walk(ast.Module(body=fn.body, type_ignores=[]))
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     assert [p for p in params if p not in read] == []

@@ -8,12 +8,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from llava.eval import efficiency as eff
+from llava.model.record import SampleRecord
 
 
 def _record(rank: int, i: int, failed: bool = False) -> dict:
-    return eff.SampleEfficiency(task="t", doc_id=10 * rank + i, compression="aot@0.1", failed=failed, frames=8,
-                                visual_tokens=100 + rank, visual_tokens_plain=1000, retention=0.1,
-                                output_tokens=3, ttft_ms=5.0).to_dict()
+    return SampleRecord(task="t", doc_id=10 * rank + i, compression="aot@0.1", failed=failed, frames=8,
+                        visual_tokens=100 + rank, visual_tokens_plain=1000, retention=0.1,
+                        output_tokens=3, ttft_ms=5.0).to_dict()
 
 
 def _worker(rank: int, port: int, out: str) -> None:

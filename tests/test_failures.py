@@ -25,7 +25,8 @@ LETTERS = "ABCDE"
 
 
 def _mvbench_docs():
-    return [{"candidates": ["red", "blue", "green", "pink"], "answer": ["red", "blue", "green", "pink"][i]} for i in range(4)]
+    colours = ["red", "blue", "green", "pink"]
+    return [{"candidates": colours, "answer": colours[i]} for i in range(4)]
 
 
 def _videomme_docs():
@@ -55,10 +56,12 @@ def _benchmarks():
     return {
         # task name: (docs, the correct letter of a doc, process_results, metric key, aggregate, full marks)
         "mvbench_action_sequence": (_mvbench_docs(), lambda d: LETTERS[d["candidates"].index(d["answer"])],
-                                    mvb.mvbench_process_results, "mvbench_accuracy", mvb.mvbench_aggregate_results, 100.0),
+                                    mvb.mvbench_process_results, "mvbench_accuracy", mvb.mvbench_aggregate_results,
+                                    100.0),
         "videomme": (_videomme_docs(), lambda d: d["answer"], vmme.videomme_process_results,
                      "videomme_perception_score", vmme.videomme_aggregate_results, 100.0),
-        "longvideobench_val_v": (_lvb_docs(), lambda d: LETTERS[d["correct_choice"]], lvb.longvideobench_process_results,
+        "longvideobench_val_v": (_lvb_docs(), lambda d: LETTERS[d["correct_choice"]],
+                                 lvb.longvideobench_process_results,
                                  "lvb_acc", lvb.longvideobench_aggregate_results, 1.0),
         "egoschema_subset": (_egoschema_docs(), lambda d: LETTERS[int(d["answer"])],
                              ego.egoschema_process_results_generation, "score",

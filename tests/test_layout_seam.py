@@ -38,7 +38,8 @@ def loaded(request, tmp_path_factory, pixels):
     tok, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None,
                                                      torch_dtype="float32", attn_implementation="sdpa")
     values = processor.preprocess(pixels, return_tensors="pt")["pixel_values"]
-    ids = torch.tensor([tok("<|im_start|>user\n").input_ids + [IMAGE_TOKEN_INDEX] + tok("\nWhat moves?<|im_end|>").input_ids])
+    ids = torch.tensor([tok("<|im_start|>user\n").input_ids + [IMAGE_TOKEN_INDEX]
+                        + tok("\nWhat moves?<|im_end|>").input_ids])
     return request.param, model, values, ids
 
 
@@ -71,7 +72,7 @@ def test_identity_splices_the_uncompressed_sequence(loaded, spec):
     name, model, values, ids = loaded
     plain, plain_stats, plain_logits = _run(model, values, ids, None)
     tokens, stats, logits = _run(model, values, ids, spec)
-    assert plain.shape[0] == model.video_layout(FRAMES).num_tokens == stats.tokens_plain
+    assert plain.shape[0] == model.video_layout(FRAMES).num_tokens == stats.visual_tokens_plain
     assert tokens.shape == plain.shape and torch.equal(tokens, plain)
     assert logits.shape == plain_logits.shape and torch.equal(logits, plain_logits)
     assert stats.retention == 1.0
@@ -122,7 +123,8 @@ def test_provenance_and_plan(loaded, spec):
 
 def test_stride_is_honoured(tmp_path, pixels):
     ckpt = write_tiny_checkpoint(tmp_path / "s3")
-    _, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None, torch_dtype="float32",
+    _, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None,
+                                                   torch_dtype="float32",
                                                    overwrite_config={"mm_spatial_pool_stride": 3})
     values = processor.preprocess(pixels, return_tensors="pt")["pixel_values"]
     side = model.get_vision_tower().num_patches_per_side
@@ -205,7 +207,8 @@ def test_a_model_that_cannot_give_scores(loaded):
     tower.forward_with_scores = None  # a tower without the score capture
     model.set_compression("aot@0.2")
     try:
-        with pytest.raises(ValueError, match="method 'aot' reads attention scores .* cannot give them; expected a method"):
+        with pytest.raises(ValueError,
+                           match="method 'aot' reads attention scores .* cannot give them; expected a method"):
             model.encode_multimodal([values], ["video"])
         model.set_compression("random@0.2")  # a method that reads none still runs
         with torch.no_grad():

@@ -32,4 +32,4 @@ def test_builtin_llava_onevision_generates(tmp_path, compression):
     assert len(answers) == 1 and isinstance(answers[0], str)
     stats = model.model.last_visual_stats[0]
     assert stats.frames == 8
-    assert stats.tokens == (8 * 196 + 1 if compression is None else stats.result.num_tokens)
+    assert stats.visual_tokens == (8 * 196 + 1 if compression is None else stats.result.num_tokens)

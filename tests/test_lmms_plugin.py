@@ -130,7 +130,8 @@ def test_batches_answer_as_single_requests(assets, compression):
     records = [r.token_counts.efficiency for r in batched]
     assert all(not r["failed"] and r["frames"] == 8 for r in records)
     if compression == "none":
-        assert all(r["visual_tokens"] == r["visual_tokens_plain"] == 8 * 196 + 1 and r["retention"] == 1.0 for r in records)
+        assert all(r["visual_tokens"] == r["visual_tokens_plain"] == 8 * 196 + 1 and r["retention"] == 1.0
+                   for r in records)
     else:
         assert all(r["visual_tokens"] < r["visual_tokens_plain"] and 0 < r["retention"] < 1 for r in records)
         assert all(r["compression_ms"] > 0 for r in records)
@@ -145,9 +146,9 @@ def test_efficiency_fields_and_token_counts(assets):
     d = counts.to_dict()
     cfg = model.model.config
     stats = model.model.last_visual_stats[0]
-    assert d["visual_tokens"] == stats.tokens == stats.result.num_tokens
+    assert d["visual_tokens"] == stats.visual_tokens == stats.result.num_tokens
     assert d["retention"] == pytest.approx(stats.retention)
-    assert d["prefill_tflops"] == pytest.approx(eff.prefill_tflops(stats.tokens, cfg))
+    assert d["prefill_tflops"] == pytest.approx(eff.prefill_tflops(stats.visual_tokens, cfg))
     text_tokens = d["input_tokens"] - d["visual_tokens"]
     assert 20 < text_tokens < 200  # the chat template and the question
     assert d["input_tokens"] == counts.input_tokens and 1 <= d["output_tokens"] <= GEN["max_new_tokens"]
@@ -175,8 +176,8 @@ def test_summary_from_process_records(assets, tmp_path):
                               torch_dtype="float32", model_name="llava_qwen", batch_size=2)
     model.generate_until(_requests(model, [assets["videos"][0], assets["missing"]]))
     results = tmp_path / "2026-01-01T00-00-00.000000_results.json"
-    results.write_text(json.dumps({"config": {"model": "aot_llava_onevision", "model_args": "pretrained=x,compression=paper_ov_10pct"},
-                                   "results": {"t": {"acc,none": 0.5, "acc_stderr,none": 0.1}}}))
+    config = {"model": "aot_llava_onevision", "model_args": "pretrained=x,compression=paper_ov_10pct"}
+    results.write_text(json.dumps({"config": config, "results": {"t": {"acc,none": 0.5, "acc_stderr,none": 0.1}}}))
     records = model.records
     model.clean()   # lmms-eval's evaluate() ends a run so: the run's records move to last_run
     assert model.last_run == records and model.records == []
@@ -210,7 +211,8 @@ def test_loglikelihood_matches_the_builtin(assets):
     for name, model in (("builtin", builtin), ("ours", ours)):
         model.task_dict = {"t": {"test": {0: {"video": assets["videos"][0]}}}}
         requests = [
-            Instance(request_type="loglikelihood", arguments=("What moves?", target, lambda doc: [doc["video"]], 0, "t", "test"),
+            Instance(request_type="loglikelihood",
+                     arguments=("What moves?", target, lambda doc: [doc["video"]], 0, "t", "test"),
                      idx=i, metadata={"task": "t", "doc_id": 0, "repeats": 1})
             for i, target in enumerate(["A square.", "B"])
         ]
@@ -224,7 +226,8 @@ def test_a_failed_loglikelihood_request_fails_alone(assets):
                               torch_dtype="float32", model_name="llava_qwen")
     model.task_dict = {"t": {"test": {0: {"video": assets["videos"][0]}, 1: {"video": assets["missing"]}}}}
     requests = [
-        Instance(request_type="loglikelihood", arguments=("What moves?", "A square.", lambda doc: [doc["video"]], doc, "t", "test"),
+        Instance(request_type="loglikelihood",
+                 arguments=("What moves?", "A square.", lambda doc: [doc["video"]], doc, "t", "test"),
                  idx=doc, metadata={"task": "t", "doc_id": doc, "repeats": 1})
         for doc in (0, 1)
     ]

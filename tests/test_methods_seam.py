@@ -17,8 +17,8 @@ def model_and_pixels(tmp_path_factory):
     root = tmp_path_factory.mktemp("seam")
     ckpt = write_tiny_checkpoint(root / "ckpt")
     video = write_synthetic_video(root / "v.mp4", frames=48, seed=3)
-    tok, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None, torch_dtype="float32",
-                                                     attn_implementation="sdpa")
+    tok, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None,
+                                                     torch_dtype="float32", attn_implementation="sdpa")
     pixels = processor.preprocess(load_video(video, max_frames=16).frames, return_tensors="pt")["pixel_values"]
     return model, pixels
 
@@ -47,8 +47,8 @@ def test_each_method_through_the_model(model_and_pixels, method):
     assert calls == ([vz.get_method(method).score_layers(cfg)] if calls else [])  # and only their layers
     target = 1.0 if method == "full" else 0.15
     assert abs(stats[0].retention - target) <= 0.01
-    assert tokens[0].shape[0] == stats[0].tokens == stats[0].result.tokens.shape[0]
-    assert stats[0].tokens_plain == 16 * 196 + 1
+    assert tokens[0].shape[0] == stats[0].visual_tokens == stats[0].result.tokens.shape[0]
+    assert stats[0].visual_tokens_plain == 16 * 196 + 1
     # the setting is recorded with the model and resolves back to the same config
     assert model.config.aot_compression["method"] == method
     from llava.model.llava_arch import resolve_compression

@@ -33,13 +33,15 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def grid_ckpt(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-video", newline_position="grid", pool_mode="average")
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-video", newline_position="grid",
+                                 pool_mode="average")
 
 
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
-    return [write_synthetic_video(d / "a.mp4", frames=24, seed=0), write_synthetic_video(d / "b.mp4", frames=30, seed=1)]
+    return [write_synthetic_video(d / "a.mp4", frames=24, seed=0),
+            write_synthetic_video(d / "b.mp4", frames=30, seed=1)]
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +58,8 @@ def prompt_ids(tokenizer, question: str) -> torch.Tensor:
 
 
 def pixels(processor, video, frames=FRAMES, dtype=torch.float32):
-    return processor.preprocess(load_video(str(video), max_frames=frames).frames, return_tensors="pt")["pixel_values"].to(dtype)
+    frames_np = load_video(str(video), max_frames=frames).frames
+    return processor.preprocess(frames_np, return_tensors="pt")["pixel_values"].to(dtype)
 
 
 def generate(model, tokenizer, ids_list, pixel_list, max_new_tokens=6):
@@ -78,7 +81,7 @@ def test_loads_original_layout_and_generates(loaded, videos):
     assert isinstance(tokenizer.batch_decode(out, skip_special_tokens=True)[0], str)
     stats = model.last_visual_stats[0]
     assert stats.modality == "video" and stats.frames == FRAMES
-    assert stats.tokens == FRAMES * 14 * 14 + 1  # OV: 196 per frame + one newline
+    assert stats.visual_tokens == FRAMES * 14 * 14 + 1  # OV: 196 per frame + one newline
 
 
 def _reference_plain_tokens(ckpt, frames_px: torch.Tensor) -> torch.Tensor:
@@ -125,6 +128,91 @@ def test_compression_off_is_plain_llava_next(loaded, ckpt, videos):
     torch.testing.assert_close(embeds[0, :at], text)
 
 
+def _llava_next_plain(feats: torch.Tensor, newline: torch.Tensor, mode: str, position: str) -> torch.Tensor:
+    """LLaVA-NeXT's uncompressed video tokens written out as it writes them: contiguous NCHW pooling with
+    stride 2, then ``add_token_per_grid`` / ``add_token_per_frame`` / one newline / none."""
+    f_, n, d = feats.shape
+    side = int(math.sqrt(n))
+    x = feats.view(f_, side, side, d).permute(0, 3, 1, 2).contiguous()
+    if mode == "bilinear":
+        x = Fn.interpolate(x, size=[math.ceil(side / 2)] * 2, mode="bilinear")
+    else:
+        x = (Fn.avg_pool2d if mode == "average" else Fn.max_pool2d)(x, 2)
+    h = x.shape[-1]
+    x = x.permute(0, 2, 3, 1)  # (F, h, h, D)
+    if position == "grid":
+        x = x.permute(3, 0, 1, 2).flatten(1, 2)  # (D, F*h, h)
+        x = torch.cat([x, newline[:, None, None].expand(d, f_ * h, 1)], -1)
+        return x.flatten(1, 2).transpose(0, 1)
+    x = x.reshape(f_, h * h, d)
+    if position == "frame":
+        x = torch.cat([x.permute(2, 0, 1), newline[:, None, None].expand(d, f_, 1)], -1)
+        return x.permute(1, 2, 0).flatten(0, 1)
+    x = x.flatten(0, 1)
+    return torch.cat([x, newline[None]]) if position == "one_token" else x
+
+
+@pytest.mark.parametrize("mode, position", [("bilinear", "one_token"), ("average", "grid"), ("max", "frame"),
+                                            ("bilinear", "no_token"), ("average", "one_token")])
+def test_uncompressed_path_is_llava_next_bit_for_bit(loaded, mode, position):
+    """Without compression the seam runs visionzip's ``full`` on the model's layout: the tokens and, under
+    autograd, the gradients of the features and the newline equal LLaVA-NeXT's own arithmetic exactly."""
+    from llava.model.seam import VisualSeam
+
+    _, model, _, _ = loaded
+    config = model.config
+    saved = (config.mm_spatial_pool_mode, config.mm_newline_position)
+    config.mm_spatial_pool_mode, config.mm_newline_position = mode, position
+    try:
+        layout = model.video_layout(3)
+    finally:
+        config.mm_spatial_pool_mode, config.mm_newline_position = saved
+    n, d = layout.tokens_per_frame, model.config.hidden_size
+    feats = torch.randn(3, n, d, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    newline = layout.newline.detach().clone().requires_grad_(True)
+    (video,) = VisualSeam(None, timed=False, cuda=False, samples=1).videos([feats], {}, [layout.with_newline(newline)])
+    ref_feats = feats.detach().clone().requires_grad_(True)
+    ref_newline = newline.detach().clone().requires_grad_(True)
+    ref = _llava_next_plain(ref_feats, ref_newline, mode, position)
+    assert torch.equal(video.tokens, ref) and video.record.result is None
+    assert video.record.visual_tokens == video.record.visual_tokens_plain == layout.num_tokens == ref.shape[0]
+    weights = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    (video.tokens * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert torch.equal(feats.grad, ref_feats.grad)
+    if position == "no_token":
+        assert newline.grad is None and ref_newline.grad is None
+    else:
+        assert torch.equal(newline.grad, ref_newline.grad)
+
+
+def test_mm_layout_keys_default_and_are_checked(ckpt):
+    """The ``mm_*`` layout keys: LLaVA-NeXT's defaults where a checkpoint leaves them out (not written back
+    when saved), and a ValueError naming the key, the value and the choices for a bad one, whether it
+    comes from config.json, overwrite_config or an assignment."""
+    from llava.model.language_model.llava_llama import LlavaConfig
+    from llava.model.language_model.llava_qwen import LlavaQwenConfig
+
+    for cls in (LlavaQwenConfig, LlavaConfig):
+        bare = cls()
+        assert (bare.mm_patch_merge_type, bare.mm_spatial_pool_mode, bare.mm_spatial_pool_stride,
+                bare.mm_newline_position) == ("flat", "bilinear", 2, "one_token")
+        assert not any(k.startswith("mm_") for k in bare.to_dict())
+        assert cls(mm_spatial_pool_mode=None).mm_spatial_pool_mode == "bilinear"  # null reads as left out
+        with pytest.raises(ValueError, match=r"mm_spatial_pool_mode='nearest' is not valid; expected one of "
+                                             r"'bilinear', 'average', 'max'"):
+            cls(mm_spatial_pool_mode="nearest")
+    config = LlavaQwenConfig()
+    with pytest.raises(ValueError, match=r"mm_newline_position='row' is not valid; expected one of 'grid'"):
+        config.mm_newline_position = "row"
+    with pytest.raises(ValueError, match=r"mm_spatial_pool_stride=0 is not valid; expected an integer >= 1"):
+        config.mm_spatial_pool_stride = 0
+    with pytest.raises(ValueError, match=r"mm_patch_merge_type='spatial_maxpool2x2' is not valid; expected one of"):
+        load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None, torch_dtype="float32",
+                              attn_implementation="sdpa",
+                              overwrite_config={"mm_patch_merge_type": "spatial_maxpool2x2"})
+
+
 def test_aot_through_overwrite_config(ckpt, videos):
     tokenizer, model, processor, _ = load_pretrained_model(
         str(ckpt), None, "tiny", torch_dtype="float32", attn_implementation="sdpa",
@@ -134,7 +222,7 @@ def test_aot_through_overwrite_config(ckpt, videos):
     out = generate(model, tokenizer, [prompt_ids(tokenizer, "What moves?")], [px])
     assert out.shape[1] >= 1
     stats = model.last_visual_stats[0]
-    assert stats.result is not None and stats.tokens == stats.result.num_tokens < stats.tokens_plain
+    assert stats.result is not None and stats.visual_tokens == stats.result.num_tokens < stats.visual_tokens_plain
     # the tokens spliced are compress_video of the projected features and the tower's scores
     tower = model.get_vision_tower()
     with torch.no_grad():
@@ -162,10 +250,10 @@ def test_batch_of_two_equals_two_single_runs(loaded, videos, compression):
         ids = [prompt_ids(tokenizer, "What is moving in the video?"), prompt_ids(tokenizer, "Colour?")]
         px = [pixels(processor, v) for v in videos]
         batch = generate(model, tokenizer, ids, px)
-        batch_stats = [s.tokens for s in model.last_visual_stats]
+        batch_stats = [s.visual_tokens for s in model.last_visual_stats]
         for i in range(2):
             single = generate(model, tokenizer, [ids[i]], [px[i]])
-            assert model.last_visual_stats[0].tokens == batch_stats[i]
+            assert model.last_visual_stats[0].visual_tokens == batch_stats[i]
             row = batch[i][: single.shape[1]]
             assert torch.equal(row, single[0]), (compression, i, row, single)
     finally:
@@ -189,15 +277,13 @@ def test_bf16_model_with_aot(ckpt, videos):
     assert model.last_visual_stats[0].result.tokens.dtype == torch.bfloat16
 
 
-def test_grid_newlines_llava_video(grid_ckpt, videos):
+def test_grid_newlines_llava_video_with_aot(grid_ckpt, videos):
+    """A LLaVA-Video checkpoint (average pooling, a newline after every row) under its paper preset; its
+    uncompressed layout is test_uncompressed_path_is_llava_next_bit_for_bit's ``average`` / ``grid``."""
     tokenizer, model, processor, _ = load_pretrained_model(str(grid_ckpt), None, "tiny", torch_dtype="float32",
                                                            attn_implementation="sdpa")
     px = pixels(processor, videos[0])
-    tokens, stats = model.encode_multimodal([px], ["video"])
-    assert tokens[0].shape[0] == FRAMES * 13 * 14  # average pooling 27 -> 13, a newline after every row
-    newline = model.get_model().image_newline
-    rows = tokens[0].view(FRAMES, 13, 14, -1)
-    assert torch.equal(rows[:, :, 13], newline.expand(FRAMES, 13, -1))
+    assert model.video_layout(FRAMES).num_tokens == FRAMES * 13 * 14  # 27 -> 13, a newline after every row
     model.set_compression("paper_video_k180")
     tokens, stats = model.encode_multimodal([px], ["video"])
     assert stats[0].result.stage_tokens["newlines"] == FRAMES * 13
@@ -211,7 +297,7 @@ def test_single_image_still_works(loaded):
     out = model.generate(ids, images=[image], modalities=["image"], image_sizes=[(54, 54)], do_sample=False,
                          max_new_tokens=3, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[0] == 1
-    assert model.last_visual_stats[0].tokens == 27 * 27 + 1  # one crop + newline
+    assert model.last_visual_stats[0].visual_tokens == 27 * 27 + 1  # one crop + newline
 
 
 def test_anyres_image(loaded):
@@ -263,12 +349,14 @@ def test_missing_key_is_listed(ckpt, tmp_path):
         sd = {k: fh.get_tensor(k) for k in fh.keys() if k != "model.mm_projector.2.bias"}
     sd["model.extra_head.weight"] = torch.zeros(2)
     save_file(sd, str(bad / "model.safetensors"))
-    with pytest.raises(CheckpointLayoutError, match=r"missing: \[model\.mm_projector\.2\.bias\].*unexpected: \[model\.extra_head\.weight\]"):
+    with pytest.raises(CheckpointLayoutError,
+                       match=r"missing: \[model\.mm_projector\.2\.bias\].*unexpected: \[model\.extra_head\.weight\]"):
         load_pretrained_model(str(bad), None, "tiny", torch_dtype="float32", attn_implementation="sdpa")
 
 
 def test_llava_hf_layout_is_rejected(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_onevision", "text_config": {"model_type": "qwen2"}}))
+    config = {"model_type": "llava_onevision", "text_config": {"model_type": "qwen2"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointLayoutError, match="llava-hf"):
         load_pretrained_model(str(tmp_path), None, "x")
 
@@ -297,7 +385,7 @@ def test_aot_infer_cli(ckpt, videos, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "answer:" in run.stdout and "retention (paper definition)" in run.stdout and "prefill TFLOPs" in run.stdout
     stats = json.loads(out.read_text())
-    assert stats["frames"] == 8 and 0 < stats["tokens"] < stats["tokens_plain"]
+    assert stats["frames"] == 8 and 0 < stats["visual_tokens"] < stats["visual_tokens_plain"]
 
 
 def test_aot_infer_cli_errors(ckpt, tmp_path):
@@ -320,7 +408,7 @@ def test_aot_demo_cli(tmp_path):
     png = tmp_path / "aot_tokens.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stats = json.loads((tmp_path / "demo_stats.json").read_text())
-    assert stats["paper_ov_10pct"]["tokens"] < stats["none"]["tokens"]
+    assert stats["paper_ov_10pct"]["visual_tokens"] < stats["none"]["visual_tokens"]
 
 
 # -- what lmms-eval's built-in llava_onevision / llava_vid adapters (0.7.3) import and call
@@ -330,7 +418,8 @@ LMMS_EVAL_BUILTIN_IMPORTS = [
     ("llava.constants", ["DEFAULT_IMAGE_TOKEN", "DEFAULT_IM_END_TOKEN", "DEFAULT_IM_START_TOKEN", "IGNORE_INDEX",
                          "IMAGE_TOKEN_INDEX"]),
     ("llava.conversation", ["SeparatorStyle", "conv_templates"]),
-    ("llava.mm_utils", ["KeywordsStoppingCriteria", "get_model_name_from_path", "process_images", "tokenizer_image_token"]),
+    ("llava.mm_utils", ["KeywordsStoppingCriteria", "get_model_name_from_path", "process_images",
+                        "tokenizer_image_token"]),
     ("llava.model.builder", ["load_pretrained_model"]),
     ("llava.model.language_model.llava_llama", ["LlavaConfig"]),
     ("llava.model.language_model.llava_qwen", ["LlavaQwenConfig"]),
@@ -352,7 +441,7 @@ def test_builtin_adapter_call_shape(ckpt, videos):
         str(ckpt), None, "llava_qwen", device_map="cpu", multimodal=True, attn_implementation="sdpa",
         customized_config=str(ckpt / "config.json"), torch_dtype="float32",
         overwrite_config={"mm_spatial_pool_stride": 2, "mm_spatial_pool_mode": "bilinear"})
-    frames = processor.preprocess(load_video(str(videos[0]), max_frames=FRAMES).frames, return_tensors="pt")["pixel_values"].half()
+    frames = pixels(processor, videos[0], dtype=torch.float16)
     out = generate(model, tokenizer, [prompt_ids(tokenizer, "Q?")], [frames])
     assert out.shape[0] == 1
 

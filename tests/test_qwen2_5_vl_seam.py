@@ -8,6 +8,7 @@ import torch
 
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
 from llava.model.qwen_vl.qwen2_5_vl import Qwen25VLCompression
+from llava.model.seam import uncompressed_record
 from llava.video import load_video, write_synthetic_video
 
 transformers = pytest.importorskip("transformers")
@@ -54,6 +55,11 @@ def test_keeping_every_token_gives_transformers_logits(qwen, spec):
     prepared = seam.prepare(**inputs)
     assert prepared["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1]
     assert torch.equal(_logits(model, prepared), want)
+    if spec is None:  # the record the plugins write for the model's own generate is the seam's
+        (layout,) = seam.video_layouts(inputs["video_grid_thw"])
+        (record,) = seam.last_visual_stats
+        untimed = {**record.to_dict(), "vision_ms": 0.0}
+        assert untimed == uncompressed_record(layout).to_dict() and seam.last_results == []
 
 
 @pytest.mark.parametrize("spec", ["random@0.5", "visionzip@0.25"])
@@ -91,8 +97,8 @@ def test_dropping_tokens_is_transformers_on_the_kept_tokens_at_their_positions(q
 def test_batch_of_two_equals_each_alone(qwen):
     model, processor, inputs, frames = qwen
     text = processor.apply_chat_template(PROMPT, add_generation_prompt=True)
-    short = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Why?"}]}],
-                                          add_generation_prompt=True)
+    question = {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Why?"}]}
+    short = processor.apply_chat_template([question], add_generation_prompt=True)
     batch = processor(text=[text, short], videos=[frames, frames[:4]], return_tensors="pt", padding=True)
     seam = Qwen25VLCompression(model)
     seam.set_compression("aot@0.3")
@@ -152,10 +158,10 @@ def test_every_registered_method_through_the_model(qwen, method):
     (result,) = seam.last_results
     (stats,) = seam.last_visual_stats
     plain = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    assert stats.tokens_plain == plain and stats.tokens == result.tokens.shape[0] < plain
+    assert stats.visual_tokens_plain == plain and stats.visual_tokens == result.tokens.shape[0] < plain
     assert stats.frames == len(frames) and stats.retention == result.retention
     assert abs(result.retention - 0.25) <= 1.5 / plain * 4  # within a token or so per temporal token
-    assert prepared["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1] - plain + stats.tokens
+    assert prepared["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1] - plain + stats.visual_tokens
     with torch.no_grad():
         positions, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
                                                   video_grid_thw=inputs["video_grid_thw"],
@@ -176,7 +182,9 @@ def test_one_temporal_token_is_refused_naming_it(qwen):
     assert inputs["video_grid_thw"][0, 0] == 1
     seam = Qwen25VLCompression(model)
     seam.set_compression("aot@0.25")
-    with pytest.raises(ValueError, match=r"video 0 has 1 temporal token .*expected at least 2 temporal tokens \(4 sampled frames\)"):
+    with pytest.raises(ValueError,
+                       match=r"video 0 has 1 temporal token .*expected at least 2 temporal tokens "
+                             r"\(4 sampled frames\)"):
         seam.prepare(**inputs)
     seam.set_compression(None)  # without compression the model's own path takes it
     assert seam.prepare(**inputs)["inputs_embeds"].shape[1] == inputs["input_ids"].shape[1]
@@ -188,7 +196,8 @@ def test_a_retention_below_one_token_per_temporal_token_is_refused(qwen):
     t, h, w = inputs["video_grid_thw"][0].tolist()
     per = (h // 2) * (w // 2)
     seam.set_compression(f"aot@{0.5 / per:.4f}")
-    with pytest.raises(ValueError, match=r"expected a retention of at least one token per temporal token \(2 sampled frames\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected a retention of at least one token per temporal token \(2 sampled frames\)"):
         seam.prepare(**inputs)
 
 

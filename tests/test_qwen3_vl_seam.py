@@ -54,7 +54,8 @@ def _transformers_parts(model, inputs):
         embeds = model.model.get_input_embeddings()(ids)
         embeds[0, video] = out.pooler_output[0].to(embeds.dtype)
         levels = [lvl[0] for lvl in out.deepstack_features]
-        positions, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
+        positions, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"],
+                                                  video_grid_thw=inputs["video_grid_thw"],
                                                   attention_mask=inputs["attention_mask"])
     return embeds, video, levels, positions
 
@@ -173,7 +174,8 @@ def test_merged_tokens_carry_the_plan_into_every_deepstack_level(qwen3):
 def test_batch_of_two_equals_each_alone(qwen3):
     model, processor, inputs, frames = qwen3
     short_text = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Why?"}]}], add_generation_prompt=True)
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Why?"}]}],
+        add_generation_prompt=True)
     long_text = processor.apply_chat_template(PROMPT, add_generation_prompt=True)
     metas = [{"fps": 8.0, "total_num_frames": 32, "frames_indices": list(range(0, 32, 4))},
              {"fps": 8.0, "total_num_frames": 16, "frames_indices": list(range(0, 16, 4))}]
@@ -225,10 +227,10 @@ def test_every_registered_method_through_the_model(qwen3, method):
     prepared = seam.prepare(**inputs, questions=["What moves in the video?"])
     (stats,) = seam.last_visual_stats
     plain = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    assert stats.tokens_plain == plain and stats.tokens < plain and stats.frames == len(frames)
-    assert int((prepared["input_ids"] == model.config.video_token_id).sum()) == stats.tokens
+    assert stats.visual_tokens_plain == plain and stats.visual_tokens < plain and stats.frames == len(frames)
+    assert int((prepared["input_ids"] == model.config.video_token_id).sum()) == stats.visual_tokens
     for (level,) in prepared["mm_encoder_outputs"]["video"].deepstack_features:
-        assert level.shape[0] == stats.tokens  # each LLM layer sees features for exactly the remaining tokens
+        assert level.shape[0] == stats.visual_tokens  # each LLM layer sees features for exactly the remaining tokens
     assert torch.isfinite(_logits(model, prepared)).all()
 
 
@@ -259,7 +261,8 @@ def test_another_family_is_refused(tmp_path):
     from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
 
     other = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(write_tiny_qwen2_5_vl(tmp_path / "q25"))
-    with pytest.raises(ValueError, match=r"model_type='qwen2_5_vl' is not valid here; expected 'qwen3_vl' or 'qwen3_vl_moe'"):
+    with pytest.raises(ValueError,
+                       match=r"model_type='qwen2_5_vl' is not valid here; expected 'qwen3_vl' or 'qwen3_vl_moe'"):
         Qwen3VLCompression(other)
 
 
@@ -272,7 +275,8 @@ def test_the_moe_class_shares_the_visual_path(qwen3):
     text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
     vision = {k: v for k, v in dense.vision_config.to_dict().items() if k not in ("model_type", "architectures")}
     config = transformers.Qwen3VLMoeConfig(
-        text_config=text, vision_config=vision, image_token_id=dense.image_token_id, video_token_id=dense.video_token_id,
+        text_config=text, vision_config=vision, image_token_id=dense.image_token_id,
+        video_token_id=dense.video_token_id,
         vision_start_token_id=dense.vision_start_token_id, vision_end_token_id=dense.vision_end_token_id)
     torch.manual_seed(0)
     moe = transformers.Qwen3VLMoeForConditionalGeneration(config).eval()

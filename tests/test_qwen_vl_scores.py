@@ -48,7 +48,8 @@ def _reference(model, pixels, grid, layers):
     merge = model.model.visual.spatial_merge_size
     from transformers.vision_utils import get_vision_window_index
 
-    window_index, _ = get_vision_window_index(grid, spatial_merge_size=merge, window_size=model.model.visual.window_size,
+    window_index, _ = get_vision_window_index(grid, spatial_merge_size=merge,
+                                              window_size=model.model.visual.window_size,
                                               patch_size=model.model.visual.patch_size, kwargs={})
     order = torch.argsort(window_index)
     scores = [torch.cat(recorded[i]).view(-1, merge * merge).sum(-1)[order] for i in layers]

@@ -133,7 +133,8 @@ def test_geometry_and_attention_implementation(towers):
 def test_so400m_config():
     cfg = so400m_vision_config()
     assert isinstance(cfg, SiglipVisionConfig)
-    assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers) == (1152, 4304, 16, 26)
+    sizes = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers)
+    assert sizes == (1152, 4304, 16, 26)
     assert (cfg.image_size, cfg.patch_size, cfg.hidden_act, cfg.layer_norm_eps) == (384, 14, "gelu_pytorch_tanh", 1e-6)
     assert cfg.vision_use_head is False
     assert so400m_vision_config(num_hidden_layers=3).num_hidden_layers == 3

@@ -3,8 +3,8 @@
 Per sample, the plugin models (:mod:`llava.eval.adapters`) return lmms-eval's own
 ``GenerationResult`` with a ``TokenCounts`` whose ``input_tokens`` (prefill length: prompt text plus
 visual tokens) and ``output_tokens`` lmms-eval aggregates itself (``results["efficiency"]``); the same
-object carries the fields of :class:`SampleEfficiency`, so with ``--log_samples`` every line of
-``<date>_samples_<task>.jsonl`` holds them under ``token_counts``.
+object carries the fields of the sample's :class:`llava.model.record.SampleRecord`, so with
+``--log_samples`` every line of ``<date>_samples_<task>.jsonl`` holds them under ``token_counts``.
 
 Per run, the plugin reports every rank's accounting through lmms-eval's ``log_metrics`` when the
 run's requests are answered, so ``results["throughput"]`` of every entry point (the CLI's
@@ -26,6 +26,8 @@ Definitions:
 * ``vision_ms`` / ``compression_ms``: vision tower + projector, and AOT, per sample of its batch.
 * ``ttft_ms``: from the call to ``generate`` (pixels ready) to the first generated token, for the
   sample's batch; ``load_ms``: decoding and preprocessing the sample's frames.
+* ``prefill_ms`` / ``decode_ms`` (``aot infer``): prefill without the vision and compression time, and
+  the rest of ``generate``; ``output_tokens``: the tokens generated.
 * ``peak_memory_mb``: CUDA max allocated during the sample's batch on a GPU; process peak RSS on CPU.
 """
 
@@ -35,7 +37,6 @@ import json
 import math
 import re
 import statistics
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,35 +47,6 @@ MEAN_FIELDS = (
     "frames", "visual_tokens_plain", "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms",
     "compression_ms", "ttft_ms", "input_tokens", "output_tokens",
 )
-
-
-@dataclass
-class SampleEfficiency:
-    """What one sample cost (see the module docstring for each field)."""
-
-    task: str
-    doc_id: Any
-    compression: str
-    failed: bool = False
-    error: str | None = None
-    modality: str = "video"
-    frames: int = 0
-    visual_tokens_plain: int = 0
-    visual_tokens: int = 0
-    retention: float = 1.0
-    prefill_tflops: float = 0.0
-    load_ms: float = 0.0
-    vision_ms: float = 0.0
-    compression_ms: float = 0.0
-    ttft_ms: float = 0.0
-    peak_memory_mb: float = 0.0
-    peak_memory_kind: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    stage_tokens: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class FirstTokenClock:
@@ -139,7 +111,8 @@ def run_metrics(records: list[dict], seconds: float) -> dict[str, Any]:
     are logged once per run, so each average is the run's own figure)."""
     agg = aggregate(records)
     generated = sum(int(r.get("output_tokens") or 0) for r in records if not r.get("failed"))
-    extra: dict[str, Any] = {"total_requests": agg["samples"], "samples": agg["samples"], "failed_samples": agg["failed"]}
+    extra: dict[str, Any] = {"total_requests": agg["samples"], "samples": agg["samples"],
+                             "failed_samples": agg["failed"]}
     for name in ("visual_tokens", "visual_tokens_plain", "retention", "prefill_tflops", "vision_ms", "compression_ms",
                  "ttft_ms"):
         if agg[f"{name}_mean"] is not None:
@@ -199,7 +172,7 @@ def sample_rows(samples: list[dict]) -> list[dict]:
 
 def aggregate(rows: list[dict]) -> dict[str, Any]:
     """Counts (samples, failed, their doc ids) and the means of :data:`MEAN_FIELDS` over the
-    samples that did not fail; ``rows`` are per-sample dicts (``SampleEfficiency.to_dict()``)."""
+    samples that did not fail; ``rows`` are per-sample dicts (``SampleRecord.to_dict()``)."""
     ok = [r for r in rows if not r.get("failed") and not r.get("missing")]
     failed = [r for r in rows if r.get("failed")]
     agg: dict[str, Any] = {

@@ -1,12 +1,15 @@
 """LLaVA-NeXT's multimodal architecture (vision tower -> projector -> pooling/newlines -> splice into
 the LLM's input embeddings), with AOT compression at one seam.
 
-The seam: for video samples, after the projector and before the visual embeddings are spliced, the
-frames' features, the model's token layout (:meth:`LlavaMetaForCausalLM.video_layout`: grid,
-pooling, newlines, newline embedding) and the attention scores the method reads (the tower
-captures only those layers) go to :func:`visionzip.compress_video` when a compression config is set
-on the model instance. The method is looked up in visionzip's registry; nothing here depends on
-which method it is. Without a config, the path is LLaVA-NeXT's exactly.
+The seam (:class:`llava.model.seam.VisualSeam`): for video samples, after the projector and before the
+visual embeddings are spliced, the frames' features, the model's token layout
+(:meth:`LlavaMetaForCausalLM.video_layout`: grid, ``mm_spatial_pool_mode`` / ``mm_spatial_pool_stride``,
+``mm_newline_position``, newline embedding) and the attention scores the method reads (the tower
+captures only those layers) go to :func:`visionzip.compress_video` with the compression config set on
+the model instance, or, without one, with visionzip's ``full`` method, which lays the video out as
+LLaVA-NeXT does (the same pooling arithmetic and newlines, bit for bit, under autograd too). The method
+is looked up in visionzip's registry; nothing here depends on which method it is. Images keep
+LLaVA-NeXT's single-image / anyres merge.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import visionzip
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector
-from llava.model.visual_stats import VisualStats
-from llava.model.visual_stats import timing_span as _span
+from llava.model.record import SampleRecord
+from llava.model.seam import VisualSeam
 
 
 def resolve_compression(spec: Any) -> Any:
@@ -65,7 +68,7 @@ class LlavaMetaModel:
         self.vision_tower = build_vision_tower(config)
         config.mm_hidden_size = self.vision_tower.hidden_size
         self.mm_projector = build_vision_projector(config)
-        if "unpad" in getattr(config, "mm_patch_merge_type", ""):
+        if "unpad" in config.mm_patch_merge_type:
             self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 
     def get_vision_tower(self):
@@ -114,17 +117,13 @@ class LlavaMetaForCausalLM:
         """The token layout of a ``frames``-frame video as this model lays it out without
         compression: the tower's grid, ``mm_spatial_pool_mode`` / ``mm_spatial_pool_stride``,
         ``mm_newline_position`` and the learned newline (present with an ``unpad`` merge type)."""
-        tower = self.get_vision_tower()
-        side = tower.num_patches_per_side
-        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear") or "bilinear"
-        stride = int(getattr(self.config, "mm_spatial_pool_stride", 2) or 2)
-        position = getattr(self.config, "mm_newline_position", "one_token") or "one_token"
-        newline = getattr(self.get_model(), "image_newline", None)
-        if "unpad" not in getattr(self.config, "mm_patch_merge_type", ""):
-            newline = None
+        side = self.get_vision_tower().num_patches_per_side
+        config = self.config
+        newline = getattr(self.get_model(), "image_newline", None) if "unpad" in config.mm_patch_merge_type else None
         try:
-            return visionzip.VideoLayout(frames=frames, grid=(side, side), pool_mode=mode, pool_stride=stride,
-                                         newline_position=position, newline=newline)
+            return visionzip.VideoLayout(frames=frames, grid=(side, side), pool_mode=config.mm_spatial_pool_mode,
+                                         pool_stride=config.mm_spatial_pool_stride,
+                                         newline_position=config.mm_newline_position, newline=newline)
         except ValueError as err:
             raise ValueError(f"model config: {err}") from None
 
@@ -136,55 +135,11 @@ class LlavaMetaForCausalLM:
         """(B, 3, H, W) -> projected features (B, N, D)."""
         return self.get_model().mm_projector(self.get_vision_tower()(images))
 
-    def get_2dPool(self, image_feature: torch.Tensor, stride: int | None = None) -> torch.Tensor:
-        """LLaVA-NeXT's per-frame 2D pooling, (F, N, D) -> (F, n, D); ``stride`` defaults to
-        ``config.mm_spatial_pool_stride`` (2)."""
-        if stride is None:
-            stride = int(getattr(self.config, "mm_spatial_pool_stride", 2) or 2)
-        side = self.get_vision_tower().num_patches_per_side
-        num_frames, _, dim = image_feature.shape
-        # channels-last view of (F, D, H, W): the same arithmetic as a contiguous NCHW tensor
-        x = image_feature.contiguous().view(num_frames, side, side, dim).permute(0, 3, 1, 2)
-        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
-        if mode == "average":
-            x = Fn.avg_pool2d(x, stride)
-        elif mode == "max":
-            x = Fn.max_pool2d(x, stride)
-        elif mode == "bilinear":
-            x = Fn.interpolate(x, size=[math.ceil(side / stride), math.ceil(side / stride)], mode="bilinear")
-        else:
-            raise ValueError(f"mm_spatial_pool_mode={mode!r} is not supported; expected 'average', 'max' or 'bilinear'")
-        return x.permute(0, 2, 3, 1).reshape(num_frames, -1, dim)
-
-    def _video_tokens_plain(self, frames: torch.Tensor) -> torch.Tensor:
-        """LLaVA-NeXT without compression: pooled frames with the configured newlines, (T, D)."""
-        pooled = self.get_2dPool(frames)  # (F, n, D)
-        newline = getattr(self.get_model(), "image_newline", None)
-        position = getattr(self.config, "mm_newline_position", "one_token")
-        if position == "grid":
-            side = int(math.sqrt(pooled.shape[1]))
-            mask = torch.ones(pooled.shape[:2], dtype=torch.bool, device=pooled.device)
-            return visionzip.insert_newlines(pooled, mask, newline, grid=(side, side), position="grid")[0].flatten(0, 1)
-        if position == "frame":
-            return torch.cat([pooled, newline[None, None].expand(pooled.shape[0], 1, -1).to(pooled.dtype)], 1).flatten(0, 1)
-        if position == "one_token":
-            flat = pooled.flatten(0, 1)
-            if "unpad" in getattr(self.config, "mm_patch_merge_type", "") and newline is not None:
-                flat = torch.cat([flat, newline[None].to(flat.dtype)], 0)
-            return flat
-        if position == "no_token":
-            return pooled.flatten(0, 1)
-        raise ValueError(f"mm_newline_position={position!r} is not supported; expected grid, frame, one_token or no_token")
-
-    def _plain_video_token_count(self, frames: int) -> int:
-        """How many tokens :meth:`_video_tokens_plain` gives for ``frames`` frames."""
-        return self.video_layout(frames).num_tokens
-
     def _image_tokens(self, feature: torch.Tensor, image_size: Any) -> torch.Tensor:
         """LLaVA-NeXT's single-image / anyres merge for one image, (P, N, D) -> (T, D)."""
         from llava.mm_utils import get_anyres_image_grid_shape
 
-        merge = getattr(self.config, "mm_patch_merge_type", "flat")
+        merge = self.config.mm_patch_merge_type
         newline = getattr(self.get_model(), "image_newline", None)
         if merge == "flat":
             return feature.flatten(0, 1)
@@ -200,7 +155,8 @@ class LlavaMetaForCausalLM:
         if aspect == "anyres" or max_match:
             if image_size is None:
                 raise ValueError("image_sizes is required for anyres images; expected (width, height) per image")
-            gw, gh = get_anyres_image_grid_shape(image_size, self.config.image_grid_pinpoints, self.get_vision_tower().image_size)
+            gw, gh = get_anyres_image_grid_shape(image_size, self.config.image_grid_pinpoints,
+                                                 self.get_vision_tower().image_size)
             patches = patches.view(gh, gw, side, side, -1)
         else:
             patches = patches.view(2, 2, side, side, -1)
@@ -221,10 +177,11 @@ class LlavaMetaForCausalLM:
     def encode_multimodal(
         self, images: list[torch.Tensor] | torch.Tensor, modalities: list[str], image_sizes: list | None = None,
         questions: list[str | None] | None = None,
-    ) -> tuple[list[torch.Tensor], list[VisualStats]]:
-        """Visual tokens per sample. ``images``: one tensor per sample ((F, 3, H, W) for a video,
-        (P, 3, H, W) or (3, H, W) for an image); ``modalities``: "video" or "image" per sample;
-        ``questions``: the question text per sample, for a method that reads it."""
+    ) -> tuple[list[torch.Tensor], list[SampleRecord]]:
+        """Visual tokens and the seam's record per visual input (also kept in ``last_visual_stats``).
+        ``images``: one tensor per input ((F, 3, H, W) for a video, (P, 3, H, W) or (3, H, W) for an
+        image); ``modalities``: "video" or "image" per input; ``questions``: the question text per
+        input, for a method that reads it. Videos go through :class:`llava.model.seam.VisualSeam`."""
         if isinstance(images, torch.Tensor):
             images = list(images) if images.dim() == 5 else [images]
         images = [x.unsqueeze(0) if x.dim() == 3 else x for x in images]
@@ -232,67 +189,54 @@ class LlavaMetaForCausalLM:
             if len(modalities) == 1:
                 modalities = modalities * len(images)
             else:
-                raise ValueError(f"modalities has {len(modalities)} entries for {len(images)} visual inputs; expected one per input")
+                raise ValueError(
+                    f"modalities has {len(modalities)} entries for {len(images)} visual inputs; expected one per input"
+                )
         for i, m in enumerate(modalities):
             if m not in ("image", "video"):
                 raise ValueError(f"modalities[{i}]={m!r} is not valid; expected 'image' or 'video'")
         tower = self.get_vision_tower()
-        projector = self.get_model().mm_projector
-        cfg = self.compression
-        spec = None if cfg is None else visionzip.registry.method_of(cfg)
         sizes = [x.shape[0] for x in images]
         batch = torch.cat(images).to(device=tower.device, dtype=tower.dtype)
         timed = (not self.training) if self.time_visual is None else bool(self.time_visual)
+        seam = VisualSeam(self.compression, timed=timed, cuda=batch.is_cuda, samples=len(images))
         videos = [i for i, m in enumerate(modalities) if m == "video"]
-        roles = spec.score_roles if spec is not None and videos else ()
-        maps: dict[str, list[torch.Tensor | None]] = {"shallow": [None] * len(images), "deep": [None] * len(images)}
-        vision = _span(timed, batch.is_cuda)
-        if roles:
-            assert spec is not None
-            if not callable(getattr(tower, "forward_with_scores", None)):
-                raise ValueError(
-                    f"method {spec.name!r} reads attention scores (scores={spec.scores!r}) but this model's vision "
-                    f"tower ({type(tower).__name__}) cannot give them; expected a method that reads none "
-                    f"({', '.join(m for m in visionzip.list_methods() if visionzip.get_method(m).scores == 'none')})"
-                )
-            feats, scores = tower.forward_with_scores(batch, score_layers=spec.score_layers(cfg))
-            for role, score in zip(roles, scores):
-                maps[role] = list(score.split(sizes))
-        else:
-            feats = tower(batch)
-        feats = projector(feats)  # (sum F, N, D)
-        if vision is not None:
-            vision.stop()
+        roles = seam.score_roles if videos else ()
+        maps: dict[str, list[torch.Tensor]] = {}
+        with seam.vision():
+            if roles:
+                if not callable(getattr(tower, "forward_with_scores", None)):
+                    assert seam.spec is not None
+                    readers = ", ".join(m for m in visionzip.list_methods() if visionzip.get_method(m).scores == "none")
+                    raise ValueError(
+                        f"method {seam.spec.name!r} reads attention scores (scores={seam.spec.scores!r}) but this "
+                        f"model's vision tower ({type(tower).__name__}) cannot give them; expected a method that "
+                        f"reads none ({readers})"
+                    )
+                feats, scores = tower.forward_with_scores(batch, score_layers=seam.score_layers())
+                maps = {role: list(score.split(sizes)) for role, score in zip(roles, scores)}
+            else:
+                feats = tower(batch)
+            feats = self.get_model().mm_projector(feats)  # (sum F, N, D)
         per_sample = list(feats.split(sizes))
 
         tokens: list[torch.Tensor | None] = [None] * len(images)
-        stats: list[VisualStats | None] = [None] * len(images)
-        if cfg is not None and videos:
-            span = _span(timed, batch.is_cuda)
-            results = visionzip.compress_video(
-                [per_sample[i] for i in videos], [maps["shallow"][i] for i in videos], [maps["deep"][i] for i in videos],
-                config=cfg, layout=[self.video_layout(sizes[i]) for i in videos],
-                question=None if questions is None else [questions[i] for i in videos],
+        records: list[SampleRecord | None] = [None] * len(images)
+        if videos:
+            out = seam.videos(
+                [per_sample[i] for i in videos], {role: [m[i] for i in videos] for role, m in maps.items()},
+                [self.video_layout(sizes[i]) for i in videos],
+                questions=None if questions is None else [questions[i] for i in videos],
             )
-            if span is not None:
-                span.stop()
-            for i, res in zip(videos, results):
-                tokens[i] = res.tokens
-                stats[i] = VisualStats("video", sizes[i], self._plain_video_token_count(sizes[i]), res.num_tokens,
-                                       dict(res.stage_tokens), res.retention, vision, span, len(images), len(videos), res)
-        else:
-            for i in videos:
-                tokens[i] = self._video_tokens_plain(per_sample[i])
-                stats[i] = VisualStats("video", sizes[i], tokens[i].shape[0], tokens[i].shape[0], vision_span=vision,
-                                       per_sample=len(images))
+            for i, video in zip(videos, out):
+                tokens[i], records[i] = video.tokens, video.record
         for i, m in enumerate(modalities):
             if m == "image":
                 size = image_sizes[i] if image_sizes is not None and i < len(image_sizes) else None
                 tokens[i] = self._image_tokens(per_sample[i], size)
-                stats[i] = VisualStats("image", 1, tokens[i].shape[0], tokens[i].shape[0], vision_span=vision,
-                                       per_sample=len(images))
-        self.last_visual_stats = stats
-        return tokens, stats  # type: ignore[return-value]
+                records[i] = seam.image_record(int(tokens[i].shape[0]))
+        self.last_visual_stats = records
+        return tokens, records  # type: ignore[return-value]
 
     # -- splicing
     def prepare_inputs_labels_for_multimodal(
@@ -367,7 +311,8 @@ class LlavaMetaForCausalLM:
         return (
             None,
             None if given_pos is None else out_pos,
-            None if given_mask is None and side != "left" and bsz == 1 else out_mask.to(given_mask.dtype if given_mask is not None else torch.long),
+            None if given_mask is None and side != "left" and bsz == 1
+            else out_mask.to(given_mask.dtype if given_mask is not None else torch.long),
             past_key_values,
             embeds,
             None if given_labels is None else out_labels,

@@ -38,8 +38,9 @@ subclass :class:`~.qwen_vl_common.QwenVLChatAdapter` and its seam, :class:`llava
    self._setup(compression=..., device=..., device_map=..., batch_size=..., max_batch_size=...)``;
    load the model with ``device_map=load_map``; set ``self._tokenizer``, ``self._config``,
    ``self._max_length``; then ``self._adopt_model(model)``, which sets the compression with
-   ``model.set_compression(spec)`` (the model must implement it and report per-sample
-   ``last_visual_stats`` as :mod:`llava.model.llava_arch` does).
+   ``model.set_compression(spec)`` (the model must implement it and report one
+   :class:`~llava.model.record.SampleRecord` per visual input in ``last_visual_stats``, as
+   :class:`llava.model.seam.VisualSeam` fills them).
 4. Implement ``_prepare`` (one request -> :class:`~.base.Prepared`: prompt and visual inputs, or
    ``error`` for a video that cannot be loaded), ``_generate`` (a batch -> answers and
    ``self._sample_record(...)`` accounting, the ``generate`` call inside ``with self._measured()``) and

@@ -20,7 +20,7 @@ owns everything that does not depend on the model family:
   counted as failed, and answered so that the task's own scoring counts it wrong
   (:func:`llava.eval.failures.wrong_answer`); a failed loglikelihood request answers ``-inf``; the run
   goes on.
-* **efficiency**: one :class:`~llava.eval.efficiency.SampleEfficiency` per sample, returned in
+* **efficiency**: one :class:`~llava.model.record.SampleRecord` per sample, returned in
   lmms-eval's own ``TokenCounts`` (:class:`EfficiencyCounts`, so in every ``--log_samples`` line);
   :meth:`AOTModelAdapter.clean` gathers every rank's records once per run and reports them through
   lmms-eval's ``log_metrics`` (``results["throughput"]``).
@@ -54,6 +54,7 @@ from tqdm import tqdm
 import visionzip
 from llava.eval import efficiency as eff
 from llava.eval.failures import wrong_answer
+from llava.model.record import SampleRecord
 
 __all__ = ["AOTModelAdapter", "EfficiencyCounts", "LMMS_EVAL_INJECTED_ARGS", "Measurement", "Prepared", "str2bool"]
 
@@ -64,7 +65,7 @@ LMMS_EVAL_INJECTED_ARGS = ("batch_size", "max_batch_size", "device")
 
 @dataclass
 class EfficiencyCounts(TokenCounts):
-    """lmms-eval's per-request ``TokenCounts`` plus this sample's :class:`~llava.eval.efficiency.SampleEfficiency`
+    """lmms-eval's per-request ``TokenCounts`` plus this sample's :class:`~llava.model.record.SampleRecord`
     fields, which ``to_dict`` adds, so they land in the ``--log_samples`` files."""
 
     efficiency: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +143,9 @@ class AOTModelAdapter(lmms):
         params = inspect.signature(cls.__init__).parameters.values()
         variadic = [p.name for p in params if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
         if variadic:
-            raise TypeError(f"{cls.__name__}.__init__ takes *{variadic[0]}; a plugin model must name every model_args key")
+            raise TypeError(
+                f"{cls.__name__}.__init__ takes *{variadic[0]}; a plugin model must name every model_args key"
+            )
         return [p.name for p in params if p.name != "self"]
 
     @classmethod
@@ -185,9 +188,11 @@ class AOTModelAdapter(lmms):
             try:
                 one = torch.device(str(device_map))
             except RuntimeError:
-                raise ValueError(f"device_map={device_map!r} is not valid; expected 'auto' or one device such as 'cuda:0' or 'cpu'") from None
+                raise ValueError(f"device_map={device_map!r} is not valid; expected 'auto' or one device such as "
+                                 "'cuda:0' or 'cpu'") from None
             if device is not None and not _same_device(torch.device(device), one):
-                raise ValueError(f"device={device!r} and device_map={device_map!r} name different devices; expected one of them, or the same")
+                raise ValueError(f"device={device!r} and device_map={device_map!r} name different devices; expected "
+                                 "one of them, or the same")
             device = str(one) if device is None or one.index is not None else device
 
         accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
@@ -208,8 +213,10 @@ class AOTModelAdapter(lmms):
         accelerator = self._accelerator
         del self._accelerator
         if accelerator.num_processes > 1:
-            if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.MULTI_GPU, DistributedType.DEEPSPEED):
-                raise ValueError(f"distributed type {accelerator.distributed_type} is not supported; expected DDP, FSDP or DeepSpeed")
+            supported = (DistributedType.FSDP, DistributedType.MULTI_GPU, DistributedType.DEEPSPEED)
+            if accelerator.distributed_type not in supported:
+                raise ValueError(f"distributed type {accelerator.distributed_type} is not supported; expected DDP, "
+                                 "FSDP or DeepSpeed")
             if accelerator.distributed_type == DistributedType.DEEPSPEED:
                 AcceleratorState().deepspeed_plugin.deepspeed_config_process(
                     must_match=True, train_micro_batch_size_per_gpu=self.batch_size_per_gpu,
@@ -293,7 +300,7 @@ class AOTModelAdapter(lmms):
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        """This process's per-sample accounting of the run in progress (dicts of :class:`SampleEfficiency`);
+        """This process's per-sample accounting of the run in progress (dicts of :class:`SampleRecord`);
         :attr:`last_run` holds the finished run's, every rank's, on rank 0."""
         return list(self._records)
 
@@ -312,21 +319,17 @@ class AOTModelAdapter(lmms):
         m.peak_memory_mb, m.peak_memory_kind = eff.peak_memory_mb(self.device)
         self._batch_seconds += m.end - m.start
 
-    def _sample_record(self, p: Prepared, stats: list[Any], *, text_tokens: int, output_tokens: int,
-                       measurement: Measurement) -> eff.SampleEfficiency:
-        """One generated sample's accounting, from the model's per-visual-input stats (the model layer's
-        ``last_visual_stats`` entries of this sample: ``VisualStats`` of :mod:`llava.model.llava_arch`)."""
-        visual = sum(s.tokens for s in stats)
-        return eff.SampleEfficiency(
-            task=p.task, doc_id=p.doc_id, compression=self.compression_name,
-            modality=stats[0].modality if stats else "text", frames=sum(s.frames for s in stats),
-            visual_tokens_plain=sum(s.tokens_plain for s in stats), visual_tokens=visual,
-            retention=(sum(s.retention for s in stats) / len(stats)) if stats else 1.0,
-            prefill_tflops=eff.prefill_tflops(visual, self.model.config),
-            load_ms=p.load_ms, vision_ms=sum(s.vision_ms or 0.0 for s in stats), compression_ms=sum(s.compression_ms or 0.0 for s in stats),
-            ttft_ms=measurement.ttft_ms, peak_memory_mb=measurement.peak_memory_mb, peak_memory_kind=measurement.peak_memory_kind,
-            input_tokens=text_tokens + visual, output_tokens=output_tokens,
-            stage_tokens={k: sum(s.stage_tokens.get(k, 0) for s in stats) for k in (stats[0].stage_tokens if stats else {})},
+    def _sample_record(self, p: Prepared, visual: list[SampleRecord], *, text_tokens: int, output_tokens: int,
+                       measurement: Measurement) -> SampleRecord:
+        """One generated sample's record, from the seam's records of its visual inputs (the model's
+        ``last_visual_stats`` entries of this sample) and what the call cost."""
+        tokens = sum(r.visual_tokens for r in visual)
+        return SampleRecord.of_sample(
+            visual, task=p.task, doc_id=p.doc_id, compression=self.compression_name,
+            prefill_tflops=eff.prefill_tflops(tokens, self.model.config), load_ms=p.load_ms,
+            ttft_ms=measurement.ttft_ms, peak_memory_mb=measurement.peak_memory_mb,
+            peak_memory_kind=measurement.peak_memory_kind, input_tokens=text_tokens + tokens,
+            output_tokens=output_tokens,
         )
 
     def tok_encode(self, string: str, left_truncate_len=None, add_special_tokens=None) -> list[int]:
@@ -342,7 +345,7 @@ class AOTModelAdapter(lmms):
         ``error`` (the sample fails alone) instead of raising."""
         raise NotImplementedError
 
-    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, eff.SampleEfficiency]]:
+    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, SampleRecord]]:
         """Generate for a batch of prepared requests: ``{prepared.index: (answer, accounting)}``. May raise
         (the batch is then retried one request at a time)."""
         raise NotImplementedError
@@ -381,13 +384,16 @@ class AOTModelAdapter(lmms):
             gen_kwargs = dict(all_gen_kwargs[0])  # the Collator grouped equal gen_kwargs together
             gen_kwargs.pop("until", None)
             prepared = []
-            for i, (context, doc_to_visual, doc_id, task, split) in enumerate(zip(contexts, doc_to_visuals, doc_ids, tasks, splits)):
+            for i, (context, doc_to_visual, doc_id, task, split) in enumerate(
+                zip(contexts, doc_to_visuals, doc_ids, tasks, splits)
+            ):
                 doc = self.task_dict[task][split][doc_id]
                 try:
                     visual = doc_to_visual(doc)
                 except Exception as exc:  # noqa: BLE001 - a task's own loader failing is one failed sample
                     hook = "doc_to_visual" if getattr(self, "is_simple", True) else "doc_to_messages"
-                    prepared.append(Prepared(i, context, task, doc_id, doc, error=f"{hook} failed: {type(exc).__name__}: {exc}"))
+                    error = f"{hook} failed: {type(exc).__name__}: {exc}"
+                    prepared.append(Prepared(i, context, task, doc_id, doc, error=error))
                     continue
                 prepared.append(self._prepare(i, context, visual, gen_kwargs, task, doc_id))
                 prepared[-1].doc = doc
@@ -401,7 +407,7 @@ class AOTModelAdapter(lmms):
     def _run_batch(self, prepared: list[Prepared], gen_kwargs: dict) -> list[GenerationResult]:
         """Generate for the prepared requests that did not fail; a batch that raises is retried one
         request at a time so that only the request at fault fails."""
-        outputs: dict[int, tuple[str, eff.SampleEfficiency]] = {}
+        outputs: dict[int, tuple[str, SampleRecord]] = {}
         ready = [p for p in prepared if p.error is None]
         if ready:
             try:
@@ -410,7 +416,9 @@ class AOTModelAdapter(lmms):
                 if len(ready) == 1:
                     ready[0].error = f"generation failed: {type(exc).__name__}: {exc}"
                 else:
-                    eval_logger.warning(f"a batch of {len(ready)} failed ({type(exc).__name__}: {exc}); retrying one by one")
+                    eval_logger.warning(
+                        f"a batch of {len(ready)} failed ({type(exc).__name__}: {exc}); retrying one by one"
+                    )
                     for p in ready:
                         try:
                             outputs.update(self._generate([p], gen_kwargs))
@@ -420,8 +428,11 @@ class AOTModelAdapter(lmms):
         for p in prepared:
             if p.error is not None:
                 text = wrong_answer(p.task, p.doc)
-                eval_logger.error(f"{p.task} doc {p.doc_id}: {p.error}; the sample is answered {text!r} and scored as wrong")
-                record = eff.SampleEfficiency(p.task, p.doc_id, self.compression_name, failed=True, error=p.error, load_ms=p.load_ms)
+                eval_logger.error(
+                    f"{p.task} doc {p.doc_id}: {p.error}; the sample is answered {text!r} and scored as wrong"
+                )
+                record = SampleRecord(task=p.task, doc_id=p.doc_id, compression=self.compression_name, failed=True,
+                                      error=p.error, load_ms=p.load_ms)
             else:
                 text, record = outputs[p.index]
             self._records.append(record.to_dict())
@@ -442,13 +453,14 @@ class AOTModelAdapter(lmms):
             except Exception as exc:  # noqa: BLE001 - one bad sample fails alone, the run goes on
                 error = f"{type(exc).__name__}: {exc}"
                 eval_logger.error(f"{task} doc {doc_id}: {error}; the request answers log-likelihood -inf")
-                self._records.append(eff.SampleEfficiency(task, doc_id, self.compression_name, failed=True,
-                                                          error=error).to_dict())
+                self._records.append(SampleRecord(task=task, doc_id=doc_id, compression=self.compression_name,
+                                                  failed=True, error=error).to_dict())
                 res.append((float("-inf"), False))
         return res
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(
             f"{self.MODEL_ID} answers single-round tasks (generate_until, loglikelihood); multi-round tasks "
-            "are not supported — none of the paper's benchmarks (MVBench, EgoSchema, LongVideoBench, VideoMME) uses them"
+            "are not supported — none of the paper's benchmarks (MVBench, EgoSchema, LongVideoBench, VideoMME) "
+            "uses them"
         )

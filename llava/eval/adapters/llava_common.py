@@ -16,10 +16,10 @@ from transformers import StoppingCriteriaList
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
-from llava.eval import efficiency as eff
 from llava.eval.adapters.base import AOTModelAdapter, Prepared, str2bool
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
+from llava.model.record import SampleRecord
 
 __all__ = ["LlavaAdapter"]
 
@@ -45,7 +45,8 @@ class LlavaAdapter(AOTModelAdapter):
 
         ``model_name`` picks the architecture in LLaVA-NeXT's loader; this package builds ``llava_qwen``
         only, so a name given must be one LLaVA-NeXT maps to it (it contains ``qwen``)."""
-        self._check_llava_args(model_name=model_name, conv_template=conv_template, video_decode_backend=video_decode_backend)
+        self._check_llava_args(model_name=model_name, conv_template=conv_template,
+                               video_decode_backend=video_decode_backend)
         self.pretrained = pretrained
         self._tokenizer, model, self._image_processor, self._max_length = load_pretrained_model(
             pretrained, None, model_name or get_model_name_from_path(pretrained), device_map=load_map,
@@ -86,9 +87,10 @@ class LlavaAdapter(AOTModelAdapter):
         raise NotImplementedError
 
     # -- generation
-    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, eff.SampleEfficiency]]:
+    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, SampleRecord]]:
         model = self.model
-        ids_list = [tokenizer_image_token(p.prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt") for p in batch]
+        ids_list = [tokenizer_image_token(p.prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+                    for p in batch]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         longest = max(len(x) for x in ids_list)
         input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
@@ -106,13 +108,14 @@ class LlavaAdapter(AOTModelAdapter):
                           questions=[p.context for p in batch for _ in p.visuals])
         model.last_visual_stats = []
         with self._measured() as m:
-            criteria = StoppingCriteriaList([m.clock, KeywordsStoppingCriteria(self._stop_words(), self.tokenizer, input_ids)])
+            stop = KeywordsStoppingCriteria(self._stop_words(), self.tokenizer, input_ids)
+            criteria = StoppingCriteriaList([m.clock, stop])
             with torch.inference_mode():
-                out = model.generate(input_ids, attention_mask=attention_mask, pad_token_id=pad_id, use_cache=self.use_cache,
-                                     stopping_criteria=criteria, **kwargs)
+                out = model.generate(input_ids, attention_mask=attention_mask, pad_token_id=pad_id,
+                                     use_cache=self.use_cache, stopping_criteria=criteria, **kwargs)
         texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         stats = list(model.last_visual_stats) if images else []
-        results: dict[int, tuple[str, eff.SampleEfficiency]] = {}
+        results: dict[int, tuple[str, SampleRecord]] = {}
         cursor = 0
         for row, p in enumerate(batch):
             mine = stats[cursor : cursor + len(p.visuals)]
@@ -121,8 +124,8 @@ class LlavaAdapter(AOTModelAdapter):
             while generated and generated[-1] == pad_id:
                 generated.pop()
             text_tokens = int((ids_list[row] != IMAGE_TOKEN_INDEX).sum())
-            results[p.index] = (texts[row], self._sample_record(p, mine, text_tokens=text_tokens, output_tokens=len(generated),
-                                                                measurement=m))
+            record = self._sample_record(p, mine, text_tokens=text_tokens, output_tokens=len(generated), measurement=m)
+            results[p.index] = (texts[row], record)
         return results
 
     def _loglikelihood_one(self, context, doc_to_target, doc_to_visual, doc_id, task, split) -> tuple[float, bool]:
@@ -136,7 +139,8 @@ class LlavaAdapter(AOTModelAdapter):
         conv.append_message(conv.roles[1], None)
         context_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
         conv.messages[-1][1] = continuation
-        full_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+        full_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX,
+                                         return_tensors="pt")[None]
         labels = full_ids.clone()
         labels[0, : context_ids.shape[0]] = -100
         kwargs = {"images": p.visuals, "modalities": p.modalities, "image_sizes": p.image_sizes} if p.visuals else {}

@@ -4,8 +4,8 @@ Frames are sampled and prompts built as lmms-eval 0.7.3's built-in ``llava_onevi
 (``max_frames_num`` frames uniformly over the video, one ``<image>`` per video, images through
 ``process_images``), so ``compression=none`` scores what the built-in scores::
 
-    python -m lmms_eval --model aot_llava_onevision \\
-        --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen,compression=paper_ov_10pct \\
+    ARGS=pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,conv_template=qwen_1_5,model_name=llava_qwen
+    python -m lmms_eval --model aot_llava_onevision --model_args $ARGS,compression=paper_ov_10pct \\
         --tasks mvbench --batch_size 1 --log_samples --output_path runs/eval
 
 What every plugin model adds (batching, ``--device cpu``, failed samples, efficiency accounting) is
@@ -70,17 +70,21 @@ class AOTLlavaOneVision(LlavaAdapter):
         if use_flash_attention_2 is not None and str2bool(use_flash_attention_2):
             attn_implementation = "flash_attention_2"
         if token_strategy != "single":
-            raise ValueError(f"token_strategy={token_strategy!r} is not supported; expected 'single' (one <image> per video)")
+            raise ValueError(
+                f"token_strategy={token_strategy!r} is not supported; expected 'single' (one <image> per video)"
+            )
         self.max_frames_num = int(max_frames_num)
         self.mm_spatial_pool_stride = int(mm_spatial_pool_stride)
         self.mm_spatial_pool_mode = mm_spatial_pool_mode
         load_map = self._setup(compression=compression, device=device, device_map=device_map, batch_size=batch_size,
                                max_batch_size=max_batch_size)
         self._load_llava(
-            pretrained=pretrained, model_name=model_name, attn_implementation=attn_implementation, torch_dtype=torch_dtype,
+            pretrained=pretrained, model_name=model_name, attn_implementation=attn_implementation,
+            torch_dtype=torch_dtype,
             customized_config=customized_config, conv_template=conv_template, use_cache=use_cache,
             video_decode_backend=video_decode_backend, load_map=load_map,
-            overwrite_config={"mm_spatial_pool_stride": self.mm_spatial_pool_stride, "mm_spatial_pool_mode": mm_spatial_pool_mode},
+            overwrite_config={"mm_spatial_pool_stride": self.mm_spatial_pool_stride,
+                              "mm_spatial_pool_mode": mm_spatial_pool_mode},
         )
         self._aspect_ratio = getattr(self._config, "image_aspect_ratio", None)
 
@@ -96,7 +100,8 @@ class AOTLlavaOneVision(LlavaAdapter):
                     if len(visual) > 1 or self._aspect_ratio is None:
                         self._config.image_aspect_ratio = gen_kwargs.get("image_aspect_ratio", "pad")
                     tensor = process_images(visual, self._image_processor, self._config)
-                    per_image = list(tensor) if isinstance(tensor, list) or tensor.dim() == 5 or len(visual) > 1 else [tensor]
+                    several = isinstance(tensor, list) or tensor.dim() == 5 or len(visual) > 1
+                    per_image = list(tensor) if several else [tensor]
                     p.visuals = [t.to(dtype=torch.float16) for t in per_image]
                     p.modalities = ["image"] * len(visual)
                     p.image_sizes = [im.size for im in visual]
@@ -106,7 +111,8 @@ class AOTLlavaOneVision(LlavaAdapter):
                     frames = self._image_processor.preprocess(clip.frames, return_tensors="pt")["pixel_values"]
                     p.visuals, p.modalities, placeholders = [frames.half()], ["video"], 1
                 else:
-                    p.error = f"doc_to_visual returned {type(visual[0]).__name__} items; expected video paths or PIL images"
+                    p.error = (f"doc_to_visual returned {type(visual[0]).__name__} items; expected video paths or "
+                               "PIL images")
             except Exception as exc:  # noqa: BLE001 - a missing or corrupt video fails this sample only
                 p.error = f"{type(exc).__name__}: {exc}"
             p.load_ms = (time.perf_counter() - start) * 1000

@@ -5,8 +5,8 @@ frames a second capped at ``max_frames_num``, or ``max_frames_num`` uniformly wi
 frame folders and image lists as its MVBench frame path; the optional time instruction), so
 ``compression=none`` scores what the built-in scores::
 
-    python -m lmms_eval --model aot_llava_vid \\
-        --model_args pretrained=lmms-lab/LLaVA-Video-7B-Qwen2,conv_template=qwen_1_5,max_frames_num=64,force_sample=true,add_time_instruction=true,compression=video_25pct \\
+    ARGS=pretrained=lmms-lab/LLaVA-Video-7B-Qwen2,conv_template=qwen_1_5,max_frames_num=64,force_sample=true
+    python -m lmms_eval --model aot_llava_vid --model_args $ARGS,add_time_instruction=true,compression=video_25pct \\
         --tasks mvbench --batch_size 1 --log_samples --output_path runs/eval
 
 What every plugin model adds (batching, ``--device cpu``, failed samples, efficiency accounting) is
@@ -32,10 +32,12 @@ from llava.video import load_video
 __all__ = ["AOTLlavaVid"]
 
 _NEVER_READ = "lmms-eval's llava_vid accepts it but never reads it"
-_CONFIG_NEVER_READ = "lmms-eval's llava_vid writes it into the model config (config.{}), which this package's model never reads"
+_CONFIG_NEVER_READ = ("lmms-eval's llava_vid writes it into the model config (config.{}), which this package's "
+                      "model never reads")
 
 #: the config keys ``overwrite=True`` sets, with llava_vid's defaults
-OVERWRITE_DEFAULTS: dict[str, Any] = {"mm_spatial_pool_stride": 2, "mm_spatial_pool_mode": "average", "mm_newline_position": "grid"}
+OVERWRITE_DEFAULTS: dict[str, Any] = {"mm_spatial_pool_stride": 2, "mm_spatial_pool_mode": "average",
+                                      "mm_newline_position": "grid"}
 
 
 class AOTLlavaVid(LlavaAdapter):
@@ -53,7 +55,8 @@ class AOTLlavaVid(LlavaAdapter):
         "truncate_context": _NEVER_READ,
         "mm_resampler_type": _NEVER_READ,
         "mm_spatial_pool_out_channels": _NEVER_READ,
-        "faster_token_stride": _NEVER_READ + " (it would only matter with add_faster_video=True, which is not supported)",
+        "faster_token_stride": _NEVER_READ
+        + " (it would only matter with add_faster_video=True, which is not supported)",
         "mm_resampler_location": _CONFIG_NEVER_READ.format("mm_pooling_position"),
         "delay_load": _CONFIG_NEVER_READ.format("delay_load"),
     }
@@ -86,7 +89,9 @@ class AOTLlavaVid(LlavaAdapter):
     ) -> None:
         super().__init__()
         if str2bool(add_faster_video):
-            raise ValueError("add_faster_video=True is not supported; expected False (LLaVA-Video's evaluation setting)")
+            raise ValueError(
+                "add_faster_video=True is not supported; expected False (LLaVA-Video's evaluation setting)"
+            )
         self.max_frames_num = int(max_frames_num)
         self.fps = int(video_fps)
         self.force_sample = str2bool(force_sample)
@@ -105,7 +110,8 @@ class AOTLlavaVid(LlavaAdapter):
         load_map = self._setup(compression=compression, device=device, device_map=device_map, batch_size=batch_size,
                                max_batch_size=max_batch_size)
         self._load_llava(
-            pretrained=pretrained, model_name=model_name, attn_implementation=attn_implementation, torch_dtype=torch_dtype,
+            pretrained=pretrained, model_name=model_name, attn_implementation=attn_implementation,
+            torch_dtype=torch_dtype,
             customized_config=customized_config, conv_template=conv_template, use_cache=use_cache,
             video_decode_backend=video_decode_backend, load_map=load_map, overwrite_config=overwrite_config,
         )
@@ -150,7 +156,8 @@ class AOTLlavaVid(LlavaAdapter):
         if self.add_time_instruction:
             frame_time = ",".join(f"{t:.2f}s" for t in times)
             qs = (f"The video lasts for {duration:.2f} seconds, and {len(array)} frames are uniformly sampled from it. "
-                  f"These frames are located at {frame_time}.Please answer the following questions related to this video.\n{qs}")
+                  f"These frames are located at {frame_time}.Please answer the following questions related to "
+                  f"this video.\n{qs}")
         if getattr(self._config, "mm_use_im_start_end", False):
             qs = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN + "\n" + qs
         else:

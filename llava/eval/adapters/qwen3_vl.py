@@ -39,7 +39,8 @@ _UNUSED = ("lmms-eval's qwen3_vl chat adapter (what --model qwen3_vl runs) accep
 
 
 class AOTQwen3VL(QwenVLChatAdapter):
-    """Qwen3-VL (transformers' ``Qwen3VLForConditionalGeneration`` or the MoE class) behind lmms-eval, with compression."""
+    """Qwen3-VL (transformers' ``Qwen3VLForConditionalGeneration`` or the MoE class) behind lmms-eval, with
+    compression."""
 
     MODEL_ID = "aot_qwen3_vl"
     IMAGE_PATCH_SIZE = 16
@@ -69,7 +70,8 @@ class AOTQwen3VL(QwenVLChatAdapter):
         super().__init__()
         from transformers import Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration
 
-        if total_pixels is not None and (isinstance(total_pixels, bool) or not isinstance(total_pixels, int) or total_pixels < 1):
+        bad_total = isinstance(total_pixels, bool) or not isinstance(total_pixels, int) or total_pixels < 1
+        if total_pixels is not None and bad_total:
             raise ValueError(f"total_pixels={total_pixels!r} is not valid; expected an integer >= 1, or none")
         self.total_pixels = total_pixels
         self.system_prompt = system_prompt
@@ -79,7 +81,8 @@ class AOTQwen3VL(QwenVLChatAdapter):
             "Qwen3-VL in the Hugging Face layout; Qwen2.5-VL runs with aot_qwen2_5_vl, LLaVA-NeXT checkpoints with "
             "aot_llava_onevision or aot_llava_vid",
         )
-        model_cls = Qwen3VLMoeForConditionalGeneration if model_type == "qwen3_vl_moe" else Qwen3VLForConditionalGeneration
+        model_cls = (Qwen3VLMoeForConditionalGeneration if model_type == "qwen3_vl_moe"
+                     else Qwen3VLForConditionalGeneration)
         self._load_qwen(
             pretrained=pretrained, model_cls=model_cls, seam_cls=Qwen3VLCompression, compression=compression,
             device=device, device_map=device_map, batch_size=batch_size, max_batch_size=max_batch_size,
@@ -125,8 +128,10 @@ class AOTQwen3VL(QwenVLChatAdapter):
             current.update(do_sample=False, temperature=None, top_p=None)
             current.pop("top_k", None)
         out = {"eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id,
-               "max_new_tokens": current["max_new_tokens"], "use_cache": self.use_cache, "do_sample": current["do_sample"]}
-        out.update({k: current[k] for k in ("temperature", "top_p", "top_k", "num_beams") if current.get(k) is not None})
+               "max_new_tokens": current["max_new_tokens"], "use_cache": self.use_cache,
+               "do_sample": current["do_sample"]}
+        out.update({k: current[k] for k in ("temperature", "top_p", "top_k", "num_beams")
+                    if current.get(k) is not None})
         return out
 
     def _answer(self, text: str) -> str:

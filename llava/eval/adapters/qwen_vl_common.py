@@ -10,8 +10,8 @@ prompt through the processor's chat template, the processor's inputs for the bat
 (:meth:`QwenVLChatAdapter._generation_kwargs`); a family module fills these in.
 
 With ``compression=none`` the model's own ``generate`` runs on the processor's inputs, as in the built-in.
-With a compression, the family's seam (:mod:`llava.model.qwen_vl.qwen2_5_vl`, :mod:`llava.model.qwen_vl.qwen3_vl`) turns the
-same inputs into the compressed prompt and generates from it.
+With a compression, the family's seam (:mod:`llava.model.qwen_vl.qwen2_5_vl`,
+:mod:`llava.model.qwen_vl.qwen3_vl`) turns the same inputs into the compressed prompt and generates from it.
 
 What differs from the built-ins, on purpose: a video that cannot be loaded fails its sample alone (it is
 answered so that the task scores it wrong, and counted as failed); every sample's efficiency is recorded
@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 import torch
 from transformers import StoppingCriteriaList
 
-from llava.eval import efficiency as eff
 from llava.eval.adapters.base import AOTModelAdapter, Prepared, str2bool
-from llava.model.visual_stats import VisualStats
+from llava.model.record import SampleRecord
+from llava.model.seam import uncompressed_record
 
 __all__ = ["QwenVLChatAdapter", "check_checkpoint_type", "frames_in"]
 
@@ -84,7 +84,9 @@ class QwenVLChatAdapter(AOTModelAdapter):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
         if min_pixels > max_pixels:
-            raise ValueError(f"min_pixels={min_pixels} exceeds max_pixels={max_pixels}; expected min_pixels <= max_pixels")
+            raise ValueError(
+                f"min_pixels={min_pixels} exceeds max_pixels={max_pixels}; expected min_pixels <= max_pixels"
+            )
         if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
             raise ValueError(f"fps={fps!r} is not valid; expected a number > 0, or no fps (then max_num_frames frames)")
         shallow, deep = score_layers
@@ -157,7 +159,8 @@ class QwenVLChatAdapter(AOTModelAdapter):
             p.load_ms = (time.perf_counter() - started) * 1000
             return p
         p.prompt = self._prompt(messages)
-        p.question = " ".join(c["text"] for m in messages if m["role"] == "user" for c in m["content"] if c["type"] == "text")
+        p.question = " ".join(c["text"] for m in messages if m["role"] == "user"
+                              for c in m["content"] if c["type"] == "text")
         p.visuals = [v for v, _ in (video_inputs or [])]
         p.modalities = ["video"] * len(p.visuals) + ["image"] * len(image_inputs or [])
         p.payload = {"images": list(image_inputs or []), "metadata": [m for _, m in (video_inputs or [])],
@@ -165,7 +168,7 @@ class QwenVLChatAdapter(AOTModelAdapter):
         p.load_ms = (time.perf_counter() - started) * 1000
         return p
 
-    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, eff.SampleEfficiency]]:
+    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, SampleRecord]]:
         videos = [v for p in batch for v in p.visuals]
         images = [i for p in batch for i in p.payload["images"]]
         metadata = [m for p in batch for m in p.payload["metadata"]]
@@ -191,7 +194,7 @@ class QwenVLChatAdapter(AOTModelAdapter):
         stats = list(self._seam.last_visual_stats) if compress else self._plain_stats(inputs)
         video_id = int(self.model.config.video_token_id)
         pad_id = self.tokenizer.pad_token_id
-        results: dict[int, tuple[str, eff.SampleEfficiency]] = {}
+        results: dict[int, tuple[str, SampleRecord]] = {}
         cursor = 0
         for row, p in enumerate(batch):
             mine = stats[cursor:cursor + len(p.visuals)]
@@ -205,20 +208,13 @@ class QwenVLChatAdapter(AOTModelAdapter):
                 p, mine, text_tokens=text_tokens, output_tokens=len(generated), measurement=m))
         return results
 
-    def _plain_stats(self, inputs: Any) -> list[VisualStats]:
-        """Per video of an uncompressed batch: the merged grid the model sends."""
+    def _plain_stats(self, inputs: Any) -> list[SampleRecord]:
+        """Per video of an uncompressed batch (the model's own ``generate`` ran): what the model spliced."""
         grid = inputs.get("video_grid_thw")
-        if grid is None:
-            return []
-        merge = int(self.model.config.vision_config.spatial_merge_size)
-        temporal = int(self.model.config.vision_config.temporal_patch_size)
-        stats = []
-        for t, h, w in grid.tolist():
-            n = int(t) * (int(h) // merge) * (int(w) // merge)
-            stats.append(VisualStats("video", int(t) * temporal, n, n, {"input": n}, 1.0))
-        return stats
+        return [] if grid is None else [uncompressed_record(layout) for layout in self._seam.video_layouts(grid)]
 
     def loglikelihood(self, requests):
         raise NotImplementedError(
-            f"{self.MODEL_ID} answers generate_until tasks; loglikelihood is not implemented, as in lmms-eval's own adapter"
+            f"{self.MODEL_ID} answers generate_until tasks; loglikelihood is not implemented, as in lmms-eval's "
+            "own adapter"
         )

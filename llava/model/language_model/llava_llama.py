@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from transformers import LlamaConfig
 
+from llava.model.multimodal_config import MultimodalConfigMixin
 
-class LlavaConfig(LlamaConfig):
-    """Llama configuration plus LLaVA's ``mm_*`` keys (kept as attributes), as in LLaVA-NeXT."""
+
+class LlavaConfig(MultimodalConfigMixin, LlamaConfig):
+    """Llama configuration plus LLaVA's ``mm_*`` keys (kept as attributes; the layout keys defaulted and
+    checked by :class:`~llava.model.multimodal_config.MultimodalConfigMixin`), as in LLaVA-NeXT."""
 
     model_type = "llava_llama"

@@ -11,14 +11,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config, Qwen2For
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
+from llava.model.multimodal_config import MultimodalConfigMixin
 
 #: the KV-cache argument of transformers' Qwen2ForCausalLM.forward: ``cache`` since transformers 5.24
 #: (``past_key_values`` is deprecated there and stops working in 5.40), ``past_key_values`` before
 _CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2ForCausalLM.forward).parameters else "past_key_values"
 
 
-class LlavaQwenConfig(Qwen2Config):
-    """Qwen2 configuration plus LLaVA's ``mm_*`` keys (kept as attributes) and the optional
+class LlavaQwenConfig(MultimodalConfigMixin, Qwen2Config):
+    """Qwen2 configuration plus LLaVA's ``mm_*`` keys (kept as attributes; the layout keys defaulted and
+    checked by :class:`~llava.model.multimodal_config.MultimodalConfigMixin`), the optional
     ``vision_config`` dict (SigLIP geometry; so400m when absent) and ``aot_compression``."""
 
     model_type = "llava_qwen"
@@ -80,7 +82,8 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
             )
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **{_CACHE_KWARG: past_key_values}, **kwargs,
+            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **{_CACHE_KWARG: past_key_values},
+            **kwargs,
         )
 
     @torch.no_grad()

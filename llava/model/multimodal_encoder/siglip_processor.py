@@ -43,7 +43,8 @@ def _array_to_pil(frame: np.ndarray) -> Image.Image:
     """One uint8 frame ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with C in {1, 3, 4} -> RGB PIL image."""
     if frame.dtype != np.uint8:
         raise TypeError(
-            f"SigLipImageProcessor expects uint8 pixel arrays (0..255, as decord/PIL give them), got dtype {frame.dtype}"
+            f"SigLipImageProcessor expects uint8 pixel arrays (0..255, as decord/PIL give them), "
+            f"got dtype {frame.dtype}"
         )
     if frame.ndim == 3 and frame.shape[-1] not in (1, 3, 4) and frame.shape[0] in (1, 3, 4):
         frame = np.moveaxis(frame, 0, -1)  # channels-first input

@@ -1,6 +1,7 @@
 """What the Qwen-VL compression seams share (:class:`QwenVLCompression`): the per-instance setting, the
 layout handed to the compressor, the vision tower run with the attention scores a method reads, the
-compression itself with its stats, and each video's placeholders and positions in the prompt.
+compression itself with its records (both through :class:`llava.model.seam.VisualSeam`), each video's
+positions in the prompt, and the left-padded batch the prompts end in.
 
 A family (:mod:`llava.model.qwen_vl.qwen2_5_vl`, :mod:`llava.model.qwen_vl.qwen3_vl`) subclasses it with the
 ``model_type`` it accepts and the way its compressed prompt reaches transformers' own ``forward`` and
@@ -20,20 +21,10 @@ import torch
 
 import visionzip
 from llava.model.qwen_vl.scores import default_score_layers, vision_output_with_scores
-from llava.model.visual_stats import VisualStats, timing_span
+from llava.model.record import SampleRecord
+from llava.model.seam import SeamVideo, VisualSeam
 
-__all__ = ["QwenVLCompression", "VideoTokens"]
-
-
-class VideoTokens:
-    """One video after the seam: ``tokens`` (T, D) in the order the LLM sees them, ``levels`` (one (T, D')
-    tensor per extra feature level, Qwen3-VL's deepstack; empty otherwise) reduced exactly as the tokens
-    were, and the compression ``result`` (None without compression)."""
-
-    __slots__ = ("tokens", "levels", "result")
-
-    def __init__(self, tokens: torch.Tensor, levels: list[torch.Tensor], result: visionzip.CompressionResult | None):
-        self.tokens, self.levels, self.result = tokens, levels, result
+__all__ = ["QwenVLCompression"]
 
 
 class QwenVLCompression:
@@ -57,8 +48,8 @@ class QwenVLCompression:
         vision = model.config.vision_config
         self.score_layers = tuple(score_layers) if score_layers is not None else default_score_layers(vision)
         self.last_results: list[visionzip.CompressionResult] = []
-        #: one :class:`~llava.model.visual_stats.VisualStats` per video of the last ``prepare``
-        self.last_visual_stats: list[VisualStats] = []
+        #: one :class:`~llava.model.record.SampleRecord` per video of the last ``prepare``
+        self.last_visual_stats: list[SampleRecord] = []
         #: time the vision tower and the compression (CUDA events on a GPU); None: when not training
         self.time_visual: bool | None = None
 
@@ -138,78 +129,47 @@ class QwenVLCompression:
         return levels
 
     def video_tokens(self, pixel_values_videos: torch.Tensor, grid: torch.Tensor,
-                     questions: list[str | None] | None = None) -> list[VideoTokens]:
-        """Run the vision tower (with the scores the method reads) and the compression; set
-        :attr:`last_results` and :attr:`last_visual_stats`."""
+                     questions: list[str | None] | None = None) -> list[SeamVideo]:
+        """Run the vision tower (with the scores the method reads) and the seam; set
+        :attr:`last_results` and :attr:`last_visual_stats`. Each video's ``levels`` are Qwen3-VL's
+        deepstack features (none on Qwen2.5-VL), reduced as its tokens are."""
         visual = self.model.model.visual
         layouts = self.video_layouts(grid)
-        cfg = self.compression
         self.check_videos(grid)
-        spec = None if cfg is None else visionzip.registry.method_of(cfg)
-        cuda = pixel_values_videos.is_cuda
         timed = (not self.model.training) if self.time_visual is None else bool(self.time_visual)
-        vision = timing_span(timed, cuda)
-        if spec is not None and spec.score_roles:
-            layers = dict(zip(("shallow", "deep"), self.score_layers))
-            output, scores = vision_output_with_scores(visual, pixel_values_videos, grid, [layers[r] for r in spec.score_roles])
-            maps = dict(zip(spec.score_roles, scores))
-        else:
-            output = visual(pixel_values_videos.type(visual.dtype), grid_thw=grid)
-            maps = {}
-        if vision is not None:
-            vision.stop()
+        seam = VisualSeam(self.compression, timed=timed, cuda=pixel_values_videos.is_cuda, samples=len(layouts))
+        roles = seam.score_roles
+        with seam.vision():
+            if roles:
+                layers = dict(zip(("shallow", "deep"), self.score_layers))
+                output, scores = vision_output_with_scores(visual, pixel_values_videos, grid,
+                                                           [layers[r] for r in roles])
+            else:
+                output, scores = visual(pixel_values_videos.type(visual.dtype), grid_thw=grid), ()
         feats = output.pooler_output
         levels = self._levels_of(output, feats.shape[0])
         sizes = [lay.frames * lay.tokens_per_frame for lay in layouts]
         if sum(sizes) != feats.shape[0]:
-            raise ValueError(f"the vision tower returned {feats.shape[0]} tokens; expected {sum(sizes)} from video_grid_thw")
+            raise ValueError(
+                f"the vision tower returned {feats.shape[0]} tokens; expected {sum(sizes)} from video_grid_thw"
+            )
 
-        def per_video(x: torch.Tensor) -> list[torch.Tensor]:
-            return [f.view(lay.frames, lay.tokens_per_frame, -1) for f, lay in zip(x.split(sizes), layouts)]
+        def per_video(x: torch.Tensor, *tail: int) -> list[torch.Tensor]:
+            return [f.view(lay.frames, lay.tokens_per_frame, *tail) for f, lay in zip(x.split(sizes), layouts)]
 
-        main = per_video(feats)
-        extra = [per_video(level) for level in levels]  # [level][video] -> (F, N, D')
-        count = len(layouts)
-        if cfg is None:
-            self.last_results = []
-            self.last_visual_stats = [
-                VisualStats("video", lay.frames * lay.temporal_patch, n, n, {"input": n}, 1.0, vision_span=vision,
-                            per_sample=count)
-                for lay, n in zip(layouts, sizes)
-            ]
-            return [VideoTokens(main[v].flatten(0, 1), [lvl[v].flatten(0, 1) for lvl in extra], None) for v in range(count)]
-
-        def split(name: str) -> list[torch.Tensor] | None:
-            if name not in maps:
-                return None
-            return [s.view(lay.frames, lay.tokens_per_frame) for s, lay in zip(maps[name].split(sizes), layouts)]
-
-        span = timing_span(timed, cuda)
-        question = None
-        if spec is not None and spec.reads_question and questions is not None:
-            if len(questions) != count:
-                raise ValueError(f"questions: {len(questions)} given for {count} videos; expected one per video")
-            question = list(questions)
-        results = visionzip.compress_video(main, split("shallow"), split("deep"), config=cfg, layout=layouts,
-                                           question=question)
-        out = [VideoTokens(r.tokens, [r.plan.apply(lvl[v]) for lvl in extra], r) for v, r in enumerate(results)]
-        if span is not None:
-            span.stop()
-        self.last_results = list(results)
-        self.last_visual_stats = [
-            VisualStats("video", lay.frames * lay.temporal_patch, n, int(r.tokens.shape[0]), dict(r.stage_tokens),
-                        float(r.retention), vision_span=vision, compression_span=span, per_sample=count,
-                        per_compressed=count, result=r)
-            for lay, n, r in zip(layouts, sizes, results)
-        ]
+        out = seam.videos(
+            per_video(feats, -1), {role: per_video(score) for role, score in zip(roles, scores)}, layouts,
+            questions=questions, levels=[per_video(level, -1) for level in levels],
+        )
+        self.last_results = [v.record.result for v in out if v.record.result is not None]
+        self.last_visual_stats = [v.record for v in out]
         return out
 
     @staticmethod
-    def token_positions(video: VideoTokens, cell_positions: torch.Tensor) -> torch.Tensor:
+    def token_positions(video: SeamVideo, cell_positions: torch.Tensor) -> torch.Tensor:
         """(T, 3) rotary positions of a video's tokens from its cells' (F, N, 3): every kept token its own
         cell's, a token that absorbed others its anchor's (the plan's provenance)."""
-        if video.result is None:
-            return cell_positions.reshape(-1, 3)
+        assert video.result.plan is not None
         return video.result.plan.gather(cell_positions)
 
     @staticmethod
@@ -219,3 +179,32 @@ class QwenVLCompression:
         for b, r in enumerate(rows):
             out[b, longest - r.shape[0]:] = r
         return out
+
+    def padded_prompts(self, rows: list[torch.Tensor], row_pos: list[torch.Tensor], fill: float | int,
+                       attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The compressed prompts as one left-padded batch: ``rows`` (L_b, ...) per prompt padded with
+        ``fill`` (returned as ``"rows"``), the ``attention_mask`` (B, L') in its dtype, the
+        ``position_ids`` (3, B, L') from ``row_pos`` (3, L_b) (padding at 1), and ``rope_deltas`` (B, 1),
+        which continue cached decoding from each prompt's last (time, row, column) + 1."""
+        longest = max(r.shape[0] for r in rows)
+        ones = [torch.ones(r.shape[0], dtype=attention_mask.dtype, device=attention_mask.device) for r in rows]
+        positions = self.left_pad([p.T for p in row_pos], 1, longest).permute(2, 0, 1).contiguous()
+        deltas = torch.stack([p.max() + 1 - p.shape[1] for p in row_pos]).view(-1, 1)
+        return {"rows": self.left_pad(rows, fill, longest), "attention_mask": self.left_pad(ones, 0, longest),
+                "position_ids": positions, "rope_deltas": deltas}
+
+    def prepare(self, **inputs: Any) -> dict[str, Any]:
+        """The family's compressed prompt for the model's ``forward`` / ``generate`` (its own ``prepare``)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, **inputs: Any) -> torch.Tensor:
+        """``model.generate`` on the compressed prompt: the processor's outputs plus generation arguments.
+        Returns the new tokens only. Each decoding step's positions continue from the prompt's last
+        (time, row, column) + 1, as the model's own ``rope_deltas`` would place them."""
+        prepared = self.prepare(**self.split_generate_inputs(inputs))
+        for name in ("rope_deltas", "kept_blocks"):
+            prepared.pop(name, None)
+        out = self.model.generate(**prepared, **inputs)
+        # given input_ids the model returns them before the new tokens; given inputs_embeds, the new tokens only
+        return out[:, prepared["input_ids"].shape[1]:] if "input_ids" in prepared else out

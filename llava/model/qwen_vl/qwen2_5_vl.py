@@ -9,7 +9,8 @@ the placeholders, and the 3-D rotary ``position_ids`` (time, row, column) that t
 for (a token that absorbed others takes its anchor's position). Text keeps its positions, so the
 text after a video continues from the offset the uncompressed prompt has.
 
-The layout, the vision tower with its scores and the compression are :class:`llava.model.qwen_vl.QwenVLCompression`'s.
+The layout, the vision tower with its scores, the compression and the padded batch are
+:class:`llava.model.qwen_vl.common.QwenVLCompression`'s.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class Qwen25VLCompression(QwenVLCompression):
                 n = lay.frames * lay.tokens_per_frame
                 span = pads[start:start + n]
                 if span.numel() != n or int(span[-1] - span[0]) != n - 1:
-                    raise ValueError(f"video {video}: expected {n} consecutive <|video_pad|> placeholders in prompt {b}")
+                    raise ValueError(
+                        f"video {video}: expected {n} consecutive <|video_pad|> placeholders in prompt {b}"
+                    )
                 first = int(span[0])
                 pieces.append(embed(ids[cursor:first]))
                 piece_pos.append(pos[:, cursor:first])
@@ -82,20 +85,5 @@ class Qwen25VLCompression(QwenVLCompression):
             piece_pos.append(pos[:, cursor:])
             rows.append(torch.cat(pieces))
             row_pos.append(torch.cat(piece_pos, 1))
-        longest = max(r.shape[0] for r in rows)
-        embeds = self.left_pad(rows, 0.0, longest)
-        mask = self.left_pad([torch.ones(r.shape[0], dtype=attention_mask.dtype, device=attention_mask.device)
-                              for r in rows], 0, longest)
-        pos_out = self.left_pad([p.T for p in row_pos], 1, longest).permute(2, 0, 1).contiguous()
-        deltas = torch.stack([p.max() + 1 - p.shape[1] for p in row_pos]).view(-1, 1)
-        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos_out, "rope_deltas": deltas}
-
-    @torch.no_grad()
-    def generate(self, **inputs: Any) -> torch.Tensor:
-        """``model.generate`` on the compressed prompt: the processor's outputs plus generation
-        arguments. Returns the new tokens only (as with ``inputs_embeds`` in transformers). Each
-        decoding step's positions continue from the prompt's last (time, row, column) + 1, as the
-        model's own ``rope_deltas`` would place them."""
-        prepared = self.prepare(**self.split_generate_inputs(inputs))
-        prepared.pop("rope_deltas")
-        return self.model.generate(**prepared, **inputs)
+        batch = self.padded_prompts(rows, row_pos, 0.0, attention_mask)
+        return {"inputs_embeds": batch.pop("rows"), **batch}

@@ -21,7 +21,7 @@ take as they are:
   uncompressed prompt's offset, and cached decoding continues from the prompt's last position + 1.
 
 Within a patch the tokens keep the method's order. The layout, the vision tower with its scores and the
-compression are :class:`llava.model.qwen_vl.QwenVLCompression`'s.
+compression are :class:`llava.model.qwen_vl.common.QwenVLCompression`'s.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class Qwen3VLCompression(QwenVLCompression):
         for a, z in zip(starts, ends):
             if a == 0 or int(ids[a - 1]) != start_id or z >= ids.shape[0] or int(ids[z]) != end_id:
                 raise ValueError(
-                    f"prompt {b}: the <|video_pad|> run at {a}..{z} is not enclosed in <|vision_start|> ... <|vision_end|>; "
+                    f"prompt {b}: the <|video_pad|> run at {a}..{z} is not enclosed in "
+                    "<|vision_start|> ... <|vision_end|>; "
                     "expected the Qwen3-VL processor's prompt (one timestamped block per temporal patch)"
                 )
             i = bisect_left(marks, a - 1)  # marks[i] is this block's <|vision_start|>; the one before ends the text
@@ -104,16 +105,18 @@ class Qwen3VLCompression(QwenVLCompression):
             pieces, piece_pos, cursor, k = [], [], 0, 0
             while k < len(blocks):  # the blocks of one video: its layout's frames, in order
                 if video >= len(layouts):
-                    raise ValueError(f"prompt {b} holds more video blocks than video_grid_thw describes ({len(layouts)} videos)")
+                    raise ValueError(
+                        f"prompt {b} holds more video blocks than video_grid_thw describes ({len(layouts)} videos)"
+                    )
                 lay, v = layouts[video], videos[video]
                 mine = blocks[k:k + lay.frames]
                 if len(mine) != lay.frames or any(z - a != lay.tokens_per_frame for _, a, z in mine):
-                    raise ValueError(f"video {video}: expected {lay.frames} blocks of {lay.tokens_per_frame} <|video_pad|> "
+                    raise ValueError(f"video {video}: expected {lay.frames} blocks of {lay.tokens_per_frame} "
+                                     "<|video_pad|> "
                                      f"placeholders in prompt {b}")
                 cells = torch.stack([pos[:, a:z].T for _, a, z in mine])  # (F, N, 3) per cell
                 token_pos = self.token_positions(v, cells)  # (T, 3)
-                frame = (v.result.plan.positions[:, 0] if v.result is not None
-                         else torch.arange(lay.frames).repeat_interleave(lay.tokens_per_frame)).to(ids.device)
+                frame = v.result.plan.positions[:, 0].to(ids.device)
                 order = torch.argsort(frame, stable=True)  # each patch's tokens into its own block
                 counts = torch.bincount(frame, minlength=lay.frames).tolist()
                 main.append(v.tokens[order.to(v.tokens.device)])
@@ -136,25 +139,9 @@ class Qwen3VLCompression(QwenVLCompression):
             row_pos.append(torch.cat(piece_pos, 1))
         if video != len(layouts):
             raise ValueError(f"the prompts hold {video} videos; video_grid_thw describes {len(layouts)}")
-        longest = max(r.shape[0] for r in rows)
         pad_id = self.model.config.text_config.pad_token_id
-        out_ids = self.left_pad(rows, 0 if pad_id is None else int(pad_id), longest)
-        mask = self.left_pad([torch.ones_like(r, dtype=attention_mask.dtype) for r in rows], 0, longest)
-        pos_out = self.left_pad([p.T for p in row_pos], 1, longest).permute(2, 0, 1).contiguous()
-        deltas = torch.stack([p.max() + 1 - p.shape[1] for p in row_pos]).view(-1, 1)
+        batch = self.padded_prompts(rows, row_pos, 0 if pad_id is None else int(pad_id), attention_mask)
         encoder = BaseModelOutputWithDeepstackFeatures(pooler_output=tuple(main),
                                                        deepstack_features=[tuple(level) for level in levels])
-        return {"input_ids": out_ids, "attention_mask": mask, "position_ids": pos_out,
-                "mm_encoder_outputs": {"video": encoder}, "rope_deltas": deltas, "kept_blocks": kept_blocks}
-
-    @torch.no_grad()
-    def generate(self, **inputs: Any) -> torch.Tensor:
-        """``model.generate`` on the compressed prompt: the processor's outputs plus generation arguments.
-        Returns the new tokens only. Each decoding step's positions continue from the prompt's last
-        (time, row, column) + 1, as the model's own ``rope_deltas`` would place them."""
-        prepared = self.prepare(**self.split_generate_inputs(inputs))
-        for name in ("rope_deltas", "kept_blocks"):
-            prepared.pop(name)
-        out = self.model.generate(**prepared, **inputs)
-        return out[:, prepared["input_ids"].shape[1]:]
-
+        return {"input_ids": batch.pop("rows"), **batch, "mm_encoder_outputs": {"video": encoder},
+                "kept_blocks": kept_blocks}

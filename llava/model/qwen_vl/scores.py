@@ -4,12 +4,12 @@ folded onto the merged tokens the LLM sees (docs/algorithm.md §0 for the score 
 The tower runs unchanged (its own blocks, its own attention backend), so its features are exactly
 those of ``model.visual(...)``. For each requested block a forward pre-hook on its attention reads the
 block's normalised input, ``cu_seqlens`` (Qwen2.5-VL: windows in most blocks, whole temporal patches in
-the ``fullatt_block_indexes`` ones; Qwen3-VL: whole temporal patches in every block) and rotary embeddings, and computes on the side, in query chunks, the
-softmax over each attention segment and its column sums: ``s_j = mean_h sum_i A[h, i, j]`` within
-``j``'s segment. No full (heads, N, N) map is held. Patch scores are then summed over each merged
-token's ``spatial_merge_size**2`` patches and, for a windowed tower (Qwen2.5-VL), put back from the
-tower's window order into the merged tokens' raster order (time, row, column), the order of the video
-placeholders.
+the ``fullatt_block_indexes`` ones; Qwen3-VL: whole temporal patches in every block) and rotary
+embeddings, and computes on the side, in query chunks, the softmax over each attention segment and its
+column sums: ``s_j = mean_h sum_i A[h, i, j]`` within ``j``'s segment. No full (heads, N, N) map is
+held. Patch scores are then summed over each merged token's ``spatial_merge_size**2`` patches and, for
+a windowed tower (Qwen2.5-VL), put back from the tower's window order into the merged tokens' raster
+order (time, row, column), the order of the video placeholders.
 """
 
 from __future__ import annotations
