@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import visionzip
@@ -48,7 +47,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     print(format_stats(stats))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"answer": answer, "family": family.name, **asdict(stats)}, indent=2))
+        Path(args.json).write_text(json.dumps({"answer": answer, "family": family.name, **stats.to_dict()}, indent=2))
     return 0
 
 
@@ -72,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tokenizer, model, processor, _ = load_llava(str(ckpt), options)
         answer, stats = answer_loaded(tokenizer, model, processor, clip, question, max_new_tokens=8,
                                       compression=compression)
-        tables[compression] = asdict(stats) | {"answer": answer}
+        tables[compression] = stats.to_dict() | {"answer": answer}
         print(f"== compression: {compression}\nanswer (random tiny model): {answer!r}\n{format_stats(stats)}\n")
         if compression != "none":
             summary = viz.visualise(model, processor, clip, method=compression, spec=compression,

@@ -42,11 +42,11 @@ def test_aot_infer_on_a_qwen_checkpoint(ckpt, tmp_path):
     family, ckpt = ckpt
     stats = _infer(ckpt, tmp_path / "aot.json", "aot@0.25")
     # 16 frames of 96 x 96 px (84 x 84 for patch 14): 8 temporal tokens of 3 x 3
-    assert stats["frames"] == 16 and stats["tokens_plain"] == 72
-    assert stats["tokens"] == 18 and stats["retention"] == 0.25 and stats["new_tokens"] == 4
+    assert stats["frames"] == 16 and stats["visual_tokens_plain"] == 72
+    assert stats["visual_tokens"] == 18 and stats["retention"] == 0.25 and stats["output_tokens"] == 4
 
     plain = _infer(ckpt, tmp_path / "none.json", "none")
-    assert plain["tokens"] == plain["tokens_plain"] == 72 and plain["retention"] == 1.0
+    assert plain["visual_tokens"] == plain["visual_tokens_plain"] == 72 and plain["retention"] == 1.0
     # without compression the answer is transformers' own greedy generate on the same frames
     import transformers
 

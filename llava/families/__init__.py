@@ -29,8 +29,8 @@ Adding a model family is one module plus one entry point, with no edit here:
 1. The lmms-eval adapter: subclass :class:`llava.eval.adapters.base.AOTModelAdapter` (or a family's
    adapter, e.g. :class:`llava.eval.adapters.llava_onevision.AOTLlavaOneVision`) with its own
    ``MODEL_ID`` (see :mod:`llava.eval.adapters` for what ``__init__``, ``_prepare`` and ``_generate`` do).
-2. The ``aot infer`` runner: ``answer(model_path, clip, question, options) -> (answer, InferStats)``
-   (:class:`~llava.families.infer.InferOptions`, :class:`~llava.families.infer.InferStats`); the
+2. The ``aot infer`` runner: ``answer(model_path, clip, question, options) -> (answer, SampleRecord)``
+   (:class:`~llava.families.infer.InferOptions`, :class:`~llava.model.record.SampleRecord`); the
    LLaVA-NeXT and Qwen-VL runners (:func:`llava.families.llava_next.answer_llava`,
    :func:`llava.families.qwen_vl.answer_qwen`) serve checkpoints of those layouts.
 3. A tiny-checkpoint writer and the spec itself, e.g.::
@@ -53,7 +53,7 @@ Adding a model family is one module plus one entry point, with no edit here:
    ``tests/toy_family.py`` is such a module.
 """
 
-from llava.families.infer import InferOptions, InferStats, format_stats
+from llava.families.infer import InferOptions, format_stats
 from llava.families.registry import (
     DEFAULT_FAMILY,
     ENTRY_POINT_GROUP,
@@ -74,7 +74,6 @@ __all__ = [
     "DEFAULT_FAMILY",
     "FamilySpec",
     "InferOptions",
-    "InferStats",
     "PluginSpec",
     "TinySpec",
     "checkpoint_family",

@@ -1,32 +1,17 @@
-"""What every family's ``aot infer`` runner shares: the options it takes, the stats it returns, the
-stats table, the checkpoint's ``model_type`` and the timing around ``generate``."""
+"""What every family's ``aot infer`` runner shares: the options it takes, the per-sample record it
+returns (:class:`llava.model.record.SampleRecord`, the one record of every entry point), the stats
+table, the checkpoint's ``model_type`` and the timing around ``generate``."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-@dataclass
-class InferStats:
-    compression: str
-    frames: int
-    tokens_plain: int
-    tokens: int
-    stage_tokens: dict[str, int] = field(default_factory=dict)
-    retention: float = 1.0
-    prefill_tflops: float = 0.0
-    vision_ms: float = 0.0
-    compression_ms: float = 0.0
-    prefill_ms: float = 0.0
-    decode_ms: float = 0.0
-    new_tokens: int = 0
-    peak_memory_mb: float = 0.0
-    peak_memory_kind: str = ""
+from llava.model.record import SampleRecord
 
 
 @dataclass(frozen=True)
@@ -84,20 +69,19 @@ def timed_generate(model: Any, generate: Callable[[Any], Any]) -> tuple[Any, flo
     return out, start, clock.first or end, end
 
 
-def infer_stats(visual: Any, model: Any, compression: str, new_tokens: int, start: float, first: float,
-                end: float) -> InferStats:
-    """The stats of one answer from the model's per-sample visual record ``visual`` and the times of
-    :func:`timed_generate`: prefill is the time to the first token less vision and compression."""
+def infer_stats(visual: SampleRecord, model: Any, compression: str, new_tokens: int, start: float, first: float,
+                end: float) -> SampleRecord:
+    """The seam's record of the video (``visual``) completed with what the ``generate`` call around it
+    cost (the times of :func:`timed_generate`): prefill is the time to the first token less vision and
+    compression."""
     from llava.eval.efficiency import peak_memory_mb, prefill_tflops
 
     peak, kind = peak_memory_mb(model.device)
-    vision_ms, compression_ms = visual.vision_ms or 0.0, visual.compression_ms or 0.0
-    return InferStats(
-        compression=compression, frames=visual.frames, tokens_plain=visual.tokens_plain, tokens=visual.tokens,
-        stage_tokens=visual.stage_tokens, retention=visual.retention,
-        prefill_tflops=prefill_tflops(visual.tokens, model.config), vision_ms=vision_ms, compression_ms=compression_ms,
-        prefill_ms=(first - start) * 1000 - vision_ms - compression_ms, decode_ms=(end - first) * 1000,
-        new_tokens=int(new_tokens), peak_memory_mb=peak, peak_memory_kind=kind,
+    visual_ms = (visual.vision_ms or 0.0) + (visual.compression_ms or 0.0)
+    return visual.completed(
+        compression=compression, prefill_tflops=prefill_tflops(visual.visual_tokens, model.config),
+        ttft_ms=(first - start) * 1000, prefill_ms=(first - start) * 1000 - visual_ms,
+        decode_ms=(end - first) * 1000, output_tokens=int(new_tokens), peak_memory_mb=peak, peak_memory_kind=kind,
     )
 
 
@@ -106,16 +90,18 @@ _STAGE_LABELS = {"input": "  input (frames x tokens per frame)", "anchors": "  a
                  "output": "  after inter-frame OT"}
 
 
-def format_stats(stats: InferStats) -> str:
-    """The stats as a two-column Markdown table."""
+def format_stats(stats: SampleRecord) -> str:
+    """The record as a two-column Markdown table."""
     rows: list[tuple[str, Any]] = [("compression", stats.compression), ("frames", stats.frames),
-                                   ("visual tokens without compression", stats.tokens_plain)]
+                                   ("visual tokens without compression", stats.visual_tokens_plain)]
     for stage, count in stats.stage_tokens.items():
         rows.append((_STAGE_LABELS.get(stage, f"  {stage}"), count))
-    rows += [("visual tokens into the LLM", stats.tokens), ("retention (paper definition)", f"{stats.retention:.4f}"),
-             ("prefill TFLOPs (visual tokens)", f"{stats.prefill_tflops:.6f}"), ("vision ms", f"{stats.vision_ms:.1f}"),
-             ("compression ms", f"{stats.compression_ms:.1f}"), ("prefill ms", f"{stats.prefill_ms:.1f}"),
-             ("decode ms", f"{stats.decode_ms:.1f} ({stats.new_tokens} tokens)"),
+    rows += [("visual tokens into the LLM", stats.visual_tokens),
+             ("retention (paper definition)", f"{stats.retention:.4f}"),
+             ("prefill TFLOPs (visual tokens)", f"{stats.prefill_tflops:.6f}"),
+             ("vision ms", f"{stats.vision_ms or 0.0:.1f}"), ("compression ms", f"{stats.compression_ms or 0.0:.1f}"),
+             ("prefill ms", f"{stats.prefill_ms:.1f}"),
+             ("decode ms", f"{stats.decode_ms:.1f} ({stats.output_tokens} tokens)"),
              (f"peak memory MB ({stats.peak_memory_kind})", f"{stats.peak_memory_mb:.0f}")]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llava.families.infer import InferOptions, InferStats, infer_stats, timed_generate
+from llava.families.infer import InferOptions, infer_stats, timed_generate
 from llava.families.spec import FamilySpec, PluginSpec, TinySpec
+from llava.model.record import SampleRecord
 
 __all__ = ["LLAVA_ONEVISION", "LLAVA_VIDEO", "answer_llava", "load_llava", "write_tiny_llava"]
 
@@ -39,9 +40,9 @@ def load_llava(model: str, options: InferOptions):
 
 def answer_loaded(tokenizer: Any, model: Any, image_processor: Any, clip: Any, question: str, *,
                   conv_template: str = "qwen_1_5", max_new_tokens: int = 16,
-                  compression: str = "none") -> tuple[str, InferStats]:
+                  compression: str = "none") -> tuple[str, SampleRecord]:
     """One question about one decoded clip through a loaded LLaVA-NeXT model and LLaVA-NeXT's
-    conversation template. Returns (answer, InferStats)."""
+    conversation template. Returns (answer, SampleRecord)."""
     from transformers import StoppingCriteriaList
 
     from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
@@ -68,7 +69,7 @@ def answer_loaded(tokenizer: Any, model: Any, image_processor: Any, clip: Any, q
     return answer, infer_stats(model.last_visual_stats[0], model, compression, out.shape[1], start, first, end)
 
 
-def answer_llava(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, InferStats]:
+def answer_llava(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
     """``aot infer`` for the LLaVA-NeXT families: load, then :func:`answer_loaded`."""
     tokenizer, model, processor, _ = load_llava(model_path, options)
     return answer_loaded(tokenizer, model, processor, clip, question, conv_template=options.conv_template,

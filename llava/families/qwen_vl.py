@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llava.families.infer import InferOptions, InferStats, checkpoint_model_type, infer_stats, timed_generate
+from llava.families.infer import InferOptions, checkpoint_model_type, infer_stats, timed_generate
 from llava.families.spec import FamilySpec, PluginSpec, TinySpec
+from llava.model.record import SampleRecord
 
 __all__ = ["QWEN2_5_VL", "QWEN3_VL", "answer_qwen"]
 
@@ -41,10 +42,10 @@ def _qwen3_video_kwargs(clip: Any) -> dict[str, Any]:
 
 
 def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions, *, classes: Any,
-                video_kwargs: Any = None) -> tuple[str, InferStats]:
+                video_kwargs: Any = None) -> tuple[str, SampleRecord]:
     """One question about one decoded clip through transformers' Qwen-VL model (``classes(model_path)``
     gives the model class and its seam class), its processor and chat template, compressed by the seam.
-    ``video_kwargs(clip)`` adds processor arguments. Returns (answer, InferStats)."""
+    ``video_kwargs(clip)`` adds processor arguments. Returns (answer, SampleRecord)."""
     from transformers import AutoProcessor, StoppingCriteriaList
 
     model_cls, seam_cls = classes(model_path)
@@ -70,11 +71,11 @@ def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions
     return answer, infer_stats(seam.last_visual_stats[0], model, options.compression, new.shape[1], start, first, end)
 
 
-def answer_qwen2_5_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, InferStats]:
+def answer_qwen2_5_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
     return answer_qwen(model_path, clip, question, options, classes=_load_qwen2_5_vl)
 
 
-def answer_qwen3_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, InferStats]:
+def answer_qwen3_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
     return answer_qwen(model_path, clip, question, options, classes=_load_qwen3_vl, video_kwargs=_qwen3_video_kwargs)
 
 

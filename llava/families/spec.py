@@ -72,7 +72,7 @@ class FamilySpec:
     title:        how docs and tables spell it (``"LLaVA-OneVision"``)
     model_types:  the checkpoint ``config.json`` ``model_type`` values it runs
     layout:       ``"llava_next"`` (the original LLaVA-NeXT layout) or ``"hf"`` (transformers' own)
-    answer:       ``answer(model_path, clip, question, options) -> (answer, InferStats)``: loads the
+    answer:       ``answer(model_path, clip, question, options) -> (answer, SampleRecord)``: loads the
                   checkpoint and answers one question about one decoded clip (``aot infer``);
                   ``options`` is a :class:`llava.families.infer.InferOptions`
     seam:         import path of what applies the compression inside the model (documentation,

@@ -74,7 +74,7 @@ class LLaVATrainer(Trainer):
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         for s in getattr(llava, "last_visual_stats", None) or []:
             if s.modality == "video":
-                self._visual.append((s.tokens, s.tokens_plain, s.retention, s.compression_ms))
+                self._visual.append((s.visual_tokens, s.visual_tokens_plain, s.retention, s.compression_ms))
         return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

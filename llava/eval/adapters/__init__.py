@@ -23,8 +23,9 @@ module                         lmms-eval ``--model``       what it holds
 lmms-eval finds them through the ``lmms_eval.models`` entry point (:mod:`llava.eval.plugin`) and
 imports a module only when a run asks for its model, so nothing is imported here.
 
-Adding a model family is one new file, ``llava/eval/adapters/<family>.py`` (another Qwen-VL family:
-subclass :class:`~.qwen_vl_common.QwenVLChatAdapter` and its seam, :class:`llava.model.qwen_vl.QwenVLCompression`):
+A model family's adapter is one class (another Qwen-VL family: subclass
+:class:`~.qwen_vl_common.QwenVLChatAdapter` and its seam, :class:`llava.model.qwen_vl.common.QwenVLCompression`);
+the family itself is registered in :mod:`llava.families`, whose docstring walks through a whole family:
 
 1. Subclass :class:`~.base.AOTModelAdapter` (or :class:`~.llava_common.LlavaAdapter` for another
    LLaVA-NeXT checkpoint) and set ``MODEL_ID`` to the lmms-eval name, e.g. ``aot_qwen2_5_vl``.
@@ -45,8 +46,9 @@ subclass :class:`~.qwen_vl_common.QwenVLChatAdapter` and its seam, :class:`llava
    ``error`` for a video that cannot be loaded), ``_generate`` (a batch -> answers and
    ``self._sample_record(...)`` accounting, the ``generate`` call inside ``with self._measured()``) and
    ``_loglikelihood_one``.
-5. Register it in :data:`llava.eval.plugin.MODELS`, and add its accepted keys with a check each to
-   ``tests/test_adapters.py`` (which also checks statically that every parameter is read).
+5. Name its class path in the family's :class:`llava.families.PluginSpec` (the plugin lists every
+   registered family), and add its accepted keys with a check each to ``tests/test_adapters.py``
+   (which also checks statically that every parameter is read).
 
 Layering: these modules may import :mod:`visionzip`, :mod:`llava.model`, the core ``llava`` modules
 and ``llava.eval`` helpers, never ``llava.cli``, ``llava.viz``, ``llava.eval.sweep`` or ``llava.train``.

@@ -126,7 +126,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 class AOTModelAdapter(lmms):
     """What every plugin model shares; a model family subclasses it (see :mod:`llava.eval.adapters`)."""
 
-    #: the lmms-eval model name (``--model``), as registered in :data:`llava.eval.plugin.MODELS`
+    #: the lmms-eval model name (``--model``), as its family's :class:`llava.families.PluginSpec` names it
     MODEL_ID: ClassVar[str] = ""
     #: model_args keys that the lmms-eval built-in this family follows accepts but that are refused
     #: here, each with the reason the error gives
