@@ -5,7 +5,8 @@ every quirk of the release is a named :class:`AOTConfig` field. The baselines (f
 VisionZip, DyCoke, FastVID) sit behind the same interface (the method registry, one config class
 each, :func:`make_config`, :func:`compress_video`) with the same frames, budget and accounting.
 The model describes each video's token layout (:class:`VideoLayout`); every result carries a
-:class:`ReductionPlan` that says where each token came from and replays the reduction.
+:class:`ReductionPlan` that says where each token came from and replays the reduction. Each stage
+has one reference implementation; :func:`reference_kernels` switches its faster path off.
 """
 
 from .anchors import select_anchors
@@ -37,6 +38,7 @@ from .flops import prefill_flops
 from .inputs import VideoInput
 from .inter import dynamic_segments, inter_frame_step, merge_inter_frame, uniform_segments
 from .intra import merge_intra_frame
+from .kernels import fast_kernels_enabled, reference_kernels
 from .layout import VideoLayout, insert_newlines, pool_frames, pooled_grid
 from .methods import calibrate_aot, compress_video, config_class, list_methods, make_config
 from .plan import CompressionResult, ReductionPlan
@@ -57,6 +59,8 @@ __all__ = [
     "VideoLayout",
     "compress_on_grid",
     "get_method",
+    "fast_kernels_enabled",
+    "reference_kernels",
     "register_method",
     "unregister_method",
     "AnchorBudget",
