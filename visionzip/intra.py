@@ -7,10 +7,11 @@ features and any other per-token tensor of the video.
 
 :func:`apply_intra_pool` has one reference implementation: the merged frames
 (:func:`merge_frames`: the anchors replaced by their merged values), pooled as the model pools.
-Its one faster path (:func:`kept_cells`, on a CPU in float32 with a linear pooling, for weights
-marked as read at the kept cells) forms only the kept pooled cells, as one product per frame; it is
-switched off by :func:`visionzip.reference_kernels`, and tests check it against the reference within
-1e-5 relative (float32).
+Its faster path (:func:`kept_cells`, on a CPU in float32 with a linear pooling, for weights marked
+as read at the kept cells) forms only the kept pooled cells, as one product per frame; the weights'
+faster path (:func:`intra_weights`, without autograd) works in place on one (F, N, k) map, the same
+arithmetic. :func:`visionzip.reference_kernels` switches both off; tests check the tokens of both
+settings against each other within 1e-5 relative (float32), the weights bit for bit.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Every stage of the compression math has one reference implementation, the straightforward math
 (for AOT's intra stage: merge the pruned tokens into the anchors, then the model's pooling). A stage
-keeps a faster path only where it pays on the device it targets; today that is one: on a CPU in
-float32 with a linear pooling, AOT forms each frame's kept pooled cells by one product over them
-(:func:`visionzip.intra.kept_cells`) instead of pooling the whole merged frames.
+keeps a faster path only where it pays on the device it targets; today that is AOT's intra stage
+(:mod:`visionzip.intra`): on a CPU in float32 with a linear pooling it forms each frame's kept pooled
+cells by one product over them (:func:`visionzip.intra.kept_cells`) instead of pooling the whole
+merged frames, and without autograd it builds the merge's weights in place on one map.
 
 Fast paths are on by default. Inside ``with visionzip.reference_kernels():`` every stage runs its
 reference implementation; tests check that both give the same tokens (float32: within 1e-5 relative,
