@@ -8,11 +8,13 @@ Baseline presets (``method:`` other than ``aot``, e.g. ``visionzip_10pct``) run 
 frame on the unpooled grid (``round(retention * N)``, at least 1, at most N - 1), for comparison.
 ``--stages`` times AOT's stages, so its first preset must be an AOT one.
 
-AOT presets also time the merge's two products (``products``): the dot products of every token of a
-frame with its anchors, (F, N, D) x (F, D, K), and the transport plan applied to the features,
-(F, K, N) x (F, N, D), through the kernels :mod:`visionzip.intra` runs, over all N rows of a frame;
-where the step forms only the kept pooled cells, the plan's product is theirs, (F, kept, N) x (F, N, D)
-(``kept_cells_mean`` per frame).
+AOT presets also time the merge's two products (``products``), written here with plain torch calls
+on stand-in weights: the dot products of every token of a frame with its anchors, (F, N, D) x
+(F, D, K), and the merged frame's kept pooled cells formed from the frame, (F, kept, N) x (F, N, D)
+per frame with its (F, N, K) x (F, K, kept) mixing matrix, ``kept`` each frame's kept cells in the
+result (``pooled_mask``; ``kept_cells_mean`` per frame). On a CPU in float32 that is the product
+AOT's step runs (:func:`visionzip.intra.kept_cells`); elsewhere the step pools the merged frames, and
+the column is the two products a step forming the kept cells alone would need.
 ``products_ratio = products median / floor``: the part of the ratio these two products take alone.
 
 Shapes: LLaVA-OneVision-7B presets at 32 frames, LLaVA-Video-7B (average pooling, grid newlines)
@@ -53,14 +55,22 @@ from typing import Any
 import torch
 import torch.nn.functional as Fn
 
-from visionzip.anchors import select_anchors
-from visionzip.aot import kept_cell_counts
-from visionzip.config import AOTConfig, CompressionConfig, NewlinePosition, PoolMode, Segmentation
-from visionzip.inter import dynamic_segments, merge_inter_frame
-from visionzip.intra import IntraWeights, anchor_dots, frame_chunks, kept_cells, kept_cells_apply, merge_intra_frame
-from visionzip.layout import insert_newlines, pool_frames, pooled_grid
-from visionzip.methods import compress_video
-from visionzip.presets import get_preset
+from visionzip import (
+    AOTConfig,
+    MethodConfig,
+    NewlinePosition,
+    PoolMode,
+    Segmentation,
+    compress_video,
+    dynamic_segments,
+    get_preset,
+    insert_newlines,
+    merge_inter_frame,
+    merge_intra_frame,
+    pool_frames,
+    pooled_grid,
+    select_anchors,
+)
 
 GRID = (27, 27)  # SigLIP so400m, 384 px, patch 14
 DIM = 3584  # LLM width of the 7B models
@@ -117,7 +127,8 @@ def make_inputs(
     g = torch.Generator().manual_seed(seed)
     h, w = grid
     if family == "smooth":
-        coarse = torch.randn(1, dim, max(frames // 4, 2), max(h // 6, 2), max(w // 6, 2), generator=g)  # (1, D, f, h', w')
+        size = (max(frames // 4, 2), max(h // 6, 2), max(w // 6, 2))
+        coarse = torch.randn(1, dim, *size, generator=g)  # (1, D, f, h', w')
         field = Fn.interpolate(coarse, size=(frames, h, w), mode="trilinear", align_corners=True)  # (1, D, F, H, W)
         features = field[0].permute(1, 2, 3, 0).contiguous().view(frames, h * w, dim)  # (F, N, D), row-major
         del field
@@ -133,7 +144,7 @@ def make_inputs(
     return BenchInputs(move(features), move(shallow), move(deep), move(newline))
 
 
-def model_frames(config: CompressionConfig) -> int:
+def model_frames(config: MethodConfig) -> int:
     """Frames the paper ran the preset's model at: LLaVA-Video (average pooling) 64, OneVision 32."""
     return VIDEO_FRAMES if config.pool_mode is PoolMode.AVERAGE else OV_FRAMES
 
@@ -242,7 +253,7 @@ def _mb(nbytes: int | None) -> float | None:
 # Configs
 
 
-def floor_anchors(config: CompressionConfig, n: int) -> int:
+def floor_anchors(config: MethodConfig, n: int) -> int:
     """K of the floor product: AOT's anchors, or a baseline's tokens per frame on the (F, N) grid."""
     if isinstance(config, AOTConfig):
         return config.num_anchors
@@ -258,42 +269,28 @@ def floor_call(features: torch.Tensor, num_anchors: int) -> Callable[[], torch.T
 
 
 def products_call(
-    features: torch.Tensor,
-    num_anchors: int,
-    *,
-    seed: int = 0,
-    kept: torch.Tensor | None = None,
-    pooling: tuple[PoolMode, int] = (PoolMode.BILINEAR, 2),
+    features: torch.Tensor, num_anchors: int, kept: torch.Tensor, *, seed: int = 0
 ) -> Callable[[], object]:
-    """The two products of AOT's intra-frame merge as a call, through the kernels :mod:`visionzip.intra`
-    runs: the dot products of every token with K stand-in anchors (:func:`~visionzip.intra.anchor_dots`,
-    (F, N, D) x (F, D, K)), and a stand-in plan applied to the features over the same chunks of frames:
-    with ``kept`` (F,), as ``compress_video`` forms the kept cells, ``kept[f]`` pooled cells of frame f
-    (:func:`~visionzip.intra.kept_cells`, (F, kept, N) x (F, N, D), its (N, K) x (K, kept) mixing
-    matrix included, ``pooling`` = (mode, stride)); without, every anchor's change
-    (:meth:`~visionzip.intra.IntraWeights.anchor_delta`, (F, K, N) x (F, N, D)). The stand-in plan is
-    uniform in [0, 1), seeded. features: (F, N, D) on the GRID."""
+    """The two products of AOT's intra-frame merge as a call, on seeded stand-in weights uniform in
+    [0, 1): the dot products of every token with K stand-in anchors, (F, N, D) x (F, D, K) (one ``bmm``),
+    then the kept pooled cells, ``kept[f]`` of frame f: the (F, N, kept) mixing matrix (an (F, N, K) x
+    (F, K, kept) ``bmm``) applied to each frame, (kept, N) x (N, D) (one ``mm`` per frame).
+    features: (F, N, D) on the GRID; kept: (F,) long."""
     x = features.contiguous()
     f_, n, _ = x.shape
-    index = torch.arange(num_anchors, device=x.device).expand(f_, num_anchors)
+    anchors_t = x[:, :num_anchors].contiguous().transpose(1, 2)  # (F, D, K)
+    r = max(int(kept.max()), 1)
+    counts = kept.tolist()
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    change = torch.rand(f_, n, num_anchors, generator=gen, device=x.device)  # (F, N, K) float32, as intra's
-    weights = IntraWeights(index, torch.ones(f_, num_anchors, dtype=torch.bool, device=x.device), change)
-    if kept is not None:
-        r = max(int(kept.max()), 1)
-        weights = weights.reading(torch.arange(r, device=x.device).expand(f_, r), kept.to(x.device))
+    change = torch.rand(f_, n, num_anchors, generator=gen, device=x.device).to(x.dtype)  # (F, N, K)
+    at_anchors = torch.rand(f_, num_anchors, r, generator=gen, device=x.device).to(x.dtype)  # (F, K, kept)
 
-        def call() -> object:
-            anchor_dots(x, index)
-            return kept_cells(x, weights, GRID, *pooling)
+    def call() -> list[torch.Tensor]:
+        torch.bmm(x, anchors_t)  # (F, N, K)
+        mix = torch.bmm(change, at_anchors)  # (F, N, kept)
+        return [torch.mm(mix[f, :, :m].t(), x[f]) for f, m in enumerate(counts)]
 
-        return call
-
-    def call_all() -> list[torch.Tensor]:
-        anchor_dots(x, index)
-        return [weights.anchor_delta(x, sl) for sl in frame_chunks(x)]
-
-    return call_all
+    return call
 
 
 def bench_config(
@@ -314,11 +311,9 @@ def bench_config(
     assert not isinstance(result, list)
     floor_fn = floor_call(inp.features, k)
     calls = [run, floor_fn]
-    # the kept cells' product where the step forms them so (marked weights, features it applies to)
-    kept = kept_cell_counts(result, cfg) if isinstance(cfg, AOTConfig) and kept_cells_apply(inp.features) else None
-    if isinstance(cfg, AOTConfig):
-        pooling = (result.plan.layout.pool_mode, result.plan.layout.pool_stride)
-        calls.append(products_call(inp.features, k, seed=seed, kept=kept, pooling=pooling))
+    kept = result.pooled_mask.sum(-1) if isinstance(cfg, AOTConfig) else None  # (F,) kept pooled cells
+    if kept is not None:
+        calls.append(products_call(inp.features, k, kept, seed=seed))
     # AOT, its floor (and the merge's two products) alternate, so ratios compare calls under the same load
     run_times, floor_times, *product_times = time_alternating(calls, repeats=repeats, device=device)
     summary, floor = _summary(run_times), _summary(floor_times)
@@ -351,10 +346,9 @@ def bench_config(
         "ratio": summary["median_ms"] / floor["median_ms"],
         "products": None if products is None else {
             "cosine_shapes": [[f_, n, dim], [f_, dim, k]],
-            # the plan applied: every anchor's change (F, k, N) x (F, N, D), or with kept cells formed
-            # alone, (F, kept, N) x (F, N, D) with kept_cells_mean kept cells per frame
-            "plan_shapes": [[f_, k, n], [f_, n, dim]] if kept is None else [[f_, int(kept.max()), n], [f_, n, dim]],
-            "kept_cells_mean": None if kept is None else float(kept.float().mean()),
+            # the kept cells formed from the frames: (F, kept, N) x (F, N, D), kept_cells_mean per frame
+            "plan_shapes": [[f_, int(kept.max()), n], [f_, n, dim]],
+            "kept_cells_mean": float(kept.float().mean()),
             **products,
         },
         "products_ratio": None if products is None else products["median_ms"] / floor["median_ms"],
@@ -495,7 +489,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
     lines = [TABLE_HEADER, _separator(TABLE_HEADER)]
     for r in results:
         lines.append(
-            f"| {r['config']} | {r['inputs']} | {r['frames']} × {r['tokens_per_frame']} × {r['dim']} | {r['output_tokens']} "
+            f"| {r['config']} | {r['inputs']} | {r['frames']} × {r['tokens_per_frame']} × {r['dim']} "
+            f"| {r['output_tokens']} "
             f"| {r['retention']:.3f} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['floor']['median_ms']:.0f} "
             f"| {r['ratio']:.1f} | {_fmt(r['products_ratio'], '.2f')} | {_fmt(r['peak_extra_mb'], '.0f')} "
             f"| {r['input_mb']:.0f} | {r['naive_temp_gb']:.1f} |"
@@ -511,7 +506,8 @@ def stages_table(report: dict[str, Any]) -> str:
             f"| {_fmt(r['peak_extra_mb'], '.0f')} |"
         )
     floor = report["floor"]
-    lines.append(f"| sum of stages | {report['stage_sum_ms']:.1f} | | 100% | {report['stage_sum_ms'] / floor['median_ms']:.2f} | |")
+    over = report["stage_sum_ms"] / floor["median_ms"]
+    lines.append(f"| sum of stages | {report['stage_sum_ms']:.1f} | | 100% | {over:.2f} | |")
     lines.append(f"| floor (bmm) | {floor['median_ms']:.1f} | {floor['min_ms']:.1f} | | 1.00 | |")
     return "\n".join(lines)
 
@@ -566,13 +562,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available (bfloat16), else cpu (float32)")
     parser.add_argument("--frames", type=_positive_int, default=None,
-                        help=f"frames for every preset (default: {OV_FRAMES} for OneVision, {VIDEO_FRAMES} for LLaVA-Video)")
-    parser.add_argument("--dim", type=_positive_int, default=None, help=f"feature width D (default {DIM}; {QUICK_DIM} with --quick)")
-    parser.add_argument("--repeats", type=_positive_int, default=None, help="timed runs after 1 warm-up (default 5; 1 with --quick)")
+                        help=f"frames for every preset (default: {OV_FRAMES} for OneVision, "
+                             f"{VIDEO_FRAMES} for LLaVA-Video)")
+    parser.add_argument("--dim", type=_positive_int, default=None,
+                        help=f"feature width D (default {DIM}; {QUICK_DIM} with --quick)")
+    parser.add_argument("--repeats", type=_positive_int, default=None,
+                        help="timed runs after 1 warm-up (default 5; 1 with --quick)")
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="comma-separated preset names")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
     parser.add_argument("--inputs", default="smooth",
-                        help=f"comma-separated input families, each timed with every preset: {', '.join(INPUT_FAMILIES)}")
+                        help="comma-separated input families, each timed with every preset: "
+                             + ", ".join(INPUT_FAMILIES))
     parser.add_argument("--stages", action="store_true", help="also time each stage of the first preset")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output JSON (default {DEFAULT_JSON})")
     parser.add_argument("--quick", action="store_true", help=f"small shapes for tests: D={QUICK_DIM}, 1 repeat")
@@ -597,11 +597,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     families = [f.strip() for f in args.inputs.split(",") if f.strip()]
     unknown = [f for f in families if f not in INPUT_FAMILIES]
     if unknown or not families:
-        parser.error(f"--inputs {args.inputs!r}: unknown input family {unknown}; expected some of {sorted(INPUT_FAMILIES)}")
+        parser.error(
+            f"--inputs {args.inputs!r}: unknown input family {unknown}; expected some of {sorted(INPUT_FAMILIES)}"
+        )
 
     env = environment(device, dtype)
     monitor = LoadMonitor()
-    common = {"frames": args.frames, "dim": dim, "repeats": repeats, "seed": args.seed, "dtype": dtype, "device": device}
+    common = {
+        "frames": args.frames, "dim": dim, "repeats": repeats, "seed": args.seed, "dtype": dtype, "device": device,
+    }
     results = [bench_config(name, family=family, **common) for name in presets for family in families]
     stages = bench_stages(presets[0], **common) if args.stages else None
     env["load"] = monitor.report()

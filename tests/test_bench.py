@@ -132,5 +132,6 @@ def test_input_families_by_name(tmp_path, capsys):
 def test_unknown_input_family_lists_the_known_ones(tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--inputs", "noise", "--json", str(tmp_path / "b.json")])
-    with pytest.raises(ValueError, match=r"input family 'noise' is unknown; expected one of \['independent', 'shared_base', 'smooth'\]"):
+    expect = r"input family 'noise' is unknown; expected one of \['independent', 'shared_base', 'smooth'\]"
+    with pytest.raises(ValueError, match=expect):
         bench.make_inputs(4, 16, family="noise")

@@ -1,7 +1,8 @@
 """Parity with the authors' release: the golden tensors in tests/golden (provenance, keys and
 tolerances: docs/algorithm.md, section "Golden tensors").
 
-Masks must match exactly; tensors within 1e-5 relative error (||a - b|| / ||b||) in float32.
+Masks must match exactly; tensors within 1e-5 relative error (||a - b|| / ||b||) in float32. Every
+test runs twice: with the faster paths (the default) and inside ``visionzip.reference_kernels()``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from conftest import load_golden, rel_err
 import visionzip as vz
 
 TOL = 1e-5
+
+
+@pytest.fixture(autouse=True, params=["fast", "reference"])
+def kernels(request):
+    """Each golden check holds with the stages' faster paths and with their reference implementations."""
+    if request.param == "reference":
+        with vz.reference_kernels():
+            yield request.param
+    else:
+        yield request.param
+
+
 VIDEO_CASES = ["ov_32f_k126_q0.3", "ov_32f_k108_q0.1", "vid_16f_k180_intra", "vid_64f_k180_q0.4"]
 
 

@@ -14,10 +14,16 @@ import visionzip as vz
 
 
 def test_builtins_are_registered_methods():
+    """The registry is the only list of methods: each name's spec, config class and back."""
+    names = vz.list_methods()
+    assert names == sorted(names)
+    assert {"aot", "full", "pool", "random", "visionzip", "dycoke", "fastvid"} <= set(names)
     for name in ("aot", "full", "pool", "random", "visionzip", "dycoke", "fastvid"):
         spec = vz.get_method(name)
         assert spec.name == name and spec.config_class.method_name() == name
-        assert vz.make_config(name, None if name in ("full", "aot") else 0.2).method == name
+        assert issubclass(spec.config_class, vz.MethodConfig)
+        cfg = vz.make_config(name, None if name in ("full", "aot") else 0.2)
+        assert cfg.method == name and vz.method_of(cfg) is spec
 
 
 def test_a_registered_method_resolves_everywhere(tmp_path):
@@ -80,11 +86,12 @@ def test_a_method_that_reads_the_question_gets_it_through_generate(tmp_path):
         seen.append(video.question)
         return toy.select(pooled, video, cfg, budget)
 
-    spec = vz.MethodSpec(toy.NAME, toy.EveryOtherConfig, vz.compress_on_grid(select), scores="deep", reads_question=True,
-                         make_config=toy.make_config)
+    spec = vz.MethodSpec(toy.NAME, toy.EveryOtherConfig, vz.compress_on_grid(select), scores="deep",
+                         reads_question=True, make_config=toy.make_config)
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
-    tok, model, processor, _ = load_pretrained_model(str(ckpt), None, "llava_qwen", device_map=None, torch_dtype="float32",
-                                                     attn_implementation="sdpa")
+    tok, model, processor, _ = load_pretrained_model(
+        str(ckpt), None, "llava_qwen", device_map=None, torch_dtype="float32", attn_implementation="sdpa"
+    )
     video = write_synthetic_video(tmp_path / "v.mp4", frames=16, seed=2)
     pixels = processor.preprocess(load_video(video, max_frames=8).frames, return_tensors="pt")["pixel_values"]
     ids = torch.tensor([tok("<|im_start|>user\n").input_ids + [IMAGE_TOKEN_INDEX] + tok("\nWhat moves?").input_ids])

@@ -38,7 +38,10 @@ def videos(frames: int, d: int = 32):
     _, g = load_golden("ov_32f_k126_q0.3")
     golden = (g["features"][:frames], g["shallow_scores"][:frames], g["deep_scores"][:frames])
     gen = torch.Generator().manual_seed(0)
-    rnd = (torch.randn(frames, N, d, generator=gen), torch.rand(frames, N, generator=gen), torch.rand(frames, N, generator=gen))
+    rnd = (
+        torch.randn(frames, N, d, generator=gen), torch.rand(frames, N, generator=gen),
+        torch.rand(frames, N, generator=gen),
+    )
     gen = torch.Generator().manual_seed(1)
     background = torch.randn(1, N, d, generator=gen)  # (1, N, D), shared by every frame
     static = (
@@ -72,18 +75,11 @@ def plain_sequence(x: torch.Tensor, *, mode: str, newline_position: str, newline
 # names, configs, presets
 
 
-def test_list_methods_and_enum():
-    assert METHODS == sorted(METHODS) == sorted(m.value for m in vz.Method)
-    assert {"aot", "full", "pool", "random", "visionzip", "dycoke", "fastvid"} == set(METHODS)
-    assert vz.Method("fastvid") is vz.Method.FASTVID and vz.Method.AOT == "aot"
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_make_config_every_method(method):
     cfg = _cfg(method, 0.15)
-    assert cfg.method == method == vz.Method(method)
-    assert isinstance(cfg, vz.config_class(method))
-    assert cfg.needs_scores == (method in ("aot", "visionzip"))
+    assert cfg.method == method
+    assert isinstance(cfg, vz.config_class(method)) and vz.method_of(cfg) is vz.get_method(method)
     assert vz.get_method(method).scores == {"aot": "shallow_deep", "visionzip": "deep"}.get(method, "none")
     for name in ("pool_mode", "pool_stride", "newline_position"):
         assert getattr(cfg, name) is None, name  # the layout comes from the model
@@ -159,7 +155,7 @@ def test_load_config_specials():
 @pytest.mark.parametrize("name", vz.list_presets(None))
 def test_every_preset_of_every_method_loads(name, tmp_path):
     cfg = vz.get_preset(name)
-    assert isinstance(cfg, tuple(vz.CONFIG_CLASSES.values()))
+    assert isinstance(cfg, vz.MethodConfig) and vz.method_of(cfg).name == cfg.method
     assert vz.load_config(name) == cfg
     path = vz.presets_dir() / f"{name}.yaml"
     assert vz.load_config(path) == cfg and vz.load_config(str(path)) == cfg
@@ -318,7 +314,9 @@ def test_anchor_multiple_follows_the_grid(grid, window, step):
     assert k % step == 0 and 1 <= k <= grid[0] * grid[1]
 
 
-@pytest.mark.parametrize("grid,window", [((27, 27), 9), ((16, 16), 5), ((12, 20), 4), ((8, 8), 2), ((4, 6), 2), ((1, 5), 1)])
+@pytest.mark.parametrize(
+    "grid,window", [((27, 27), 9), ((16, 16), 5), ((12, 20), 4), ((8, 8), 2), ((4, 6), 2), ((1, 5), 1)]
+)
 def test_window_chosen_from_the_grid(grid, window):
     from visionzip.anchors import resolve_window
 
@@ -331,7 +329,8 @@ def test_window_larger_than_the_grid_is_refused_naming_both():
     feats = torch.randn(4, 24, 8)
     scores = torch.rand(4, 24)
     cfg = vz.make_config("aot", retention=0.5, window=9)
-    with pytest.raises(ValueError, match=r"window=9 does not fit the 4x6 grid of the video; expected an integer in \[1, 4\]"):
+    expect = r"window=9 does not fit the 4x6 grid of the video; expected an integer in \[1, 4\]"
+    with pytest.raises(ValueError, match=expect):
         vz.compress_video(feats, scores, scores, config=cfg, layout=layout)
     # the default for "aot@r" chooses the window from the grid, so the same video compresses
     res = vz.compress_video(feats, scores, scores, config=vz.make_config("aot", retention=0.5), layout=layout)
@@ -374,7 +373,8 @@ def test_full_is_llava_plain_sequence(layout):
     # and aot@1.0 is exactly that identity
     identity = vz.make_config("aot", retention=1.0).replace(pool_mode=layout, newline_position=position)
     assert torch.equal(vz.compress_video(x, s, t, config=identity, grid=GRID, image_newline=nl).tokens, res.tokens)
-    dropped = vz.compress_video(x, None, None, config=cfg.replace(one_token_newline="paper"), grid=GRID, image_newline=nl)
+    paper = cfg.replace(one_token_newline="paper")
+    dropped = vz.compress_video(x, None, None, config=paper, grid=GRID, image_newline=nl)
     if position == "one_token":  # the release's quirk drops the trailing newline
         assert torch.equal(res.tokens[-1], nl) and torch.equal(dropped.tokens, res.tokens[:-1])
         assert dropped.retention == 1.0
@@ -496,7 +496,7 @@ def test_batch_equals_each_video_alone(method):
 def test_scores_none_when_not_needed(method):
     x, s, t = videos(8)[1]
     cfg = _cfg(method, 0.1)
-    if cfg.needs_scores:
+    if vz.method_of(cfg).score_roles:
         with pytest.raises(ValueError, match="deep_scores|shallow_scores"):
             vz.compress_video(x, None, None, config=cfg, grid=GRID)
     else:
@@ -508,13 +508,3 @@ def test_bad_config_type():
     x, s, t = videos(8)[1]
     with pytest.raises(ValueError, match="config.*dict"):
         vz.compress_video(x, s, t, config={"method": "pool"}, grid=GRID)
-
-
-@pytest.mark.parametrize("method", [m for m in BASELINES if m != "full"])
-def test_gradients_finite(method):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(8, N, 16, generator=gen, requires_grad=True)
-    res = vz.compress_video(x, torch.rand(8, N, generator=gen), torch.rand(8, N, generator=gen),
-                            config=_cfg(method, 0.1), grid=GRID)
-    (res.tokens * torch.randn(res.tokens.shape, generator=gen)).sum().backward()
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

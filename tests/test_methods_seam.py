@@ -43,7 +43,7 @@ def test_each_method_through_the_model(model_and_pixels, method):
             tokens, stats = model.encode_multimodal([pixels], ["video"])
     finally:
         del tower.forward_with_scores
-    assert bool(calls) == cfg.needs_scores  # attention maps are captured only for methods that read them
+    assert bool(calls) == bool(vz.method_of(cfg).score_roles)  # scores captured only for methods reading them
     assert calls == ([vz.get_method(method).score_layers(cfg)] if calls else [])  # and only their layers
     target = 1.0 if method == "full" else 0.15
     assert abs(stats[0].retention - target) <= 0.01

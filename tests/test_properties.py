@@ -379,7 +379,8 @@ def test_shared_stopping_rule_would_couple_these_videos():
     # group per video reproduces each video alone.
     vids = _three_videos()
     x = torch.cat([v[0] for v in vids])
-    mask = vz.select_anchors(torch.cat([v[1] for v in vids]), torch.cat([v[2] for v in vids]), grid=GRID, num_anchors=126)
+    shallow, deep = torch.cat([v[1] for v in vids]), torch.cat([v[2] for v in vids])
+    mask = vz.select_anchors(shallow, deep, grid=GRID, num_anchors=126)
     frames = [v[0].shape[0] for v in vids]
     groups = torch.repeat_interleave(torch.arange(3), torch.tensor(frames))
     separate = vz.merge_intra_frame(x, mask, grid=GRID, groups=groups)
@@ -398,7 +399,9 @@ def test_batch_list_equals_each_video_alone(name):
     vids = _three_videos()
     nl = make_newline(16)
     cfg = setting(name, num_clips=4, num_anchors=126 if name == "one_token" else 180, keep_ratio=0.3)
-    batch = vz.compress_video([v[0] for v in vids], [v[1] for v in vids], [v[2] for v in vids], config=cfg, grid=GRID, image_newline=nl)
+    batch = vz.compress_video(
+        [v[0] for v in vids], [v[1] for v in vids], [v[2] for v in vids], config=cfg, grid=GRID, image_newline=nl
+    )
     assert isinstance(batch, list) and len(batch) == 3
     for v, got in zip(vids, batch, strict=True):
         alone = vz.compress_video(*v, config=cfg, grid=GRID, image_newline=nl)
@@ -421,7 +424,8 @@ def test_batch_list_equals_each_video_alone(name):
 def test_batch_stacked_equals_each_video_alone(overrides):
     x, s, t = make_video(3 * 8, 16, seed=31)
     x, s, t = x.view(3, 8, N, 16).clone(), s.view(3, 8, N), t.view(3, 8, N)
-    x[1] = torch.randn(16, generator=torch.Generator().manual_seed(6)) + 0.01 * x[1]  # near-constant video: different Sinkhorn stopping
+    # near-constant video: different Sinkhorn stopping
+    x[1] = torch.randn(16, generator=torch.Generator().manual_seed(6)) + 0.01 * x[1]
     x[2] = x[2] * 100.0
     cfg = vz.AOTConfig(num_clips=4, **overrides)
     batch = vz.compress_video(x, s, t, config=cfg, grid=GRID)
@@ -480,7 +484,9 @@ def _sinkhorn_problem(n, m, seed, eps=0.1, spread=1.0):
 @pytest.mark.parametrize("stop", ["paper", "marginal"])
 def test_sinkhorn_groups_equal_problems_alone(stop):
     # problem 0 is near-uniform (converges in few iterations), problem 1 is sharp (many)
-    probs = [_sinkhorn_problem(20, 15, 0, spread=0.05), _sinkhorn_problem(20, 15, 1, eps=0.02), _sinkhorn_problem(20, 15, 2)]
+    probs = [
+        _sinkhorn_problem(20, 15, 0, spread=0.05), _sinkhorn_problem(20, 15, 1, eps=0.02), _sinkhorn_problem(20, 15, 2)
+    ]
     alone = [vz.sinkhorn(k, a, b, stop=stop, tol=1e-3, max_iter=500, warn=False) for k, a, b in probs]
     iters = [int(r.iterations[0]) for r in alone]
     assert len(set(iters)) > 1, iters  # the problems do stop at different iterations
@@ -581,7 +587,8 @@ def test_explicit_segments_are_independent_clips(segments):
     full = vz.merge_inter_frame(x, mask, keep_ratio=0.3, segments=segments)
     parts, start = [], 0
     for length in segments:
-        parts.append(vz.merge_inter_frame(x[start : start + length], mask[start : start + length], keep_ratio=0.3, num_clips=1))
+        clip = slice(start, start + length)
+        parts.append(vz.merge_inter_frame(x[clip], mask[clip], keep_ratio=0.3, num_clips=1))
         start += length
     parts = torch.cat(parts)
     assert full.shape == parts.shape
@@ -728,9 +735,11 @@ def test_scales_inter_for_grid():
     a = vz.compress_video(x, s, t, config=cfg.replace(inter_scale=0.0), grid=GRID, image_newline=nl)
     b = vz.compress_video(x, s, t, config=cfg.replace(inter_scale=1.0), grid=GRID, image_newline=nl)
     assert torch.equal(a.tokens, b.tokens)
-    c = vz.compress_video(x, s, t, config=cfg.replace(inter_scale=0.0, scales="configured", intra_scale=1.0), grid=GRID, image_newline=nl)
+    configured = cfg.replace(inter_scale=0.0, scales="configured", intra_scale=1.0)
+    c = vz.compress_video(x, s, t, config=configured, grid=GRID, image_newline=nl)
     paper_emit = vz.compress_video(
-        x, s, t, config=cfg.replace(inter_scale=0.0, scales="configured", keyframe_emit="paper"), grid=GRID, image_newline=nl
+        x, s, t, config=cfg.replace(inter_scale=0.0, scales="configured", keyframe_emit="paper"), grid=GRID,
+        image_newline=nl,
     )
     # with Z unchanged, paper emission has Z == Y_k: the keyframe's tokens repeat at the clip end
     assert paper_emit.segments == [2, 2, 2, 2]
@@ -793,7 +802,8 @@ def test_ot_mass_per_token_moves_anchors_more():
 def test_anchor_budget_exact_in_pipeline():
     x, s, t = make_video(4, 8, seed=48)
     paper = vz.compress_video(x, s, t, config=vz.AOTConfig(num_anchors=100, num_clips=2), grid=GRID)
-    exact = vz.compress_video(x, s, t, config=vz.AOTConfig(num_anchors=100, num_clips=2, anchor_budget="exact"), grid=GRID)
+    exact_cfg = vz.AOTConfig(num_anchors=100, num_clips=2, anchor_budget="exact")
+    exact = vz.compress_video(x, s, t, config=exact_cfg, grid=GRID)
     assert paper.stage_tokens["anchors"] == 4 * 95
     assert exact.stage_tokens["anchors"] == 4 * 100
 
@@ -942,7 +952,10 @@ def test_pool_frames_real_grid(mode, cells):
     pooled, pm = vz.pool_frames(x, mask, grid=GRID, mode=mode)
     assert pooled.shape == (3, cells, 32)
     nchw = x.view(3, 27, 27, 32).permute(0, 3, 1, 2).contiguous()
-    ref = Fn.interpolate(nchw, size=(14, 14), mode="bilinear", align_corners=False) if mode == "bilinear" else Fn.avg_pool2d(nchw, 2)
+    if mode == "bilinear":
+        ref = Fn.interpolate(nchw, size=(14, 14), mode="bilinear", align_corners=False)
+    else:
+        ref = Fn.avg_pool2d(nchw, 2)
     assert torch.equal(pooled, ref.flatten(2).transpose(1, 2))
     # about K/4 cells kept
     assert 10 < int(pm.sum(-1).float().mean()) < 80
@@ -988,7 +1001,8 @@ def test_config_yaml_round_trip(tmp_path: Path):
     pool=st.sampled_from(list(vz.PoolMode)), nlp=st.sampled_from(list(vz.NewlinePosition)),
 )
 def test_config_dict_round_trip(k, kr, g, emit, stop, pool, nlp):
-    cfg = vz.AOTConfig(num_anchors=k, keep_ratio=kr, global_ratio=g, keyframe_emit=emit, sinkhorn_stop=stop, pool_mode=pool, newline_position=nlp)
+    cfg = vz.AOTConfig(num_anchors=k, keep_ratio=kr, global_ratio=g, keyframe_emit=emit, sinkhorn_stop=stop,
+                       pool_mode=pool, newline_position=nlp)
     d = cfg.to_dict()
     assert d["pool_mode"] == pool.value and type(d["pool_mode"]) is str  # plain values
     assert vz.AOTConfig.from_dict(d) == cfg

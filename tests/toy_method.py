@@ -36,7 +36,9 @@ def select(pooled: torch.Tensor, video: vz.VideoInput, cfg: EveryOtherConfig, bu
     return vz.Selection(kept, torch.zeros_like(kept))
 
 
-def make_config(retention: float | None = None, layout: vz.VideoLayout | None = None, **overrides: object) -> EveryOtherConfig:
+def make_config(
+    retention: float | None = None, layout: vz.VideoLayout | None = None, **overrides: object
+) -> EveryOtherConfig:
     if retention is not None:
         overrides.setdefault("step", max(round(1 / retention), 1))
     return EveryOtherConfig(**overrides)  # type: ignore[arg-type]

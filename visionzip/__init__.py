@@ -5,49 +5,47 @@ every quirk of the release is a named :class:`AOTConfig` field. The baselines (f
 VisionZip, DyCoke, FastVID) sit behind the same interface (the method registry, one config class
 each, :func:`make_config`, :func:`compress_video`) with the same frames, budget and accounting.
 The model describes each video's token layout (:class:`VideoLayout`); every result carries a
-:class:`ReductionPlan` that says where each token came from and replays the reduction.
+:class:`ReductionPlan` that says where each token came from and replays the reduction. Each stage
+has one reference implementation; :func:`reference_kernels` switches its faster path off.
 """
 
 from .anchors import select_anchors
-from .baselines import Selection, compress_on_grid, pool_grid_for, pool_grids_for
+from .baselines import Selection, compress_on_grid
+from .baselines.dycoke import DyCokeConfig
+from .baselines.fastvid import FastVIDConfig
+from .baselines.full import FullConfig
+from .baselines.pool import PoolConfig, pool_grid_for, pool_grids_for
+from .baselines.random import RandomConfig
+from .baselines.visionzip import VisionZipConfig
 from .config import (
-    CONFIG_CLASSES,
     AnchorBudget,
     AOTConfig,
-    CompressionConfig,
-    DyCokeConfig,
-    FastVIDConfig,
-    FullConfig,
     InterKeep,
     KeyframeEmit,
-    Method,
     MethodConfig,
     NewlinePosition,
     OneTokenNewline,
     OTMass,
-    PoolConfig,
     PoolMode,
-    RandomConfig,
     Scales,
     Segmentation,
     SinkhornStop,
-    VisionZipConfig,
 )
 from .flops import prefill_flops
 from .inputs import VideoInput
 from .inter import dynamic_segments, inter_frame_step, merge_inter_frame, uniform_segments
 from .intra import merge_intra_frame
+from .kernels import fast_kernels_enabled, reference_kernels
 from .layout import VideoLayout, insert_newlines, pool_frames, pooled_grid
 from .methods import calibrate_aot, compress_video, config_class, list_methods, make_config
 from .plan import CompressionResult, ReductionPlan
 from .presets import config_from_yaml, get_preset, list_presets, load_config, presets_dir
-from .registry import MethodSpec, get_method, register_method, unregister_method
+from .registry import MethodSpec, get_method, method_of, register_method, unregister_method
 from .sinkhorn import SinkhornResult, sinkhorn
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CONFIG_CLASSES",
     "AOTConfig",
     "MethodConfig",
     "MethodSpec",
@@ -57,17 +55,18 @@ __all__ = [
     "VideoLayout",
     "compress_on_grid",
     "get_method",
+    "method_of",
+    "fast_kernels_enabled",
+    "reference_kernels",
     "register_method",
     "unregister_method",
     "AnchorBudget",
-    "CompressionConfig",
     "CompressionResult",
     "DyCokeConfig",
     "FastVIDConfig",
     "FullConfig",
     "InterKeep",
     "KeyframeEmit",
-    "Method",
     "NewlinePosition",
     "OTMass",
     "OneTokenNewline",

@@ -44,7 +44,8 @@ def select_anchors(
     budget: AnchorBudget | str = _D.anchor_budget,
 ) -> torch.Tensor:
     """Pick ``num_anchors`` anchor tokens per frame: local ones from ``shallow_scores`` inside
-    non-overlapping ``window x window`` tiles (None: chosen from the grid, :func:`resolve_window`), global ones from ``deep_scores`` over the frame.
+    non-overlapping ``window x window`` tiles (None: chosen from the grid, :func:`resolve_window`),
+    global ones from ``deep_scores`` over the frame.
 
     shallow_scores, deep_scores: (F, N) attention received per token (docs/algorithm.md §0), N = H*W.
     Returns a bool mask (F, N), True at anchors.

@@ -19,7 +19,7 @@ import torch
 
 from .anchors import anchor_mask, resolve_window
 from .budget import calibrate_aot, exact_budget_masks
-from .config import AOTConfig, NewlinePosition, OneTokenNewline, PoolMode, Segmentation
+from .config import AOTConfig, NewlinePosition, OneTokenNewline, Segmentation
 from .inputs import VideoInput
 from .inter import dynamic_segments, inter_plan, uniform_segments
 from .intra import IntraWeights, apply_intra_pool, intra_weights
@@ -56,16 +56,20 @@ def check_aot(videos: list[VideoInput], cfg: AOTConfig) -> None:
         n = v.layout.tokens_per_frame
         resolve_window(cfg.window, v.layout.grid, what=f"video {i}" if len(videos) > 1 else "the video")
         if cfg.num_anchors is not None and cfg.num_anchors > n:
-            raise ValueError(f"config.num_anchors={cfg.num_anchors} exceeds N={n} tokens per frame{tag}; expected <= {n}")
+            raise ValueError(
+                f"config.num_anchors={cfg.num_anchors} exceeds N={n} tokens per frame{tag}; expected <= {n}"
+            )
         if cfg.inter_frame and v.frames < _clips(cfg, v.frames):
             raise ValueError(
                 f"frames={v.frames}{tag} is fewer than num_clips={cfg.num_clips}; expected at least one frame per clip"
             )
-        if cfg.token_budget is not None and round(cfg.token_budget * v.layout.num_cells) < v.frames and cfg.token_budget < 1.0:
+        budget = None if cfg.token_budget is None else round(cfg.token_budget * v.layout.num_cells)
+        if budget is not None and budget < v.frames and cfg.token_budget < 1.0:
             raise ValueError(
                 f"method 'aot': token_budget={cfg.token_budget} keeps {round(cfg.token_budget * v.layout.num_cells)} "
-                f"tokens for {v.frames} frames{tag}; expected a retention of at least one token per {v.layout.frame_unit} "
-                f"({v.frames / v.layout.num_cells:.4f} on this {v.layout.pooled_grid[0]}x{v.layout.pooled_grid[1]} grid)"
+                f"tokens for {v.frames} frames{tag}; expected a retention of at least one token per "
+                f"{v.layout.frame_unit} ({v.frames / v.layout.num_cells:.4f} on this "
+                f"{v.layout.pooled_grid[0]}x{v.layout.pooled_grid[1]} grid)"
             )
 
 
@@ -121,12 +125,12 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
         slices.append(slice(start, start + v.frames))
         start += v.frames
     # only the kept pooled tokens are read on (unless the inter-frame stage runs on a sequence with
-    # newlines inserted): those rows are formed alone, never the whole pooled video (the merge's
-    # weights are marked as read there, so the plan's replay forms those cells alike)
-    compact = forms_kept_rows_only(cfg, layout0)
+    # newlines inserted): those rows are formed alone, never the whole pooled video, and the merge's
+    # weights are marked as read there (IntraWeights.reading), so the plan's replay forms them alike
+    compact = not (cfg.inter_frame and layout0.inserted_newline is not None)
     kept = [front_indices(pooled_masks[sl]) if compact else None for sl in slices]  # (rows, valid, counts)
     per_video = [
-        None if weights is None else _reading(weights.frames(sl), cfg, layout0, k)
+        None if weights is None else weights.frames(sl) if k is None else weights.frames(sl).reading(k[0], k[2])
         for sl, k in zip(slices, kept)
     ]
     pooled = [
@@ -142,36 +146,6 @@ def _compress_group(videos: list[VideoInput], cfg: AOTConfig) -> list[Compressio
         )
         for v, sl, w, seq, segs in zip(videos, slices, per_video, pooled, segments)
     ]
-
-
-def forms_kept_rows_only(cfg: AOTConfig, layout: VideoLayout) -> bool:
-    """Whether the intra stage forms only the kept pooled tokens: always, except when the inter-frame
-    stage runs on a sequence with newlines inserted."""
-    return not (cfg.inter_frame and layout.inserted_newline is not None)
-
-
-def marks_kept_cells(cfg: AOTConfig, layout: VideoLayout) -> bool:
-    """Whether the merge's weights are marked as read at the kept cells only (then formed by
-    :func:`~visionzip.intra.kept_cells` where that applies): the kept rows are formed alone and the
-    pooling is linear."""
-    return forms_kept_rows_only(cfg, layout) and layout.pool_mode is not PoolMode.MAX
-
-
-def kept_cell_counts(result: CompressionResult, cfg: AOTConfig) -> torch.Tensor | None:
-    """(F,) the kept pooled cells of each frame the weights were marked at for ``result``
-    (:func:`marks_kept_cells`), or None where they were not."""
-    return result.pooled_mask.sum(-1) if marks_kept_cells(cfg, result.plan.layout) else None
-
-
-def _reading(
-    weights: IntraWeights, cfg: AOTConfig, layout: VideoLayout, kept: tuple[torch.Tensor, ...] | None
-) -> IntraWeights:
-    """``weights`` marked as read on only at the kept cells (``kept``: rows, valid, counts of
-    :func:`~visionzip.ops.front_indices` of the kept cells), where :func:`marks_kept_cells`."""
-    if kept is None or not marks_kept_cells(cfg, layout):
-        return weights
-    rows, _, counts = kept
-    return weights.reading(rows, counts)
 
 
 def _norms(videos: list[VideoInput]) -> torch.Tensor | None:
@@ -277,7 +251,9 @@ def _compress_one(
     )
 
 
-def make_aot_config(retention: float | None = None, layout: VideoLayout | None = None, **overrides: object) -> AOTConfig:
+def make_aot_config(
+    retention: float | None = None, layout: VideoLayout | None = None, **overrides: object
+) -> AOTConfig:
     """AOT for ``"aot@<retention>"``: without a retention the release's defaults; with one, the
     exact-budget mode (``token_budget=retention``), the anchor window chosen from each video's grid
     (``window=None``: 9 on 27 x 27) and anchors calibrated per video from the
@@ -287,7 +263,9 @@ def make_aot_config(retention: float | None = None, layout: VideoLayout | None =
     if retention is None:
         return AOTConfig(**overrides)  # type: ignore[arg-type]
     if isinstance(retention, bool) or not isinstance(retention, (int, float)) or not 0.0 < retention <= 1.0:
-        raise ValueError(f"retention={retention!r} is not valid for method 'aot'; expected a target retention in (0, 1]")
+        raise ValueError(
+            f"retention={retention!r} is not valid for method 'aot'; expected a target retention in (0, 1]"
+        )
     from .config import AnchorBudget, InterKeep, KeyframeEmit
 
     base: dict[str, object] = {"num_anchors": None, "token_budget": float(retention), "window": None}
@@ -297,8 +275,9 @@ def make_aot_config(retention: float | None = None, layout: VideoLayout | None =
     cfg = AOTConfig(**{**base, **overrides})  # type: ignore[arg-type]
     if layout is not None and "num_anchors" not in overrides:
         k, keep = calibrate_aot(
-            float(retention), layout, keep_ratio=cfg.keep_ratio, num_clips=cfg.num_clips, keyframe_emit=cfg.keyframe_emit,
-            window=cfg.window, global_ratio=cfg.global_ratio, inter_frame=cfg.inter_frame,
+            float(retention), layout, keep_ratio=cfg.keep_ratio, num_clips=cfg.num_clips,
+            keyframe_emit=cfg.keyframe_emit, window=cfg.window, global_ratio=cfg.global_ratio,
+            inter_frame=cfg.inter_frame,
         )
         cfg = cfg.replace(num_anchors=k, **({} if "keep_ratio" in overrides else {"keep_ratio": keep}))
     return cfg

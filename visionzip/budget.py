@@ -90,7 +90,8 @@ def exact_budget_masks(
     assert cfg.token_budget is not None
     f_all, n_full = anchor_mask.shape
     n = layout.cells_per_frame
-    coverage = pool_tokens(anchor_mask.to(torch.float32)[..., None], layout.grid, layout.pool_mode, layout.pool_stride)[..., 0]
+    as_map = anchor_mask.to(torch.float32)[..., None]  # (F, N, 1)
+    coverage = pool_tokens(as_map, layout.grid, layout.pool_mode, layout.pool_stride)[..., 0]
     cell_counts: list[int] = []
     keep_counts: list[int] = []
     for f_, segs, k in zip(frames, segments, num_anchors):

@@ -1,19 +1,20 @@
-"""Hyperparameters of every compression method: one validated frozen dataclass per method, loadable
-from YAML (the ``method:`` key names the method).
+"""The shared parts of every compression method's config, and AOT's config.
+
+Every method's config is a validated frozen dataclass deriving :class:`MethodConfig` (dict / YAML
+round trip, ``replace``; its ``_METHOD`` name is the one it registers under in
+:mod:`visionzip.registry`). The built-in baselines' configs live in their own modules under
+``visionzip/baselines/``, each beside its method.
 
 AOT (:class:`AOTConfig`): every default reproduces the authors' release (the ``paper`` behaviour,
-docs/algorithm.md). Each place where the release departs from the paper text is a named field whose first value is
-``"paper"``; the other value does the obvious correct thing.
-
-Baselines (:class:`FullConfig`, :class:`PoolConfig`, :class:`RandomConfig`, :class:`VisionZipConfig`,
-:class:`DyCokeConfig`, :class:`FastVIDConfig`): ``retention`` is the target (paper definition);
-``shallow_layer`` / ``deep_layer`` are shared with AOT.
+docs/algorithm.md). Each place where the release departs from the paper text is a named field whose
+first value is ``"paper"``; the other value does the obvious correct thing. AOT's stages
+(:mod:`visionzip.anchors`, :mod:`visionzip.intra`, :mod:`visionzip.inter`, :mod:`visionzip.budget`)
+read their keyword defaults from it, so it lives here rather than in :mod:`visionzip.aot`.
 
 The token layout (grid, pooling, newlines) is not a method hyperparameter: the model supplies it as
 a :class:`visionzip.VideoLayout`. The ``pool_mode`` / ``pool_stride`` / ``newline_position`` fields
 default to None (the model's layout); set, they are read only by the pure-tensor API called with
 ``grid=`` (where None means the release's LLaVA-OneVision layout), never over a model's layout.
-Every class registers its method by name in :mod:`visionzip.registry`.
 """
 
 from __future__ import annotations
@@ -29,18 +30,6 @@ from typing import Any, ClassVar
 import yaml
 
 from ._checks import check_choice
-
-
-class Method(str, Enum):
-    """The compression methods behind :func:`visionzip.compress_video` (one config class each)."""
-
-    AOT = "aot"  # anchors + optimal transport (CVPR 2026), this project
-    FULL = "full"  # no reduction: LLaVA-NeXT's plain pooled sequence
-    POOL = "pool"  # uniform spatial pooling to the budget
-    RANDOM = "random"  # seeded random subset
-    VISIONZIP = "visionzip"  # Yang et al., CVPR 2025
-    DYCOKE = "dycoke"  # Tao et al., CVPR 2025 (temporal token merging)
-    FASTVID = "fastvid"  # Shen et al., 2025 (dynamic segments + density pruning)
 
 
 class PoolMode(str, Enum):
@@ -137,15 +126,16 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
 _LAYOUT_FIELDS = ("pool_mode", "pool_stride", "newline_position", "one_token_newline")
 
 
-class _ConfigIO:
-    """Dict / YAML round trip and ``replace`` shared by every method's config dataclass."""
+class MethodConfig:
+    """Base of every method's config dataclass: its ``_METHOD`` name (the name it registers under),
+    dict / YAML round trip and ``replace``."""
 
     _METHOD: ClassVar[str]
 
     @property
     def method(self) -> str:
         """The registered name of the method this config belongs to."""
-        return str(getattr(self._METHOD, "value", self._METHOD))
+        return self._METHOD
 
     def replace(self, **overrides: Any) -> Any:
         """A copy with some fields changed (validated again)."""
@@ -160,7 +150,7 @@ class _ConfigIO:
 
     @classmethod
     def method_name(cls) -> str:
-        return str(getattr(cls._METHOD, "value", cls._METHOD))
+        return cls._METHOD
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Any:
@@ -198,7 +188,7 @@ def read_yaml_mapping(path: str | Path, *, what: str = "config fields") -> dict[
 
 
 @dataclass(frozen=True)
-class AOTConfig(_ConfigIO):
+class AOTConfig(MethodConfig):
     """Hyperparameters of AOT (anchor selection, intra-frame OT, pooling, inter-frame OT).
 
     The defaults are the paper's LLaVA-OneVision-7B MVBench/EgoSchema setting as released
@@ -247,12 +237,7 @@ class AOTConfig(_ConfigIO):
     # -- exact-budget mode (not in the release; None reproduces it)
     token_budget: float | None = None  # target retention (paper definition); output hits it exactly
 
-    _METHOD: ClassVar[Method] = Method.AOT
-
-    @property
-    def needs_scores(self) -> bool:
-        """AOT reads both attention-score maps (local and global anchors)."""
-        return True
+    _METHOD: ClassVar[str] = "aot"
 
     def __post_init__(self) -> None:
         for name, enum in _ENUM_FIELDS.items():
@@ -315,150 +300,6 @@ def _check_unit_interval(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} is not valid; expected a number in [0, 1]")
 
 
-# --------------------------------------------------------------------------------------------------
-# Baselines: the fields every method shares with AOT, then one dataclass per method
-
-
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {low}")
-
-
-def _check_retention(value: Any) -> None:
-    if not _is_real(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"retention={value!r} is not valid; expected a target retention in (0, 1]")
-
-
-_AOT = AOTConfig  # the shared fields' defaults are read from AOTConfig: one place
-
-
-@dataclass(frozen=True, kw_only=True)
-class _BaselineConfig(_ConfigIO):
-    """Fields shared with :class:`AOTConfig` (same meaning): layout overrides for the pure-tensor API
-    (None: the model's layout), and the vision layers whose attention scores a method reads.
-    ``one_token_newline``: None or ``append`` emit the layout's trailing newline as the model does,
-    ``paper`` drops it as AOT's release does."""
-
-    pool_mode: PoolMode | None = None
-    pool_stride: int | None = None
-    newline_position: NewlinePosition | None = None
-    one_token_newline: OneTokenNewline | None = None
-    shallow_layer: int = _AOT.shallow_layer
-    deep_layer: int = _AOT.deep_layer
-
-    def __post_init__(self) -> None:
-        for name in ("pool_mode", "newline_position", "one_token_newline"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, check_choice(name, getattr(self, name), _ENUM_FIELDS[name]))
-        if self.pool_stride is not None:
-            _check_int("pool_stride", self.pool_stride, 1)
-        for name in ("shallow_layer", "deep_layer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name}={value!r} is not valid; expected an integer layer index")
-        if "retention" in {f.name for f in fields(self)}:
-            _check_retention(self.retention)
-
-    @property
-    def needs_scores(self) -> bool:
-        """Whether :func:`visionzip.compress_video` reads the attention-score maps."""
-        return False
-
-
-@dataclass(frozen=True, kw_only=True)
-class FullConfig(_BaselineConfig):
-    """No reduction: LLaVA-NeXT's plain sequence of pooled frames (retention 1.0 exactly)."""
-
-    _METHOD: ClassVar[Method] = Method.FULL
-
-    @property
-    def retention(self) -> float:
-        return 1.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolConfig(_BaselineConfig):
-    """Uniform spatial pooling of every pooled frame to a coarser grid whose size gives the budget."""
-
-    retention: float
-    _METHOD: ClassVar[Method] = Method.POOL
-
-
-@dataclass(frozen=True, kw_only=True)
-class RandomConfig(_BaselineConfig):
-    """A seeded random subset of every frame's pooled tokens."""
-
-    retention: float
-    seed: int = 0
-    _METHOD: ClassVar[Method] = Method.RANDOM
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_int("seed", self.seed, 0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VisionZipConfig(_BaselineConfig):
-    """VisionZip (Yang et al., CVPR 2025): per frame, dominant tokens by attention received plus
-    contextual tokens merged from the rest. ``contextual_ratio``: share of each frame's budget that
-    goes to contextual tokens (VisionZip's 10 of 64)."""
-
-    retention: float
-    contextual_ratio: float = 10 / 64
-    _METHOD: ClassVar[Method] = Method.VISIONZIP
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_unit_interval("contextual_ratio", self.contextual_ratio)
-
-    @property
-    def needs_scores(self) -> bool:
-        return True  # dominant tokens: attention received at ``deep_layer``
-
-
-@dataclass(frozen=True, kw_only=True)
-class DyCokeConfig(_BaselineConfig):
-    """DyCoke (Tao et al., CVPR 2025), stage 1 (temporal token merging) in windows of ``window``
-    consecutive frames whose first frame is the anchor."""
-
-    retention: float
-    window: int = 4
-    _METHOD: ClassVar[Method] = Method.DYCOKE
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_int("window", self.window, 1)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FastVIDConfig(_BaselineConfig):
-    """FastVID (Shen et al., 2025): dynamic temporal segmentation (``num_clips``,
-    ``segment_threshold``), then density-peaks clustering (DPC-kNN with ``knn`` neighbours) of each
-    segment's tokens."""
-
-    retention: float
-    num_clips: int = _AOT.num_clips
-    segment_threshold: float = 0.9
-    knn: int = 5
-    _METHOD: ClassVar[Method] = Method.FASTVID
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_int("num_clips", self.num_clips, 1)
-        _check_int("knn", self.knn, 1)
-        _check_unit_interval("segment_threshold", self.segment_threshold)
-
-
-MethodConfig = _ConfigIO  # base of every method's config: ``_METHOD`` name, dict / YAML round trip
-
-#: the built-in methods' config classes (the registry, :mod:`visionzip.registry`, holds every method's)
-CONFIG_CLASSES: dict[Method, type] = {
-    Method.AOT: AOTConfig,
-    Method.FULL: FullConfig,
-    Method.POOL: PoolConfig,
-    Method.RANDOM: RandomConfig,
-    Method.VISIONZIP: VisionZipConfig,
-    Method.DYCOKE: DyCokeConfig,
-    Method.FASTVID: FastVIDConfig,
-}
-CompressionConfig = AOTConfig | FullConfig | PoolConfig | RandomConfig | VisionZipConfig | DyCokeConfig | FastVIDConfig

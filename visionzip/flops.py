@@ -8,5 +8,7 @@ def prefill_flops(num_tokens: int, *, layers: int, hidden: int, ffn: int) -> flo
     FFN width ``m``. LLaVA-OV-7B (L=28, d=3584, m=18944), 32 full frames (n=6272): 40.8 TFLOPs."""
     n, d, m = num_tokens, hidden, ffn
     if min(n, layers, hidden, ffn) < 0:
-        raise ValueError(f"prefill_flops needs non-negative sizes; got n={n}, layers={layers}, hidden={hidden}, ffn={ffn}")
+        raise ValueError(
+            f"prefill_flops needs non-negative sizes; got n={n}, layers={layers}, hidden={hidden}, ffn={ffn}"
+        )
     return float(layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m))

@@ -57,7 +57,9 @@ def as_video_list(name: str, value: object, ndim: int) -> tuple[list[torch.Tenso
     return [value], False
 
 
-def layout_from_grid(config: Any, grid: object, frames: int, n: int, d: int, image_newline: torch.Tensor | None) -> VideoLayout:
+def layout_from_grid(
+    config: Any, grid: object, frames: int, n: int, d: int, image_newline: torch.Tensor | None
+) -> VideoLayout:
     """The layout the pure-tensor API uses when no model supplies one: ``grid`` plus the config's
     layout overrides (None: the release's LLaVA-OneVision layout, bilinear / 2 / one_token), with
     ``image_newline`` as the newline embedding."""
@@ -68,7 +70,8 @@ def layout_from_grid(config: Any, grid: object, frames: int, n: int, d: int, ima
     if mode is not PoolMode.NONE and stride > min(h, w):
         raise ValueError(f"config.pool_stride={stride} is not valid for grid {(h, w)}; expected at most {min(h, w)}")
     append = getattr(config, "one_token_newline", None) is OneTokenNewline.APPEND
-    needs = position in (NewlinePosition.GRID, NewlinePosition.FRAME) or (position is NewlinePosition.ONE_TOKEN and append)
+    inserted = position in (NewlinePosition.GRID, NewlinePosition.FRAME)
+    needs = inserted or (position is NewlinePosition.ONE_TOKEN and append)
     if needs and image_newline is None:
         raise ValueError(
             f"image_newline is None; expected a ({d},) tensor for newline_position={position.value!r}"
@@ -131,7 +134,9 @@ def gather_inputs(
             continue
         arg = f"{role}_scores"
         if value is None:
-            raise ValueError(f"{arg} is None (NoneType); expected (F, N) attention scores: method {method!r} reads them")
+            raise ValueError(
+                f"{arg} is None (NoneType); expected (F, N) attention scores: method {method!r} reads them"
+            )
         given[role] = as_video_list(arg, value, 2)[0]
     if any(len(v) != len(feats) for v in given.values()):
         names = ["features", *(f"{r}_scores" for r in given)]

@@ -115,7 +115,9 @@ def inter_decide(
     row = qv.float() / nq.clamp_min(1)[:, None].float()
     col = zv.float() / nz.clamp_min(1)[:, None].float()
     groups = torch.arange(c_, device=dev)  # every clip stops on its own
-    plan = sinkhorn(kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=sinkhorn_stop.value, check=False).plan
+    plan = sinkhorn(
+        kernel, row, col, max_iter=max_iter, tol=tol, groups=groups, stop=sinkhorn_stop.value, check=False
+    ).plan
     p = plan / plan.sum(-1, keepdim=True).clamp_min(1e-9)  # (C, q, z)
     best = p.amax(-1) if z else p.new_zeros(c_, q)  # (C, q)
     if keep_counts is not None:
@@ -124,7 +126,8 @@ def inter_decide(
         tau = _masked_quantile(best, qv, keep_ratio)  # (C,)
         keep = best.double() < tau[:, None]
     else:  # rank of each token by (m, position); keep the round(ratio * n) lowest
-        keep = rank_ascending(best.masked_fill(~qv, float("inf"))) < torch.round(keep_ratio * nq.double()).long()[:, None]
+        target = torch.round(keep_ratio * nq.double()).long()[:, None]  # (C, 1)
+        keep = rank_ascending(best.masked_fill(~qv, float("inf"))) < target
     keep = (keep | (nz == 0)[:, None]) & qv
     return p * (qv & ~keep)[:, :, None], keep
 
@@ -165,8 +168,10 @@ def inter_frame_step(
     q = sources.shape[1]
     keep_ratio = check_ratio("keep_ratio", keep_ratio)
     dev = anchors.device
-    zv = torch.ones(c_, z, dtype=torch.bool, device=dev) if anchor_valid is None else check_mask("anchor_valid", anchor_valid, (c_, z))
-    qv = torch.ones(c_, q, dtype=torch.bool, device=dev) if source_valid is None else check_mask("source_valid", source_valid, (c_, q))
+    zv = check_mask("anchor_valid", anchor_valid, (c_, z)) if anchor_valid is not None else None
+    qv = check_mask("source_valid", source_valid, (c_, q)) if source_valid is not None else None
+    zv = torch.ones(c_, z, dtype=torch.bool, device=dev) if zv is None else zv
+    qv = torch.ones(c_, q, dtype=torch.bool, device=dev) if qv is None else qv
     if keep_counts is not None:
         check_tensor("keep_counts", keep_counts, shape=(c_,))
     zf, qf = anchors.float(), sources.float()
@@ -297,7 +302,9 @@ def inter_plan(
     if once:
         emit[key] = False
     position = [2 * (f + c) for c, (s, length) in enumerate(zip(starts, segments)) for f in range(s, s + length)]
-    position += [2 * (s + c) - 1 if once else 2 * (s + length + c) - 1 for c, (s, length) in enumerate(zip(starts, segments))]
+    position += [
+        2 * (s + c) - 1 if once else 2 * (s + length + c) - 1 for c, (s, length) in enumerate(zip(starts, segments))
+    ]
     plan.order = torch.tensor(sorted(range(len(position)), key=position.__getitem__), device=dev, dtype=torch.long)
     plan.flags = torch.cat([emit, zv])[plan.order]  # (F + C, k)
     # the same operations as apply() on the same values: the tokens apply() gives for ``seq``

@@ -57,12 +57,15 @@ class VideoLayout:
             raise ValueError(f"layout grid={g!r} is not valid; expected a pair of positive ints (H, W)")
         object.__setattr__(self, "grid", (int(g[0]), int(g[1])))
         object.__setattr__(self, "pool_mode", check_choice("pool_mode", self.pool_mode, PoolMode))
-        object.__setattr__(self, "newline_position", check_choice("newline_position", self.newline_position, NewlinePosition))
+        position = check_choice("newline_position", self.newline_position, NewlinePosition)
+        object.__setattr__(self, "newline_position", position)
         s = self.pool_stride
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise ValueError(f"layout pool_stride={s!r} is not valid; expected an integer >= 1")
         if self.pool_mode is not PoolMode.NONE and s > min(self.grid):
-            raise ValueError(f"layout pool_stride={s} is not valid for grid {self.grid}; expected at most {min(self.grid)}")
+            raise ValueError(
+                f"layout pool_stride={s} is not valid for grid {self.grid}; expected at most {min(self.grid)}"
+            )
         t = self.temporal_patch
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"layout temporal_patch={t!r} is not valid; expected an integer >= 1")
@@ -155,7 +158,9 @@ class VideoLayout:
                 f"{self.tokens_per_frame}, D): {self.frames} frames of a {self.grid[0]}x{self.grid[1]} grid"
             )
         if self.newline is not None and self.newline.shape[0] != d:
-            raise ValueError(f"layout newline has shape {tuple(self.newline.shape)}; expected ({d},) to match the features")
+            raise ValueError(
+                f"layout newline has shape {tuple(self.newline.shape)}; expected ({d},) to match the features"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,18 +253,6 @@ def pooling_matrix(grid: tuple[int, int], mode: PoolMode, stride: int, device: t
         return eye
     ph, pw = pooled_grid(grid, mode=mode, stride=stride)
     return _pool_nchw(eye.view(n, 1, h, w), mode, stride, (ph, pw)).reshape(n, ph * pw)
-
-
-@functools.lru_cache(maxsize=64)
-def pooling_taps(grid: tuple[int, int], mode: PoolMode, stride: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The nonzero entries of each row of :func:`pooling_matrix`: ``(cells (N, P) long, weights (N, P)
-    float32)``, P the most cells one token feeds (1 for ``average`` and ``none``, up to 4 for
-    ``bilinear``), padded with weight 0; built once per (grid, mode, stride, device)."""
-    m = pooling_matrix(grid, mode, stride, device)
-    nonzero = m != 0
-    taps = max(int(nonzero.sum(1).max()), 1)
-    cells = torch.argsort(nonzero.to(torch.int8), dim=1, descending=True, stable=True)[:, :taps].contiguous()
-    return cells, m.gather(1, cells).contiguous()
 
 
 @functools.lru_cache(maxsize=64)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from . import aot as _aot  # noqa: F401  (registers "aot")
-from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from . import baselines as _baselines  # noqa: F401  (registers every module of visionzip/baselines/)
 from .budget import calibrate_aot
 from .inputs import gather_inputs
 from .layout import VideoLayout
@@ -43,7 +43,9 @@ def config_class(method: Any) -> type:
     return get_method(method).config_class
 
 
-def make_config(method: Any, retention: float | None = None, *, layout: VideoLayout | None = None, **overrides: Any) -> Any:
+def make_config(
+    method: Any, retention: float | None = None, *, layout: VideoLayout | None = None, **overrides: Any
+) -> Any:
     """A config of ``method`` for a target ``retention`` (paper definition), fields in
     ``overrides`` applied on top.
 

@@ -89,7 +89,9 @@ class ReductionPlan:
         out = flat[index.clamp_min(0)]
         if bool(self.is_newline.any()):
             if newline is None:
-                raise ValueError(f"newline is None; expected the value of the {int(self.is_newline.sum())} newline token(s)")
+                raise ValueError(
+                    f"newline is None; expected the value of the {int(self.is_newline.sum())} newline token(s)"
+                )
             nl = self.is_newline.to(flat.device)
             fill = torch.as_tensor(newline, dtype=flat.dtype, device=flat.device)
             out = torch.where(nl.view(-1, *([1] * (out.dim() - 1))), fill.expand_as(out) if fill.dim() else fill, out)

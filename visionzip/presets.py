@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import CompressionConfig, read_yaml_mapping
+from .config import MethodConfig, read_yaml_mapping
 from .methods import as_method, make_config
 from .registry import config_classes, get_method, list_methods
 
@@ -37,7 +37,7 @@ def _method_of(data: dict[str, Any], source: str) -> str:
         raise ValueError(f"{source}: {err}") from None
 
 
-def config_from_yaml(path: str | Path) -> CompressionConfig:
+def config_from_yaml(path: str | Path) -> MethodConfig:
     """The config a YAML file holds, of the class its ``method:`` key names."""
     data = read_yaml_mapping(path)
     return get_method(_method_of(data, str(path))).config_class.from_dict(data, source=str(path))
@@ -53,7 +53,7 @@ def list_presets(method: Any = "aot") -> list[str]:
     return [n for n in names if _method_of(read_yaml_mapping(presets_dir() / f"{n}.yaml"), n) == want]
 
 
-def get_preset(name: str) -> CompressionConfig:
+def get_preset(name: str) -> MethodConfig:
     """The config of a preset (any method) by name; ``ValueError`` listing the presets otherwise."""
     path = presets_dir() / f"{name}.yaml"
     if not isinstance(name, str) or "/" in name or not path.is_file():
@@ -61,7 +61,7 @@ def get_preset(name: str) -> CompressionConfig:
     return config_from_yaml(path)
 
 
-def load_config(spec: str | Path | CompressionConfig | None) -> CompressionConfig | None:
+def load_config(spec: str | Path | MethodConfig | None) -> MethodConfig | None:
     """Resolve what a user passes as ``--compression``: a preset name, a YAML path, an existing
     config of any method, ``"<method>@<retention>"`` (e.g. ``"fastvid@0.15"``, ``"aot@0.10"``: see
     :func:`make_config`), a bare method name (``"full"``), or ``None`` / ``"none"`` for no

@@ -47,9 +47,11 @@ class MethodSpec:
         if not isinstance(self.name, str) or not self.name or "@" in self.name or "/" in self.name:
             raise ValueError(f"method name {self.name!r} is not valid; expected a non-empty name without '@' or '/'")
         if self.scores not in _SCORE_ROLES:
-            raise ValueError(f"method {self.name!r}: scores={self.scores!r} is not valid; expected one of {sorted(_SCORE_ROLES)}")
+            raise ValueError(
+                f"method {self.name!r}: scores={self.scores!r} is not valid; expected one of {sorted(_SCORE_ROLES)}"
+            )
         declared = getattr(self.config_class, "_METHOD", None)
-        if str(getattr(declared, "value", declared)) != self.name:
+        if declared != self.name:
             raise ValueError(
                 f"method {self.name!r}: config class {self.config_class.__name__} declares _METHOD={declared!r}; "
                 f"expected {self.name!r}"
@@ -106,11 +108,12 @@ def list_methods() -> list[str]:
 
 def get_method(name: Any) -> MethodSpec:
     """The registered method called ``name``; ``ValueError`` listing the registered ones otherwise."""
-    key = str(getattr(name, "value", name))
+    key = str(name)
     if key not in _REGISTRY:
         _load_entry_points()
     if key not in _REGISTRY:
-        raise ValueError(f"method={key!r} is not registered; expected one of {', '.join(repr(m) for m in list_methods())}")
+        choices = ", ".join(repr(m) for m in list_methods())
+        raise ValueError(f"method={key!r} is not registered; expected one of {choices}")
     return _REGISTRY[key]
 
 
@@ -126,4 +129,6 @@ def method_of(config: Any) -> MethodSpec:
 
 
 def config_classes() -> tuple[type, ...]:
+    """The config classes of every registered method."""
+    _load_entry_points()
     return tuple(s.config_class for s in _REGISTRY.values())

@@ -175,7 +175,8 @@ def _solve(
             RuntimeWarning,
             stacklevel=2,
         )
-    if overwrite or K is not kernel:  # in place on K (the caller's, or a float32 copy): (K * u) * v is (u * K) * v bit for bit
+    # in place on K (the caller's, or a float32 copy): (K * u) * v is (u * K) * v bit for bit
+    if overwrite or K is not kernel:
         plan = K.mul_(u.unsqueeze(-1)).mul_(v.unsqueeze(-2))
     else:
         plan = u.unsqueeze(-1) * K * v.unsqueeze(-2)
