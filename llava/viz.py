@@ -193,12 +193,13 @@ def visualise(net: Any, processor: Any, clip: Any, *, method: str, spec: str | N
     grid = getattr(result, "pooled_grid", None) or net.video_layout(vs.frames).pooled_grid
     kept, merged, anchors = token_masks(result, tuple(grid), vs.frames)
     label = "full tokens" if spec is None else spec
-    title = (f"{method} ({label}): {vs.visual_tokens} of {vs.visual_tokens_plain} visual tokens, retention {vs.retention:.3f}, "
-             f"{vs.frames} frames, pooled grid {grid[0]}x{grid[1]}")
+    title = (f"{method} ({label}): {vs.visual_tokens} of {vs.visual_tokens_plain} visual tokens, "
+             f"retention {vs.retention:.3f}, {vs.frames} frames, pooled grid {grid[0]}x{grid[1]}")
     png = plot_masks(clip.frames, kept, merged, anchors, path, anchor_grid=(side, side), title=title)
     summary = {
         "method": method, "spec": spec or "full", "video": str(video), "frames": vs.frames,
-        "pooled_grid": list(grid), "tokens": vs.visual_tokens, "tokens_plain": vs.visual_tokens_plain, "retention": vs.retention,
+        "pooled_grid": list(grid), "tokens": vs.visual_tokens, "tokens_plain": vs.visual_tokens_plain,
+        "retention": vs.retention,
         "stage_tokens": dict(vs.stage_tokens), "shown_frames": shown_frames(vs.frames),
         "per_frame": frame_counts(kept, merged, anchors), "png": str(png),
     }

@@ -39,7 +39,9 @@ def build_vision_tower(model_config: Any, **kwargs: Any) -> SigLipVisionTower:
     if not isinstance(name, str) or not name:
         raise ValueError(f"model config has no mm_vision_tower (a SigLIP hub id); got {name!r}")
     if "siglip" not in name.lower():
-        raise ValueError(f"unsupported vision tower {name!r}: only SigLIP towers (e.g. 'google/{SO400M_384_ID}') are supported")
+        raise ValueError(
+            f"unsupported vision tower {name!r}: only SigLIP towers (e.g. 'google/{SO400M_384_ID}') are supported"
+        )
     vision_config = _field(model_config, "vision_config")
     if vision_config is None and SO400M_384_ID not in name.lower():
         raise ValueError(
