@@ -121,10 +121,10 @@ def intra_weights(
     # dist[f, i, j] = D[index[f, j], i], gathered from D's transpose so that k is innermost, as in cos
     dist = _scaled_distances(h, w, float(position_weight), x.device).index_select(1, idx_r.reshape(-1))
     dist = dist.view(n, f_, k).transpose(0, 1)  # (F, N, k)
-    dots = torch.bmm(x, gather_rows(x, idx_r).transpose(1, 2)).float()  # (F, N, k)
     # faster path: without autograd every step works in place on the one (F, N, k) map; the same
     # arithmetic, bit for bit ((cos - 1) - dist is -((1 - cos) + dist): rounding is symmetric under negation)
     inplace = fast_kernels_enabled() and not _needs_grad(x, norms)
+    dots = _anchor_dots(x, idx_r) if inplace else torch.bmm(x, gather_rows(x, idx_r).transpose(1, 2)).float()
     if inplace:
         cos = dots.div_(x_norm[:, :, None]).div_(r_norm[:, None, :])
         cos.masked_fill_(~valid_r[:, None, :], float("-inf"))
@@ -161,6 +161,28 @@ def intra_weights(
     else:
         change = (plan * ot_scale).scatter_add(2, nearest[..., None], nn_weight).scatter(1, *at_anchor)
     return IntraWeights(idx_r, valid_r, change)
+
+
+#: on a CPU, the fast path gathers the anchors of at most this many bytes of frames at a time
+CPU_CHUNK_BYTES = 24 * 2**20
+
+
+def _anchor_dots(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(F, N, k) float32 dot products of every token of contiguous x (F, N, D) with its frame's anchors
+    ``x[f, index[f, j]]``: the reference's one ``bmm``, written into one map a chunk of frames at a
+    time on a CPU (:data:`CPU_CHUNK_BYTES` of features, at least one frame), so that the anchors are
+    never gathered for the whole video at once (a (F, k, D) copy as large as a tenth of the input)."""
+    f_, n, _ = x.shape
+    out = torch.empty(f_, n, index.shape[1], device=x.device, dtype=torch.float32)
+    step = f_ if x.device.type != "cpu" else max(CPU_CHUNK_BYTES // max(x[0].numel() * x.element_size(), 1), 1)
+    for start in range(0, f_, step):
+        sl = slice(start, min(start + step, f_))
+        anchors = gather_rows(x[sl], index[sl]).transpose(1, 2)  # (c, D, k)
+        if x.dtype == torch.float32:
+            torch.bmm(x[sl], anchors, out=out[sl])
+        else:
+            out[sl] = torch.bmm(x[sl], anchors)
+    return out
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
