@@ -71,6 +71,11 @@ def test_installed_from_the_wheel_alone(wheel_env, empty):
     assert paths[-1] is True
     assert all(str(wheel_env) in p and str(ROOT) not in p for p in paths[:-1]), paths
     assert paths[2].endswith("llava/eval/lmms_eval_tasks") and paths[4].endswith("visionzip/preset_configs")
+    # the library ships no benchmark: they live in the repository's benchmarks/ and use the library
+    site = Path(paths[1]).parents[1]
+    shipped = [p.relative_to(site).as_posix() for top in ("llava", "visionzip", "benchmarks") if (site / top).exists()
+               for p in (site / top).rglob("*.py")]
+    assert shipped and not [p for p in shipped if p.startswith("benchmarks/") or "bench" in Path(p).name], shipped
 
 
 def test_every_preset_by_name(wheel_env, empty):

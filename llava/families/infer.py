@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llava.model.record import SampleRecord
+if TYPE_CHECKING:  # the record's module loads the model stack
+    from llava.model.record import SampleRecord
 
 
 @dataclass(frozen=True)

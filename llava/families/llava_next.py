@@ -10,11 +10,13 @@ A checkpoint in this layout runs as LLaVA-OneVision unless ``--family llava_vide
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llava.families.infer import InferOptions, infer_stats, timed_generate
 from llava.families.spec import FamilySpec, PluginSpec, TinySpec
-from llava.model.record import SampleRecord
+
+if TYPE_CHECKING:  # the record's module loads the model stack
+    from llava.model.record import SampleRecord
 
 __all__ = ["LLAVA_ONEVISION", "LLAVA_VIDEO", "answer_llava", "load_llava", "write_tiny_llava"]
 

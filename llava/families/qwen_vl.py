@@ -9,11 +9,13 @@ timestamps come from the clip's frame indices and frame rate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llava.families.infer import InferOptions, checkpoint_model_type, infer_stats, timed_generate
 from llava.families.spec import FamilySpec, PluginSpec, TinySpec
-from llava.model.record import SampleRecord
+
+if TYPE_CHECKING:  # the record's module loads the model stack
+    from llava.model.record import SampleRecord
 
 __all__ = ["QWEN2_5_VL", "QWEN3_VL", "answer_qwen"]
 
