@@ -134,9 +134,6 @@ class VideoLayout:
         """Visual tokens of the uncompressed sequence, newlines excluded (retention's denominator)."""
         return self.frames * self.cells_per_frame
 
-    def with_frames(self, frames: int) -> VideoLayout:
-        return replace(self, frames=frames)
-
     def with_newline(self, newline: torch.Tensor | None) -> VideoLayout:
         return replace(self, newline=newline)
 

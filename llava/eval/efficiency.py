@@ -37,6 +37,7 @@ import json
 import math
 import re
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,6 @@ class FirstTokenClock:
         self.first: float | None = None
 
     def __call__(self, input_ids, scores, **kwargs):
-        import time
-
         import torch
 
         if self.first is None:

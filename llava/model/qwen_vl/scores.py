@@ -14,6 +14,7 @@ order (time, row, column), the order of the video placeholders.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,8 +53,6 @@ def _resolve(layers: Sequence[int], depth: int) -> list[int]:
 def _received(attn: torch.nn.Module, hidden: torch.Tensor, cu_seqlens: torch.Tensor,
               position_embeddings: tuple[torch.Tensor, torch.Tensor], chunk: int) -> torch.Tensor:
     """(S,) float32: attention each patch receives inside its segment, averaged over heads."""
-    import sys
-
     # the rotary helper of the attention's own modeling module (Qwen2.5-VL's or Qwen3-VL's)
     apply_rotary_pos_emb_vision = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
 
