@@ -170,7 +170,12 @@ class AOTModelAdapter(lmms):
         ``device_map`` is ``None``, ``"auto"`` (spread over the GPUs; inputs go to ``device``) or one
         device (``"cuda:1"``, ``"cpu"``), which is then the device. Under ``accelerate launch`` every
         rank uses its own GPU, whatever ``device`` / ``device_map`` say."""
-        self.compression_name = str(compression) if compression not in (None, "") else "none"
+        if compression is None:
+            compression = "none"
+        if str(compression).strip() == "":
+            raise ValueError("compression= is empty; expected 'none' for full tokens, a preset name, a YAML path or "
+                             "'<method>@<retention>'")
+        self.compression_name = str(compression)
         # an unknown preset or a bad YAML fails here, listing the presets, before any weight is read
         visionzip.load_config(self.compression_name)
         try:
@@ -210,6 +215,7 @@ class AOTModelAdapter(lmms):
         model.eval()
         self._model = model
         self.set_compression(self.compression_name)
+        self._check_budget()
         accelerator = self._accelerator
         del self._accelerator
         if accelerator.num_processes > 1:
@@ -297,6 +303,46 @@ class AOTModelAdapter(lmms):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def _planned_layout(self) -> Any:
+        """The token layout of this run's videos when it is known before any video is read (a family
+        with a fixed grid and frame count returns its ``VideoLayout``); None when it depends on the video."""
+        return None
+
+    def _check_budget(self) -> None:
+        """Compress one synthetic video of :meth:`_planned_layout` with this run's compression, so that a
+        budget the layout cannot meet (fewer than one token per frame, more anchors than tokens) fails at
+        start-up, naming the setting, instead of failing every sample."""
+        layout = self._planned_layout()
+        cfg = getattr(self.model, "compression", None)
+        if layout is None or cfg is None:
+            return
+        layout = layout.with_newline(None)
+        generator = torch.Generator().manual_seed(0)
+        shape = (layout.frames, layout.tokens_per_frame)
+        features = torch.randn(*shape, 8, generator=generator)
+        scores = torch.rand(*shape, generator=generator)
+        try:
+            visionzip.compress_video(features, scores, scores.clone(), config=cfg, layout=layout)
+        except ValueError as err:
+            raise ValueError(f"compression={self.compression_name!r} cannot run on this model's {layout.frames}-frame "
+                             f"{layout.grid[0]}x{layout.grid[1]} layout: {err}") from None
+
+    @staticmethod
+    def _check_frames(name: str, value: Any) -> int:
+        """``value`` as a frame count, or a ValueError naming ``name`` when it is not an integer >= 1."""
+        try:
+            frames = int(value)
+        except (TypeError, ValueError):
+            frames = 0
+        if isinstance(value, bool) or frames < 1 or str(value).strip() not in (str(frames), f"{frames}.0"):
+            raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1 (frames sampled per video)")
+        return frames
+
+    def adopt_records(self, records: list[dict[str, Any]]) -> None:
+        """Count the per-sample records of answers served from a response cache
+        (:class:`llava.eval.lmms.SampleResponseCache`) in this run's accounting, as if answered now."""
+        self._records.extend(dict(r) for r in records)
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -390,7 +436,8 @@ class AOTModelAdapter(lmms):
                 doc = self.task_dict[task][split][doc_id]
                 try:
                     visual = doc_to_visual(doc)
-                except Exception as exc:  # noqa: BLE001 - a task's own loader failing is one failed sample
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a task's own loader failing (some call
+                    # sys.exit on a missing video, lmms-eval's Charades-STA loader among them) is one failed sample
                     hook = "doc_to_visual" if getattr(self, "is_simple", True) else "doc_to_messages"
                     error = f"{hook} failed: {type(exc).__name__}: {exc}"
                     prepared.append(Prepared(i, context, task, doc_id, doc, error=error))
@@ -432,7 +479,7 @@ class AOTModelAdapter(lmms):
                     f"{p.task} doc {p.doc_id}: {p.error}; the sample is answered {text!r} and scored as wrong"
                 )
                 record = SampleRecord(task=p.task, doc_id=p.doc_id, compression=self.compression_name, failed=True,
-                                      error=p.error, load_ms=p.load_ms)
+                                      error=p.error, load_ms=p.load_ms, retention=None)
             else:
                 text, record = outputs[p.index]
             self._records.append(record.to_dict())
@@ -454,7 +501,7 @@ class AOTModelAdapter(lmms):
                 error = f"{type(exc).__name__}: {exc}"
                 eval_logger.error(f"{task} doc {doc_id}: {error}; the request answers log-likelihood -inf")
                 self._records.append(SampleRecord(task=task, doc_id=doc_id, compression=self.compression_name,
-                                                  failed=True, error=error).to_dict())
+                                                  failed=True, error=error, retention=None).to_dict())
                 res.append((float("-inf"), False))
         return res
 

@@ -27,6 +27,10 @@ __all__ = ["LlavaAdapter"]
 class LlavaAdapter(AOTModelAdapter):
     """A LLaVA-NeXT checkpoint (``llava_qwen``) behind lmms-eval; subclassed per family."""
 
+    def _planned_layout(self):
+        """``max_frames_num`` frames on the checkpoint's grid and pooling (the most a video can have)."""
+        return self.model.video_layout(self.max_frames_num)
+
     def _load_llava(
         self,
         *,

@@ -73,7 +73,7 @@ class AOTLlavaOneVision(LlavaAdapter):
             raise ValueError(
                 f"token_strategy={token_strategy!r} is not supported; expected 'single' (one <image> per video)"
             )
-        self.max_frames_num = int(max_frames_num)
+        self.max_frames_num = self._check_frames("max_frames_num", max_frames_num)
         self.mm_spatial_pool_stride = int(mm_spatial_pool_stride)
         self.mm_spatial_pool_mode = mm_spatial_pool_mode
         load_map = self._setup(compression=compression, device=device, device_map=device_map, batch_size=batch_size,

@@ -92,7 +92,7 @@ class AOTLlavaVid(LlavaAdapter):
             raise ValueError(
                 "add_faster_video=True is not supported; expected False (LLaVA-Video's evaluation setting)"
             )
-        self.max_frames_num = int(max_frames_num)
+        self.max_frames_num = self._check_frames("max_frames_num", max_frames_num)
         self.fps = int(video_fps)
         self.force_sample = str2bool(force_sample)
         self.add_time_instruction = str2bool(add_time_instruction)
