@@ -233,6 +233,21 @@ def summary_of_results(results: dict[str, Any]) -> dict[str, Any]:
     return summarize(results, per_task, "samples")
 
 
+def check_one_run(results_path: Path, per_task: dict[str, list[dict]]) -> None:
+    """``ValueError`` when the logged samples beside ``results_path`` are not one run's: a doc id
+    logged twice, or samples of more than one compression (two runs that wrote into one folder)."""
+    for task, rows in per_task.items():
+        ids = [r.get("doc_id") for r in rows]
+        repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"{results_path}: the samples of {task} repeat doc ids {repeated[:5]}; expected one run "
+                             "per folder (two runs wrote into it): re-run it into a folder of its own")
+        kinds = sorted({str(r["compression"]) for r in rows if r.get("compression") is not None})
+        if len(kinds) > 1:
+            raise ValueError(f"{results_path}: the samples of {task} mix compressions {kinds}; expected one run per "
+                             "folder: re-run it into a folder of its own")
+
+
 def build_run_summary(results_path: str | Path, records: list[dict] | None = None) -> dict[str, Any]:
     """The per-run summary for one lmms-eval results file.
 
@@ -243,6 +258,8 @@ def build_run_summary(results_path: str | Path, records: list[dict] | None = Non
     tasks = sorted((results.get("results") or {}).keys())
     per_task = _samples_from_files(path, tasks)
     source = "samples"
+    if per_task is not None:
+        check_one_run(path, per_task)
     if per_task is None:
         source = "records"
         per_task = {t: [r for r in (records or []) if r.get("task") == t] for t in tasks}
@@ -251,9 +268,9 @@ def build_run_summary(results_path: str | Path, records: list[dict] | None = Non
 
 def write_run_summary(results_path: str | Path, records: list[dict] | None = None) -> Path:
     """Build the summary of ``results_path`` and write it next to it; returns the written path."""
-    out = summary_path(results_path)
-    out.write_text(json.dumps(build_run_summary(results_path, records), indent=2, default=str), encoding="utf-8")
-    return out
+    from llava.eval.manifest import write_json_atomic
+
+    return write_json_atomic(build_run_summary(results_path, records), summary_path(results_path))
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -284,18 +301,23 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def find_results(root: str | Path, newer_than: float | None = None) -> list[Path]:
-    """Every ``*_results.json`` under ``root`` (modified after ``newer_than``, a POSIX time), oldest first."""
-    files = [p for p in Path(root).rglob("*_results.json") if newer_than is None or p.stat().st_mtime >= newer_than]
-    return sorted(files, key=lambda p: p.stat().st_mtime)
+    """Every ``*_results.json`` under ``root`` outside hidden folders (``.superseded``) and modified after
+    ``newer_than`` (a POSIX time), oldest first."""
+    from llava.eval.manifest import results_files
+
+    return [p for p in results_files(root) if newer_than is None or p.stat().st_mtime >= newer_than]
 
 
 def report(root: str | Path, *, rebuild: bool = False) -> list[dict[str, Any]]:
     """Write the summary of every results file under ``root`` that lacks one (all with ``rebuild``);
-    returns the summaries, oldest run first."""
+    returns the summaries, oldest run first. ``ValueError`` for a folder whose logged samples are not one
+    run's (:func:`check_one_run`)."""
     summaries = []
     for results in find_results(root):
         out = summary_path(results)
         if rebuild or not out.is_file():
             write_run_summary(results)
+        else:
+            build_run_summary(results)  # a folder two runs wrote into is refused even when summarised before
         summaries.append(json.loads(out.read_text(encoding="utf-8")) | {"path": str(out)})
     return summaries

@@ -35,11 +35,45 @@ _NO_COMPRESSION = ("none", "off")
 
 
 def newest_results(run_dir: Path) -> Path | None:
-    """The newest ``*_results.json`` below ``run_dir`` (lmms-eval's ``<date>_`` prefix sorts by time)."""
-    if not run_dir.is_dir():
-        return None
-    found = [p for p in run_dir.rglob("*_results.json") if p.is_file()]
+    """The newest ``*_results.json`` below ``run_dir`` (lmms-eval's ``<date>_`` prefix sorts by time),
+    outside hidden folders (``.superseded``, the response cache)."""
+    from llava.eval.manifest import results_files
+
+    found = [p for p in results_files(run_dir) if p.is_file()]
     return max(found, key=lambda p: (p.name, p.stat().st_mtime)) if found else None
+
+
+def _expected_manifests(table: Table, runs: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """Per (row, column), the manifest its run must carry (None when the row cannot be planned)."""
+    from llava.eval.plan import plan_commands
+    from llava.eval.runner import expected_manifest
+
+    out: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for run in plan_commands(table, output_dir=runs):
+        try:
+            out[(run.row, run.column)] = expected_manifest(run)
+        except ValueError:
+            out[(run.row, run.column)] = None
+    return out
+
+
+def _check_run(cell: dict[str, Any], results_path: Path, expected: dict[str, Any] | None, run_dir: Path
+               ) -> tuple[str | None, str | None]:
+    """``(why the cell is refused, a warning)`` for the run in ``run_dir`` against its row's manifest."""
+    from llava.eval import manifest as mf
+
+    current = mf.read_manifest(run_dir)
+    cell["manifest"] = current
+    if current is None:
+        return None, ("no manifest (a run not launched by the table runner): its settings are not checked against "
+                      "the row")
+    if expected is not None and current != expected:
+        changed = mf.diff(current, expected)
+        return "its settings are not the row's: " + "; ".join(changed[:4]) + (" …" if len(changed) > 4 else ""), None
+    others = [p for p in mf.results_files(run_dir) if p != results_path]
+    if others:
+        return f"{len(others) + 1} results files in one run folder; expected one run per folder", None
+    return mf.check_results(results_path, current.get("task"), current.get("limit")), None
 
 
 def efficiency_path(results_path: Path) -> Path:
@@ -145,14 +179,22 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str]) -> dict[str, Any]:
+def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str],
+          expected: dict[str, Any] | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
     run_dir = runs / row.slug / column.slug
     cell: dict[str, Any] = {"run_dir": str(run_dir), "compression": row.compression_for(column.label),
-                            "results_file": None, "score": None}
+                            "results_file": None, "score": None, "manifest": None}
     results_path = newest_results(run_dir)
     if results_path is None:
         return cell
     cell["results_file"] = str(results_path)
+    refused, warning = _check_run(cell, results_path, expected, run_dir)
+    if warning and warnings is not None:
+        warnings.append(f"{row.label} / {column.label}: {warning}")
+    if refused:
+        cell["refused"] = refused
+        problems.append(f"{row.label} / {column.label}: {results_path} is not shown: {refused}")
+        return cell
     try:
         results = json.loads(results_path.read_text())
     except (OSError, ValueError) as err:
@@ -201,9 +243,12 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
     problems: list[str] = []
     missing: list[str] = []
     release_cells, warnings, release_source = reference_cells(table)
+    warnings = list(warnings)
+    expected = _expected_manifests(table, runs)
     rows = []
     for row in table.rows:
-        cells = {c.label: _cell(table, row, c, runs, problems) for c in table.columns}
+        cells = {c.label: _cell(table, row, c, runs, problems, expected.get((row.label, c.label)), warnings)
+                 for c in table.columns}
         for c in table.columns:
             ref = release_cells.get((row.label, c.label))
             cell = cells[c.label]
@@ -221,6 +266,9 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
         for c in table.columns:
             if cells[c.label]["results_file"] is None:
                 missing.append(f"{row.label} / {c.label}: no *_results.json under {cells[c.label]['run_dir']}")
+            elif cells[c.label].get("refused"):
+                missing.append(f"{row.label} / {c.label}: not finished as the row describes it "
+                               f"({cells[c.label]['refused']})")
         scores = [cells[c.label]["score"] for c in table.columns]
         retention = _mean([x["retention_mean"] for x in cells.values() if x.get("retention_mean") is not None])
         tflops = _mean([x["prefill_tflops_mean"] for x in cells.values() if x.get("prefill_tflops_mean") is not None])
@@ -431,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     out_plot = Path(args.plot or runs / "table.png")
     for path in (out, out_json):
         path.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
-    out_json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    from llava.eval.manifest import write_json_atomic, write_text_atomic
+
+    write_text_atomic(markdown, out)
+    write_json_atomic(data, out_json)
     render_plot(data, out_plot)
     print(markdown)
     if data["missing"]:
