@@ -6,7 +6,9 @@
     python -m llava.eval.plan smoke_tiny --output_dir /tmp/smoke --format tsv --expand  # what scripts/eval/ reads
 
 Each run writes to ``<output_dir>/<row_slug>/<column_slug>`` (lmms-eval adds
-``<model>/<date>_results.json`` below it). The commands keep three shell variables for the launching
+``<model>/<date>_results.json`` below it). The commands run ``python -m llava.eval.lmms``, lmms-eval's
+command line with a response cache that resumes per sample; :mod:`llava.eval.runner` adds each run's
+``--use_cache`` folder. The commands keep three shell variables for the launching
 script to set: ``$PYTHON`` (the interpreter), ``$NUM_GPUS`` and ``${MAIN_PORT:-29500}`` (accelerate);
 ``--expand`` fills them in from the environment instead.
 """
@@ -90,9 +92,9 @@ def plan_commands(table: Table | str, rows: Iterable[str] | None = None, columns
     base = str(output_dir) if output_dir is not None else table.output_dir
     if table.launcher == "accelerate":
         launch = ["$PYTHON", "-m", "accelerate.commands.launch", "--num_processes", "$NUM_GPUS",
-                  "--main_process_port", "${MAIN_PORT:-29500}", "-m", "lmms_eval"]
+                  "--main_process_port", "${MAIN_PORT:-29500}", "-m", "llava.eval.lmms"]
     else:
-        launch = ["$PYTHON", "-m", "lmms_eval"]
+        launch = ["$PYTHON", "-m", "llava.eval.lmms"]
     extra: list[str] = []
     for flag, value in table.lmms_args:
         if value is False:
