@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -183,7 +185,7 @@ def test_plan_ov_table():
     run = next(r for r in runs if (r.row, r.column) == ("AOT 10 %", "VideoMME"))
     assert list(run.argv) == [
         "$PYTHON", "-m", "accelerate.commands.launch", "--num_processes", "$NUM_GPUS",
-        "--main_process_port", "${MAIN_PORT:-29500}", "-m", "lmms_eval",
+        "--main_process_port", "${MAIN_PORT:-29500}", "-m", "llava.eval.lmms",
         "--model", "aot_llava_onevision",
         "--model_args", OV_ARGS + ",compression=paper_ov_10pct_long",
         "--tasks", "videomme", "--batch_size", "1",
@@ -202,7 +204,7 @@ def test_plan_shell_line_quotes_and_keeps_variables():
     run = plan_commands("llava_ov_7b", rows=["AOT 10 %"], columns=["MVBench"], output_dir="/tmp/my runs")[0]
     line = run.shell()
     assert line.startswith('"$PYTHON" -m accelerate.commands.launch --num_processes "$NUM_GPUS" '
-                           '--main_process_port "${MAIN_PORT:-29500}" -m lmms_eval ')
+                           '--main_process_port "${MAIN_PORT:-29500}" -m llava.eval.lmms ')
     assert "'/tmp/my runs/aot_10pct/mvbench'" in line
     assert shlex.split(line) == list(run.argv)
     expanded = run.expand({"PYTHON": "/usr/bin/python3", "NUM_GPUS": "4"})
@@ -220,7 +222,7 @@ def test_plan_selection_and_smoke_table():
     smoke = plan_commands("smoke_tiny")
     assert [r.compression for r in smoke] == ["none", "paper_ov_10pct"]
     assert list(smoke[1].argv) == [
-        "$PYTHON", "-m", "lmms_eval", "--model", "aot_llava_onevision",
+        "$PYTHON", "-m", "llava.eval.lmms", "--model", "aot_llava_onevision",
         "--model_args", "pretrained=runs/smoke/tiny-llava-ov,max_frames_num=32,torch_dtype=float32,"
                         "conv_template=qwen_1_5,model_name=llava_qwen,compression=paper_ov_10pct",
         "--tasks", "aot_smoke_mcq", "--batch_size", "2", "--device", "cpu", "--limit", "4",
@@ -244,7 +246,7 @@ def test_plan_cli(capsys):
     assert plan_mod.main(["smoke_tiny", "--format", "tsv"]) == 0
     row, column, out, command = capsys.readouterr().out.splitlines()[0].split("\t")
     assert (row, column, out) == ("Full tokens", "Smoke", "runs/smoke/full_tokens/smoke")
-    assert command.startswith('"$PYTHON" -m lmms_eval ')
+    assert command.startswith('"$PYTHON" -m llava.eval.lmms ')
     assert plan_mod.main(["smoke_tiny", "--rows", "nope"]) == 2
     assert "unknown row 'nope'" in capsys.readouterr().err
 
@@ -260,8 +262,16 @@ def _script(name: str, tmp_path: Path | None = None, **env) -> subprocess.Comple
                           cwd=tmp_path or ROOT, timeout=300)
 
 
-def _commands(stdout: str) -> list[list[str]]:
-    return [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
+def _commands(stdout: str, cache: bool = False) -> list[list[str]]:
+    """The commands a dry run printed; without the ``--use_cache <run>/.cache/<key>`` the runner appends
+    (checked here) unless ``cache``."""
+    commands = [shlex.split(line) for line in stdout.splitlines() if line and not line.startswith("#")]
+    if cache:
+        return commands
+    for c in commands:
+        assert c[-2] == "--use_cache" and re.fullmatch(re.escape(c[c.index("--output_path") + 1]) +
+                                                        r"/\.cache/[0-9a-f]{16}", c[-1]), c
+    return [c[:-2] for c in commands]
 
 
 @pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh",
@@ -299,11 +309,35 @@ def test_dry_run_selection_and_default_interpreter():
     assert all("compression=paper_ov_10pct_long" in c[c.index("--model_args") + 1] for c in commands)
 
 
+def _finished_run(run, subtasks: list[str], n: int = 2) -> None:
+    """Write what a finished lmms-eval run of ``run`` (a group task of ``subtasks``) leaves: its manifest,
+    a results file counting ``n`` samples per subtask and the logged samples."""
+    from llava.eval import manifest as mf
+    from llava.eval.runner import expected_manifest
+
+    out = Path(run.output_path)
+    mf.write_manifest(out, expected_manifest(run), row=run.row, column=run.column)
+    folder = out / "lmms-lab__llava-onevision-qwen2-7b-ov"
+    folder.mkdir(parents=True)
+    group = run.argv[run.argv.index("--tasks") + 1]
+    results = {"results": {group: {"acc,none": 0.5}, **{t: {"acc,none": 0.5} for t in subtasks}},
+               "group_subtasks": {group: subtasks},
+               "n-samples": {t: {"original": 10, "effective": n} for t in subtasks},
+               "config": {"model": "aot_llava_onevision", "limit": n}}
+    (folder / "20260101_120000_results.json").write_text(json.dumps(results))
+    for t in subtasks:
+        (folder / f"20260101_120000_samples_{t}.jsonl").write_text("".join(
+            json.dumps({"doc_id": i, "token_counts": []}) + "\n" for i in range(n)))
+
+
 def test_finished_runs_are_skipped_unless_forced(tmp_path):
     out = tmp_path / "runs"
-    done = out / "aot_10pct" / "mvbench" / "lmms-lab__llava-onevision-qwen2-7b-ov"
-    done.mkdir(parents=True)
-    (done / "20260101_120000_results.json").write_text("{}")
+    runs = plan_commands("llava_ov_7b", ["AOT 10 %"], ["MVBench", "EgoSchema"], output_dir=out)
+    # a finished run needs its limit in the manifest: the table has none, so n == the task's size
+    _finished_run(runs[0], ["mvbench_action_sequence", "mvbench_object_shuffle"], n=10)
+    bad = Path(runs[1].output_path) / "model"                # a results file that does not parse
+    bad.mkdir(parents=True)
+    (bad / "20260101_120000_results.json").write_text("{")
     (out / "full_tokens" / "mvbench").mkdir(parents=True)   # a folder without results is not finished
     proc = _script("llava_ov_7b.sh", DRY_RUN="1", NUM_GPUS="8", OUTPUT_DIR=str(out))
     assert proc.returncode == 0, proc.stderr
@@ -312,8 +346,19 @@ def test_finished_runs_are_skipped_unless_forced(tmp_path):
     assert all(c[c.index("--output_path") + 1].startswith(str(out)) for c in commands)
     assert str(out / "aot_10pct" / "mvbench") not in [c[c.index("--output_path") + 1] for c in commands]
     assert "AOT 10 % / MVBench: finished, skipped" in proc.stdout
+    assert "AOT 10 % / EgoSchema (re-run: no manifest (aot_run.json) beside the results" in proc.stdout
     forced = _script("llava_ov_7b.sh", DRY_RUN="1", NUM_GPUS="8", OUTPUT_DIR=str(out), FORCE="1")
     assert len(_commands(forced.stdout)) == 20
+
+
+def test_a_run_whose_results_miss_samples_is_not_finished(tmp_path):
+    from llava.eval import manifest as mf
+    from llava.eval.runner import expected_manifest
+
+    run = plan_commands("llava_ov_7b", ["AOT 10 %"], ["MVBench"], output_dir=tmp_path)[0]
+    _finished_run(run, ["mvbench_action_sequence", "mvbench_object_shuffle"], n=4)   # a --limit 4 smoke run
+    verdict = mf.check_finished(run.output_path, expected_manifest(run))
+    assert not verdict.finished and "counts 4 samples of mvbench_action_sequence; expected 10" in verdict.why
 
 
 FAKE_PYTHON = """\
@@ -321,7 +366,7 @@ FAKE_PYTHON = """\
 # Stands in for the interpreter: lmms-eval runs are faked (a run with compression=paper_ov_10pct fails as
 # lmms-eval 0.7.3 fails: the traceback logged, exit code $FAKE_EXIT, by default 0), anything else goes to the
 # real interpreter.
-if [[ "$1" == "-m" && "$2" == "lmms_eval" ]]; then
+if [[ "$1" == "-m" && "$2" == "llava.eval.lmms" ]]; then
     args="$*"
     out=""
     while [[ $# -gt 0 ]]; do [[ "$1" == "--output_path" ]] && out="$2"; shift; done
@@ -333,7 +378,10 @@ if [[ "$1" == "-m" && "$2" == "lmms_eval" ]]; then
         echo "ModuleNotFoundError: No module named 'filelock._api'" >&2
         exit "${FAKE_EXIT:-0}"
     fi
-    mkdir -p "$out/model" && echo '{"results": {}}' > "$out/model/20260101_120000_results.json"
+    mkdir -p "$out/model"
+    echo '{"results": {"aot_smoke_mcq": {"acc,none": 0.5}}, "n-samples": {"aot_smoke_mcq": {"original": 8,
+          "effective": 4}}, "config": {"model": "aot_llava_onevision"}}' > "$out/model/20260101_120000_results.json"
+    for i in 0 1 2 3; do echo '{"doc_id": '$i'}'; done > "$out/model/20260101_120000_samples_aot_smoke_mcq.jsonl"
     exit 0
 fi
 exec {real} "$@"
@@ -356,7 +404,7 @@ def test_a_failed_run_does_not_stop_the_table(tmp_path, exit_code):
                           timeout=300, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 finished now, 0 already finished, 1 failed" in proc.stdout
-    why = "exited 0 but wrote no *_results.json" if exit_code == "0" else "exit code 3"
+    why = "exited 0 but no results file" if exit_code == "0" else "exit code 3"
     log = out / "aot_10pct" / "smoke" / "lmms_eval.log"
     assert f"AOT 10 % / Smoke: {why} (log: {log})" in proc.stdout
     # the first error line of the failed run's log, beside its path, after the table of what finished
@@ -377,7 +425,7 @@ def test_smoke_dry_run_writes_nothing(tmp_path):
     commands = _commands(proc.stdout)
     assert [c[c.index("--output_path") + 1] for c in commands] == [
         str(tmp_path / "smoke" / "full_tokens" / "smoke"), str(tmp_path / "smoke" / "aot_10pct" / "smoke")]
-    assert commands[0][:3] == [sys.executable, "-m", "lmms_eval"]
+    assert commands[0][:3] == [sys.executable, "-m", "llava.eval.lmms"]
     assert not (tmp_path / "smoke").exists()
     text = (SCRIPTS / "smoke.sh").read_text()
     assert '-m llava.cli tiny-checkpoint "$checkpoint"' in text and "checkpoint=runs/smoke/tiny-llava-ov" in text

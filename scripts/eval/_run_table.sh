@@ -8,13 +8,14 @@
 #   ROWS="Full tokens,AOT 10 %"   COLUMNS="MVBench,VideoMME"   only these (labels or slugs)
 #   OUTPUT_DIR=DIR            results under DIR instead of the table's output_dir
 #   DRY_RUN=1                 print the commands, run nothing
-#   FORCE=1                   re-run runs that already have a *_results.json
-# Before any model loads, every task name is checked against lmms-eval's (an unknown one: an error
-# listing the close and the bundled ones). A run that fails is logged and the table goes on; at the end
-# the table is printed with what finished, then each failed run with the first error line of its log,
-# and the script exits 1. lmms-eval exits 0 when an evaluation raises, so a run counts as finished only
-# when it wrote its *_results.json. Each run's console output is kept in <output_path>/lmms_eval.log;
-# after each finished run its efficiency summary (<date>_aot_efficiency.json) is written and printed.
+#   FORCE=1                   re-run finished runs (their results are moved to <run>/.superseded/)
+# The work is done by `python -m llava.eval.runner` (see its docstring): every run is keyed by its full
+# settings (<run>/aot_run.json), and counts as finished only when its results parse and cover every
+# sample; a cell whose settings changed is re-run, saying why. Before any model loads, the task names,
+# compressions, frame counts and output folders are checked. A run killed part-way continues from its
+# cached answers when the same command is launched again. A run that fails is logged and the table goes
+# on; at the end the table is printed, then each failed run with the first error line of its log, and the
+# script exits 1. SIGINT/SIGTERM stop the running evaluation too; the script then exits 128 + signal.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -28,68 +29,10 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 source scripts/num_gpus.sh
 export PYTHON NUM_GPUS
 
-plan_args=("$table" --format tsv --expand)
-[[ -n "${ROWS:-}" ]] && plan_args+=(--rows "$ROWS")
-[[ -n "${COLUMNS:-}" ]] && plan_args+=(--columns "$COLUMNS")
-[[ -n "${OUTPUT_DIR:-}" ]] && plan_args+=(--output_dir "$OUTPUT_DIR")
-[[ "${DRY_RUN:-0}" != 1 ]] && plan_args+=(--check-tasks)
-plan=$("$PYTHON" -m llava.eval.plan "${plan_args[@]}")
-mapfile -t lines <<<"$plan"
-
-finished() {  # a run is finished when lmms-eval wrote its results file
-    [[ -d "$1" ]] && [[ -n "$(find "$1" -name '*_results.json' -print -quit)" ]]
-}
-
-total=${#lines[@]}
-failed=()
-skipped=0
-done_now=0
-i=0
-for line in "${lines[@]}"; do
-    i=$((i + 1))
-    IFS=$'\t' read -r row column out cmd <<<"$line"
-    eval "argv=($cmd)"   # the planned command (shell-quoted by the plan) as an array
-    if [[ "${FORCE:-0}" != 1 ]] && finished "$out"; then
-        skipped=$((skipped + 1))
-        if [[ "${DRY_RUN:-0}" == 1 ]]; then
-            echo "# [$i/$total] $row / $column: finished, skipped ($out)"
-        else
-            echo "[$i/$total] $row / $column: finished, skipped ($out)"
-        fi
-        continue
-    fi
-    if [[ "${DRY_RUN:-0}" == 1 ]]; then
-        echo "# [$i/$total] $row / $column"
-        echo "$cmd"
-        continue
-    fi
-    echo "[$i/$total] $row / $column -> $out"
-    mkdir -p "$out"
-    log="$out/lmms_eval.log"
-    if "${argv[@]}" </dev/null 2>&1 | tee "$log"; then
-        if finished "$out"; then
-            done_now=$((done_now + 1))
-            "$PYTHON" -m llava.cli report "$out" || true
-            continue
-        fi
-        why="exited 0 but wrote no *_results.json"
-    else
-        why="exit code ${PIPESTATUS[0]}"
-    fi
-    failed+=("$row / $column: $why (log: $log)"$'\n'"      $("$PYTHON" -m llava.eval.runlog "$log")")
-done
-
-[[ "${DRY_RUN:-0}" == 1 ]] && exit 0
-gather_args=("$table")
-[[ -n "${OUTPUT_DIR:-}" ]] && gather_args+=(--runs "$OUTPUT_DIR")
-echo
-status=0
-"$PYTHON" -m llava.eval.gather "${gather_args[@]}" || status=$?
-echo
-echo "$table: $total runs, $done_now finished now, $skipped already finished, ${#failed[@]} failed"
-if [[ ${#failed[@]} -gt 0 ]]; then
-    printf '  failed: %s\n' "${failed[@]}"
-    echo "Re-launch the same command to retry them (finished runs are skipped)."
-    exit 1
-fi
-exit "$status"
+args=("$table")
+[[ -n "${ROWS:-}" ]] && args+=(--rows "$ROWS")
+[[ -n "${COLUMNS:-}" ]] && args+=(--columns "$COLUMNS")
+[[ -n "${OUTPUT_DIR:-}" ]] && args+=(--output_dir "$OUTPUT_DIR")
+[[ "${DRY_RUN:-0}" == 1 ]] && args+=(--dry-run)
+[[ "${FORCE:-0}" == 1 ]] && args+=(--force)
+exec "$PYTHON" -m llava.eval.runner "${args[@]}"
