@@ -35,7 +35,8 @@ def workdir(tmp_path_factory):
         write_synthetic_video(videos / f"v{i}.mp4", frames=80, seed=i)  # 10 s at 8 fps: 8 frames at 1 fps
     turn = [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "A square."}]
     data = [{"id": f"s{i}", "video": f"v{i % 3}.mp4", "conversations": turn} for i in range(4)]
-    data.append({"id": "missing", "video": "missing.mp4", "conversations": turn})
+    (videos / "corrupt.mp4").write_bytes(b"\x00 not a video \xff" * 64)  # present, so it passes validation
+    data.append({"id": "corrupt", "video": "corrupt.mp4", "conversations": turn})
     data.append(
         {
             "id": "no_image_token",
@@ -89,8 +90,8 @@ def test_zero2_steps_with_aot_on_cpu(full_run):
     for e in log:  # what AOT did, logged per step
         assert 0 < e["aot/visual_tokens"] < e["aot/visual_tokens_plain"] == 8 * 196 + 1
         assert 0 < e["aot/retention"] < 0.5 and e["aot/compression_ms"] > 0
-    assert log[-1]["data/skipped_samples"] == 1  # the missing video, skipped and counted, never a crash
-    assert "skipping sample 'missing'" in proc.stderr
+    assert log[-1]["data/skipped_samples"] == 1  # the corrupt video, skipped and counted, never a crash
+    assert "skipping sample 'corrupt'" in proc.stderr
     assert "no_image_token" in proc.stderr  # <image> prepended, and said
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
 

@@ -327,8 +327,9 @@ def test_image_samples(tmp_path, stack, media):
     {"id": "noimg", "image": "missing.png"},
 ])
 def test_bad_media_is_skipped(tmp_path, stack, media, bad):
+    """The draw-time path (validation=False: a missing file is otherwise dropped up front)."""
     record = dict(bad, conversations=_conv("<image>\nQ", "A"))
-    ds = _dataset(tmp_path, stack, media, [record, _video_record("good")])
+    ds = _dataset(tmp_path, stack, media, [record, _video_record("good")], validation=False)
     path = bad.get("video") or bad.get("image")
     with pytest.warns(SkippedSampleWarning, match=rf"skipping sample '{bad['id']}'.*{path}"):
         item = ds[0]
@@ -338,10 +339,10 @@ def test_bad_media_is_skipped(tmp_path, stack, media, bad):
 
 def test_all_bad_raises(tmp_path, stack, media):
     records = [{"id": f"b{k}", "video": "missing.mp4", "conversations": _conv("<image>\nQ", "A")} for k in range(3)]
-    ds = _dataset(tmp_path, stack, media, records)
+    ds = _dataset(tmp_path, stack, media, records, validation=False)  # the draw-time path
     with pytest.warns(SkippedSampleWarning), pytest.raises(RuntimeError, match=r"\['b1', 'b2', 'b0'\]"):
         ds[1]
-    ds = _dataset(tmp_path, stack, media, records + [_video_record("good")], max_retries=1)
+    ds = _dataset(tmp_path, stack, media, records + [_video_record("good")], max_retries=1, validation=False)
     with pytest.warns(SkippedSampleWarning), pytest.raises(RuntimeError, match=r"\['b0', 'b1'\].*max_retries=1"):
         ds[0]
     with pytest.warns(SkippedSampleWarning):
@@ -368,7 +369,7 @@ def test_image_token_prepended_once(tmp_path, stack, media, caplog):
     ({"id": "t2", "conversations": _conv("<image>\nQ", "A")}, "1 <image>.*0 visual"),
 ])
 def test_placeholder_count_mismatch(tmp_path, stack, media, record, counts):
-    ds = _dataset(tmp_path, stack, media, [record])
+    ds = _dataset(tmp_path, stack, media, [record], validation=False)  # the draw-time path
     with pytest.raises(ValueError, match=rf"sample '{record['id']}': {counts}"):
         ds[0]
 

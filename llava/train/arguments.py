@@ -16,6 +16,7 @@ import transformers
 import yaml
 
 import visionzip
+from llava.train.data import DEFAULT_MAX_INVALID_FRACTION
 
 #: LLaVA-NeXT's ``mm_tunable_parts``.
 TUNABLE_PARTS = ("mm_mlp_adapter", "mm_vision_resampler", "mm_vision_tower", "mm_language_model")
@@ -60,6 +61,15 @@ class DataArguments:
     video_fps: int = field(default=1, metadata={"help": "frames per second of the fps sampling"})
     force_sample: bool = field(default=False, metadata={"help": "always sample frames_upbound frames uniformly"})
     add_time_instruction: bool = field(default=False, metadata={"help": "prepend LLaVA-Video's time instruction"})
+    max_invalid_fraction: float = field(
+        default=DEFAULT_MAX_INVALID_FRACTION,
+        metadata={"help": "largest fraction of records that may fail validation (dropped before the first step); "
+                          "more, or none valid, stops the run before the model loads"},
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.max_invalid_fraction <= 1:
+            raise ValueError(f"--max_invalid_fraction {self.max_invalid_fraction}: expected a fraction in [0, 1]")
 
 
 @dataclass

@@ -8,7 +8,9 @@ Data files are LLaVA's JSON list, JSON Lines, or LLaVA-NeXT's YAML mixture::
 
 Each record is ``{"id", "video" | "image" (path or list of paths) | neither, "conversations":
 [{"from": "human", "value": "<image>\\nQ"}, {"from": "gpt", "value": "A"}, ...]}`` with paths relative
-to ``video_folder`` / ``image_folder``.
+to ``video_folder`` / ``image_folder``. Every record is checked before training, without reading
+its media (:func:`validate_record`: turns, ``<image>`` count, media fields, files present); the
+invalid ones are dropped, with one summary of what was skipped and why (:func:`load_valid_records`).
 
 A sample becomes one ChatML sequence (the ``qwen_1_5`` template)::
 
@@ -40,7 +42,7 @@ import os
 import random
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +56,21 @@ from llava.mm_utils import process_images
 from llava.video import VideoDecodeError, load_video
 
 __all__ = [
+    "DEFAULT_MAX_INVALID_FRACTION",
     "DEFAULT_SYSTEM_MESSAGE",
+    "INVALID_REASONS",
     "SAMPLING_STRATEGIES",
     "DataCollatorForSupervisedDataset",
+    "InvalidRecordError",
+    "RecordValidation",
     "SkippedSampleWarning",
     "SupervisedDataset",
     "load_data_list",
+    "load_valid_records",
     "preprocess_qwen",
     "system_message_from_template",
+    "validate_record",
+    "validate_records",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +80,38 @@ SAMPLING_STRATEGIES = ("all", "first", "end", "random")
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 _CHATML_SYSTEM_PREFIX = "<|im_start|>system\n"
+
+#: Why a record cannot become a training sample, in the order :func:`validate_record` checks them
+#: (a record is counted under the first that applies).
+INVALID_REASONS = (
+    "no conversations",
+    "malformed turn",
+    "unknown role",
+    "system turn not first",
+    "turns do not alternate",
+    "no final gpt turn",
+    "both video and image",
+    "bad media path",
+    "visual input without image_processor",
+    "<image> count mismatch",
+    "missing video file",
+    "missing image file",
+)
+
+#: Largest fraction of invalid records a training run tolerates (``--max_invalid_fraction``): a few
+#: broken records in a large mixture are dropped, while a wrong ``video_folder`` or a broken
+#: conversion (most records bad) stops the run before the model loads.
+DEFAULT_MAX_INVALID_FRACTION = 0.05
+
+
+class InvalidRecordError(ValueError):
+    """A record that cannot become a training sample; ``reason`` is one of :data:`INVALID_REASONS`."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in INVALID_REASONS:
+            raise ValueError(f"reason={reason!r}; expected one of {', '.join(INVALID_REASONS)}")
+        super().__init__(message)
+        self.reason = reason
 
 
 def system_message_from_template(name: str) -> str:
@@ -261,28 +302,37 @@ def _turns(conversations: Sequence[dict], system_message: str | None, sample_id:
     turns: list[tuple[str, str]] = []
     for index, turn in enumerate(conversations):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise ValueError(f"{name}: conversations[{index}] is {turn!r}; expected {{'from': ..., 'value': str}}")
+            raise InvalidRecordError(
+                "malformed turn", f"{name}: conversations[{index}] is {turn!r}; expected {{'from': ..., 'value': str}}"
+            )
         source = turn.get("from")
         if source == "system":
             if index != 0:
-                raise ValueError(f"{name}: conversations[{index}] is a system turn; a system turn may only come first")
+                raise InvalidRecordError(
+                    "system turn not first",
+                    f"{name}: conversations[{index}] is a system turn; a system turn may only come first",
+                )
             system_message = turn["value"]
             continue
         if source not in _ROLES:
-            raise ValueError(
+            raise InvalidRecordError(
+                "unknown role",
                 f"{name}: conversations[{index}] has from={source!r}; expected 'human' or 'gpt' (or a leading 'system')"
             )
         role = _ROLES[source]
         expected = "user" if len(turns) % 2 == 0 else "assistant"
         if role != expected:
-            raise ValueError(
+            raise InvalidRecordError(
+                "turns do not alternate",
                 f"{name}: conversations[{index}] is a {source!r} turn where a "
                 f"{'human' if expected == 'user' else 'gpt'!r} turn is expected; roles must alternate human, gpt, ..."
             )
         turns.append((role, turn["value"]))
     if not turns or turns[-1][0] != "assistant":
-        raise ValueError(f"{name}: the conversation does not end with a 'gpt' turn; "
-                         "expected human, gpt[, human, gpt ...]")
+        raise InvalidRecordError(
+            "no final gpt turn",
+            f"{name}: the conversation does not end with a 'gpt' turn; expected human, gpt[, human, gpt ...]",
+        )
     if system_message is not None:
         turns.insert(0, ("system", system_message))
     return turns
@@ -395,6 +445,270 @@ def _open_image(path: str) -> Image.Image:
         raise _MediaError(path, exc) from exc
 
 
+# ---------------------------------------------------------------------------------------------------
+# record validation: the checks a record passes before training, shared with the draw-time path
+# ---------------------------------------------------------------------------------------------------
+def _record_visuals(record: dict, sample_id: Any, accepts_visual: bool) -> int:
+    """Visual inputs of a record (1 for a video, one per image, 0 for text), its media fields checked."""
+    name = f"sample {sample_id!r}"
+    if "video" in record and "image" in record:
+        raise InvalidRecordError("both video and image", f"{name} has both 'video' and 'image'; expected one of them")
+    if "video" in record:
+        if not isinstance(record["video"], str) or not record["video"]:
+            raise InvalidRecordError("bad media path", f"{name}: video={record['video']!r}; expected a path string")
+        n_visual = 1
+    elif "image" in record:
+        files = record["image"] if isinstance(record["image"], list) else [record["image"]]
+        if not files or not all(isinstance(file, str) and file for file in files):
+            raise InvalidRecordError(
+                "bad media path",
+                f"{name}: image={record['image']!r}; expected a path string or a non-empty list of them",
+            )
+        n_visual = len(files)
+    else:
+        return 0
+    if not accepts_visual:
+        raise InvalidRecordError(
+            "visual input without image_processor", f"{name} has visual input but image_processor is None"
+        )
+    return n_visual
+
+
+def _first_human_turn(conversations: Sequence[Any]) -> dict | None:
+    return next((t for t in conversations if isinstance(t, dict) and t.get("from") in ("human", "user")), None)
+
+
+def _needs_prepended_placeholders(conversations: Sequence[Any], n_visual: int, sample_id: Any) -> bool:
+    """Whether ``<image>\\n`` is to be prepended (visual input, no ``<image>`` in the text, a human turn).
+
+    Raises:
+        InvalidRecordError: otherwise, the number of ``<image>`` differs from ``n_visual``.
+    """
+    count = sum(str(t.get("value", "")).count(DEFAULT_IMAGE_TOKEN) for t in conversations if isinstance(t, dict))
+    if n_visual and count == 0:
+        first = _first_human_turn(conversations)
+        if first is not None and isinstance(first.get("value"), str):
+            return True
+    if count != n_visual:
+        raise InvalidRecordError(
+            "<image> count mismatch",
+            f"sample {sample_id!r}: {count} <image> placeholder(s) in the conversation but {n_visual} "
+            "visual input(s); expected one <image> per image (one for a video)",
+        )
+    return False
+
+
+def _check_media_files(record: dict, sample_id: Any, image_folder: Any, video_folder: Any) -> None:
+    """Every media file of a record exists (``os.path.isfile``); nothing is opened."""
+
+    def shown(folder: Any) -> str | None:
+        return None if folder is None else os.fspath(folder)
+
+    if "video" in record:
+        path = _join(video_folder, record["video"])
+        if not os.path.isfile(path):
+            raise InvalidRecordError(
+                "missing video file",
+                f"sample {sample_id!r}: video file {path!r} does not exist (video_folder={shown(video_folder)!r})",
+            )
+    elif "image" in record:
+        for file in record["image"] if isinstance(record["image"], list) else [record["image"]]:
+            path = _join(image_folder, file)
+            if not os.path.isfile(path):
+                raise InvalidRecordError(
+                    "missing image file",
+                    f"sample {sample_id!r}: image file {path!r} does not exist (image_folder={shown(image_folder)!r})",
+                )
+
+
+def validate_record(
+    record: Any,
+    *,
+    sample_id: Any = None,
+    image_folder: str | os.PathLike[str] | None = None,
+    video_folder: str | os.PathLike[str] | None = None,
+    accepts_visual: bool = True,
+) -> None:
+    """Check that a record can become a training sample, without reading its media.
+
+    The checks, in the order of :data:`INVALID_REASONS`, are the ones the dataset applies when it
+    draws a sample (the same functions): a non-empty ``conversations`` list of ``{"from", "value":
+    str}`` turns alternating human, gpt, ... and ending with gpt (a leading system turn allowed); at
+    most one of ``video`` / ``image``, each a path string (``image`` also a non-empty list of them);
+    no visual input when ``accepts_visual`` is False (a dataset without an image processor); one
+    ``<image>`` per image, one for a video, or none at all (the dataset then prepends them); every
+    media file present under ``video_folder`` / ``image_folder`` (``os.path.isfile``, never decoded:
+    a corrupt file is still skipped when drawn).
+
+    Args:
+        record: one record of :func:`load_data_list`.
+        sample_id: named in the message (default: the record's ``id``).
+        image_folder, video_folder: roots of the record's ``image`` / ``video`` paths.
+        accepts_visual: whether records with a video or image are allowed.
+
+    Raises:
+        InvalidRecordError: the first check that fails; its ``reason`` is one of :data:`INVALID_REASONS`.
+    """
+    if sample_id is None and isinstance(record, dict):
+        sample_id = record.get("id")
+    conversations = record.get("conversations") if isinstance(record, dict) else None
+    if not isinstance(conversations, list) or not conversations:
+        raise InvalidRecordError(
+            "no conversations",
+            f"sample {sample_id!r} has no 'conversations' list; expected "
+            '"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]',
+        )
+    _turns(conversations, None, sample_id)
+    n_visual = _record_visuals(record, sample_id, accepts_visual)
+    _needs_prepended_placeholders(conversations, n_visual, sample_id)
+    _check_media_files(record, sample_id, image_folder, video_folder)
+
+
+#: Ids named per reason in :meth:`RecordValidation.summary`.
+_EXAMPLE_IDS = 3
+
+
+@dataclass(frozen=True)
+class RecordValidation:
+    """What :func:`validate_records` kept and skipped.
+
+    Attributes:
+        data_path: where the records came from (named in the summary and in errors).
+        total: records checked.
+        records: the valid records, in file order.
+        counts: reason -> number of records skipped for it, in :data:`INVALID_REASONS` order (only
+            reasons that occurred).
+        first_ids: reason -> ids of the first (at most 3) records skipped for it.
+        first_messages: reason -> the error message of the first record skipped for it.
+        skipped_ids: ids of every skipped record, in file order.
+    """
+
+    data_path: str
+    total: int
+    records: list[dict] = field(repr=False)
+    counts: dict[str, int]
+    first_ids: dict[str, list[Any]]
+    first_messages: dict[str, str]
+    skipped_ids: list[Any]
+
+    @property
+    def kept(self) -> int:
+        return len(self.records)
+
+    @property
+    def skipped(self) -> int:
+        return self.total - self.kept
+
+    @property
+    def invalid_fraction(self) -> float:
+        """Skipped records over all records (0 for no records)."""
+        return self.skipped / self.total if self.total else 0.0
+
+    def summary(self) -> str:
+        """``"{data_path}: validated N records: K kept, S skipped"``, then one line per reason with its
+        count, its first ids and the first record's message."""
+        lines = [f"{self.data_path}: validated {self.total} records: {self.kept} kept, {self.skipped} skipped"]
+        for reason, count in self.counts.items():
+            ids = ", ".join(repr(i) for i in self.first_ids[reason])
+            lines.append(f"  {count} {reason} (first: {ids}); e.g. {self.first_messages[reason]}")
+        return "\n".join(lines)
+
+    def check(self, max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION) -> None:
+        """Raise when there is no valid record, or more than ``max_invalid_fraction`` of them are invalid.
+
+        Raises:
+            ValueError: the message holds :meth:`summary`; a ``max_invalid_fraction`` outside [0, 1].
+        """
+        _check_fraction(max_invalid_fraction)
+        if self.total == 0:
+            raise ValueError(f"data_path {self.data_path!r} holds no samples; expected at least one record")
+        if self.kept == 0:
+            raise ValueError(f"{self.summary()}\nno record is valid; fix the data, or video_folder / image_folder")
+        if self.invalid_fraction > max_invalid_fraction:
+            raise ValueError(
+                f"{self.summary()}\n{self.skipped} of {self.total} records ({self.invalid_fraction:.1%}) are invalid, "
+                f"more than max_invalid_fraction={max_invalid_fraction}; fix the data (or video_folder / "
+                f"image_folder), or raise --max_invalid_fraction to train on the {self.kept} valid ones"
+            )
+
+
+def _check_fraction(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"max_invalid_fraction={value!r}; expected a fraction in [0, 1]")
+
+
+def validate_records(
+    records: Sequence[dict],
+    *,
+    data_path: str | os.PathLike[str] = "<records>",
+    image_folder: str | os.PathLike[str] | None = None,
+    video_folder: str | os.PathLike[str] | None = None,
+    accepts_visual: bool = True,
+) -> RecordValidation:
+    """:func:`validate_record` on every record: the valid ones and what was skipped, and why.
+
+    A record without an ``id`` is named ``#index`` (its position), as the dataset names it.
+    """
+    kept: list[dict] = []
+    counts: dict[str, int] = {}
+    first_ids: dict[str, list[Any]] = {}
+    first_messages: dict[str, str] = {}
+    skipped_ids: list[Any] = []
+    for index, record in enumerate(records):
+        sample_id = record.get("id", f"#{index}") if isinstance(record, dict) else f"#{index}"
+        try:
+            validate_record(record, sample_id=sample_id, image_folder=image_folder, video_folder=video_folder,
+                            accepts_visual=accepts_visual)
+        except InvalidRecordError as exc:
+            counts[exc.reason] = counts.get(exc.reason, 0) + 1
+            examples = first_ids.setdefault(exc.reason, [])
+            if len(examples) < _EXAMPLE_IDS:
+                examples.append(sample_id)
+            first_messages.setdefault(exc.reason, str(exc))
+            skipped_ids.append(sample_id)
+            continue
+        kept.append(record)
+    order = {reason: k for k, reason in enumerate(INVALID_REASONS)}
+    counts = dict(sorted(counts.items(), key=lambda item: order[item[0]]))
+    return RecordValidation(os.fspath(data_path), len(records), kept, counts, first_ids, first_messages, skipped_ids)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of the process group, or of the launcher's ``RANK`` / ``LOCAL_RANK`` before one exists."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+
+
+def load_valid_records(
+    data_path: str | os.PathLike[str],
+    *,
+    image_folder: str | os.PathLike[str] | None = None,
+    video_folder: str | os.PathLike[str] | None = None,
+    accepts_visual: bool = True,
+    max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION,
+    seed: int = 0,
+) -> RecordValidation:
+    """Read the records of ``data_path`` (:func:`load_data_list`) and validate every one of them.
+
+    The summary (:meth:`RecordValidation.summary`) is logged once, by rank 0 only, as a warning when
+    records are skipped (else at INFO).
+
+    Raises:
+        ValueError: no record, no valid record, or more than ``max_invalid_fraction`` of them invalid
+            (:meth:`RecordValidation.check`); and what :func:`load_data_list` raises.
+        FileNotFoundError: ``data_path`` does not exist.
+    """
+    _check_fraction(max_invalid_fraction)
+    records = load_data_list(data_path, seed=seed)
+    validation = validate_records(records, data_path=data_path, image_folder=image_folder, video_folder=video_folder,
+                                  accepts_visual=accepts_visual)
+    validation.check(max_invalid_fraction)
+    if _is_main_process():
+        logger.log(logging.WARNING if validation.skipped else logging.INFO, "%s", validation.summary())
+    return validation
+
+
 class SupervisedDataset(torch.utils.data.Dataset):
     """LLaVA-NeXT's lazy supervised dataset for video, image and text-only samples.
 
@@ -415,6 +729,13 @@ class SupervisedDataset(torch.utils.data.Dataset):
         add_time_instruction: put LLaVA-Video's time instruction in the first human turn.
         model_max_length: truncate sequences to this many positions (placeholders kept, counted once).
         max_retries: how many following samples may replace a sample whose media is bad.
+        validation: ``True``: every record is validated here (:func:`load_valid_records`, with
+            ``accepts_visual`` = an image processor is given) and the invalid ones are dropped before
+            any index, length or sampler sees them; a :class:`RecordValidation` of ``data_path`` from an
+            earlier :func:`load_valid_records` (``train.py`` validates before the model loads): its
+            records are used; ``False``: every record is kept and checked only when drawn.
+        max_invalid_fraction: with ``validation=True``, the largest fraction of invalid records
+            tolerated (:meth:`RecordValidation.check`).
         system_message: system turn of every sample without its own (see :func:`preprocess_qwen`).
         seed: seed of ``random:N`` mixture entries.
 
@@ -424,7 +745,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
     (anyres: overview + grid patches; several images in one sample are padded to a square, ``P = 1``,
     as LLaVA-NeXT does). ``skipped`` counts the samples with bad media passed over to produce the
     item; ``skipped_ids`` and ``prepended_image_token`` are kept per process (each DataLoader worker
-    has its own copy).
+    has its own copy). ``validation`` is the :class:`RecordValidation` of the records (``None`` with
+    ``validation=False``). A record that passed validation can still fail when drawn: its media may
+    not decode (skipped, as above) or be gone by then.
     """
 
     def __init__(
@@ -445,6 +768,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         max_retries: int = 10,
         system_message: str | None = DEFAULT_SYSTEM_MESSAGE,
         seed: int = 0,
+        validation: RecordValidation | bool = True,
+        max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION,
     ):
         if int(frames_upbound) != frames_upbound or frames_upbound < 1:
             raise ValueError(f"frames_upbound={frames_upbound!r}; expected an integer >= 1")
@@ -458,7 +783,20 @@ class SupervisedDataset(torch.utils.data.Dataset):
         if int(max_retries) != max_retries or max_retries < 0:
             raise ValueError(f"max_retries={max_retries!r}; expected an integer >= 0")
         self.data_path = os.fspath(data_path)
-        self.list_data_dict = load_data_list(data_path, seed=seed)
+        if validation is True:
+            validation = load_valid_records(
+                data_path, image_folder=image_folder, video_folder=video_folder,
+                accepts_visual=image_processor is not None, max_invalid_fraction=max_invalid_fraction, seed=seed,
+            )
+        elif isinstance(validation, RecordValidation):
+            if validation.data_path != self.data_path:
+                raise ValueError(f"validation of data_path {validation.data_path!r} given for data_path "
+                                 f"{self.data_path!r}; expected the validation of the same data")
+        elif validation is not False:
+            raise ValueError(f"validation={validation!r}; expected True, False or a RecordValidation")
+        #: the RecordValidation of the records, None when they were not validated up front.
+        self.validation: RecordValidation | None = validation or None
+        self.list_data_dict = list(validation.records) if validation else load_data_list(data_path, seed=seed)
         if not self.list_data_dict:
             raise ValueError(f"data_path {self.data_path!r} holds no samples; expected at least one record")
         self.tokenizer = tokenizer
@@ -517,30 +855,20 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def _conversations(self, record: dict, sample_id: Any, n_visual: int) -> list[dict]:
         """A copy of the record's turns with the placeholders checked (and added when there are none)."""
         conversations = [dict(turn) if isinstance(turn, dict) else turn for turn in record["conversations"]]
-        count = sum(str(t.get("value", "")).count(DEFAULT_IMAGE_TOKEN) for t in conversations if isinstance(t, dict))
-        if n_visual and count == 0:
-            first = next(
-                (t for t in conversations if isinstance(t, dict) and t.get("from") in ("human", "user")), None
-            )
-            if first is not None and isinstance(first.get("value"), str):
-                first["value"] = (DEFAULT_IMAGE_TOKEN + "\n") * n_visual + first["value"]
-                count = n_visual
-                if sample_id not in self._prepended_ids:
-                    level = logging.WARNING if not self._prepended_ids else logging.INFO
-                    self._prepended_ids.add(sample_id)
-                    logger.log(
-                        level,
-                        "sample %r has %d visual input(s) but no <image> in its text: prepended %r to the first "
-                        "human turn",
-                        sample_id,
-                        n_visual,
-                        DEFAULT_IMAGE_TOKEN + "\n",
-                    )
-        if count != n_visual:
-            raise ValueError(
-                f"sample {sample_id!r}: {count} <image> placeholder(s) in the conversation but {n_visual} "
-                "visual input(s); expected one <image> per image (one for a video)"
-            )
+        if _needs_prepended_placeholders(conversations, n_visual, sample_id):
+            first = _first_human_turn(conversations)
+            first["value"] = (DEFAULT_IMAGE_TOKEN + "\n") * n_visual + first["value"]
+            if sample_id not in self._prepended_ids:
+                level = logging.WARNING if not self._prepended_ids else logging.INFO
+                self._prepended_ids.add(sample_id)
+                logger.log(
+                    level,
+                    "sample %r has %d visual input(s) but no <image> in its text: prepended %r to the first "
+                    "human turn",
+                    sample_id,
+                    n_visual,
+                    DEFAULT_IMAGE_TOKEN + "\n",
+                )
         return conversations
 
     def _load_video(self, record: dict) -> tuple[torch.Tensor, tuple[int, int], Any]:
@@ -580,15 +908,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def _get_item(self, index: int) -> dict:
         record = self.list_data_dict[index]
         sample_id = self._sample_id(index)
-        if "video" in record and "image" in record:
-            raise ValueError(f"sample {sample_id!r} has both 'video' and 'image'; expected one of them")
-        n_visual = 0
-        if "video" in record:
-            n_visual = 1
-        elif "image" in record:
-            n_visual = len(record["image"]) if isinstance(record["image"], list) else 1
-        if n_visual and self.image_processor is None:
-            raise ValueError(f"sample {sample_id!r} has visual input but image_processor is None")
+        n_visual = _record_visuals(record, sample_id, accepts_visual=self.image_processor is not None)
         conversations = self._conversations(record, sample_id, n_visual)
 
         images: list[torch.Tensor] = []

@@ -14,9 +14,10 @@ The flags are LLaVA-NeXT's (``--model_name_or_path --version --data_path --image
 --bf16 --gradient_checkpointing --model_max_length``) plus Hugging Face ``TrainingArguments`` and
 ``--compression <preset | YAML | none>``. A YAML of flags may come first; later flags override it.
 
-The recipe: ``setup`` (arguments, model, freezing, LoRA, data) -> ``trainer.train`` (resumable with
-``--resume_from_checkpoint``) -> ``save`` (a full checkpoint in LLaVA-NeXT's original layout, or the
-LoRA adapter with its base recorded), which ``load_pretrained_model`` reloads.
+The recipe: ``setup`` (arguments, every data record validated, model, freezing, LoRA, dataset) ->
+``trainer.train`` (resumable with ``--resume_from_checkpoint``) -> ``save`` (a full checkpoint in
+LLaVA-NeXT's original layout, or the LoRA adapter with its base recorded), which
+``load_pretrained_model`` reloads.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ import yaml
 
 from llava.model.builder import load_pretrained_model
 from llava.train.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
-from llava.train.data import DataCollatorForSupervisedDataset, SupervisedDataset, system_message_from_template
+from llava.train.data import (
+    DataCollatorForSupervisedDataset,
+    SupervisedDataset,
+    load_valid_records,
+    system_message_from_template,
+)
 from llava.train.lora import apply_lora, save_lora
 from llava.train.trainer import LLaVATrainer
 
@@ -122,6 +128,11 @@ def setup(argv: list[str] | None = None) -> Setup:
     if training_args.gradient_checkpointing:
         kwargs = training_args.gradient_checkpointing_kwargs
         training_args.gradient_checkpointing_kwargs = kwargs or {"use_reentrant": False}
+    # every record checked before the model loads: a bad data path fails in seconds, not mid-epoch
+    validation = load_valid_records(
+        data_args.data_path, image_folder=data_args.image_folder, video_folder=data_args.video_folder,
+        max_invalid_fraction=data_args.max_invalid_fraction,
+    )
     tokenizer, model, image_processor = _setup_model(model_args, training_args)
     parts = model_args.tunable_parts()
     _set_trainable(model, parts, training_args.lora_enable)
@@ -143,7 +154,7 @@ def setup(argv: list[str] | None = None) -> Setup:
         frames_upbound=data_args.frames_upbound, video_fps=data_args.video_fps, force_sample=data_args.force_sample,
         min_frames=min(aot.num_clips, data_args.frames_upbound) if aot is not None and aot.inter_frame else 1,
         add_time_instruction=data_args.add_time_instruction, model_max_length=training_args.model_max_length,
-        system_message=system_message_from_template(model_args.version),
+        system_message=system_message_from_template(model_args.version), validation=validation,
     )
     collator = DataCollatorForSupervisedDataset(tokenizer, model_max_length=training_args.model_max_length)
     return Setup(model_args, data_args, training_args, tokenizer, model, image_processor, dataset, collator)
