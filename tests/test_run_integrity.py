@@ -250,10 +250,14 @@ def test_configuration_errors_stop_the_table_before_any_model_loads(tmp_path, ch
     ("compression=", "compression= is empty; expected 'none' for full tokens"),
     ("max_frames_num=8,compression=aot@0.001", "compression='aot@0.001' cannot run on this model's 8-frame 27x27"),
 ])
-def test_the_plugin_refuses_impossible_settings_at_start_up(tmp_path, ckpt, model_args, expected):
-    """Straight through lmms-eval: the run stops before its first sample and writes no results (no cell of
-    0.0 that a re-launch would take for finished)."""
+def test_the_plugin_refuses_impossible_settings_before_the_weights_load(tmp_path, ckpt, model_args, expected):
+    """Straight through lmms-eval: the run stops before any weight is read (the checkpoint here is its
+    ``config.json`` alone) and writes no results (no cell of 0.0 that a re-launch would take for finished)."""
     tasks = _tasks(tmp_path, n=2)
+    bare = tmp_path / "config-only"
+    bare.mkdir()
+    shutil.copy(ckpt / "config.json", bare / "config.json")
+    ckpt = bare
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "llava.eval.lmms", "--model", "aot_llava_onevision",

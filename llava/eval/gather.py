@@ -45,13 +45,13 @@ def newest_results(run_dir: Path) -> Path | None:
 
 def _expected_manifests(table: Table, runs: Path) -> dict[tuple[str, str], dict[str, Any] | None]:
     """Per (row, column), the manifest its run must carry (None when the row cannot be planned)."""
+    from llava.eval.manifest import manifest_of_command
     from llava.eval.plan import plan_commands
-    from llava.eval.runner import expected_manifest
 
     out: dict[tuple[str, str], dict[str, Any] | None] = {}
     for run in plan_commands(table, output_dir=runs):
         try:
-            out[(run.row, run.column)] = expected_manifest(run)
+            out[(run.row, run.column)] = manifest_of_command(run.argv)
         except ValueError:
             out[(run.row, run.column)] = None
     return out

@@ -234,6 +234,11 @@ def build_manifest(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def manifest_of_command(argv: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The manifest of the run an lmms-eval command line (a planned table run's ``argv``) describes."""
+    return build_manifest(lmms_argv_settings(argv))
+
+
 def manifest_key(manifest: dict[str, Any]) -> str:
     """SHA-256 of the manifest's canonical JSON (sorted keys, no spaces)."""
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)

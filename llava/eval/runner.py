@@ -64,7 +64,7 @@ class Planned:
 
 def expected_manifest(run: Run) -> dict[str, Any]:
     """The manifest of ``run`` as planned (what a finished run of it must carry)."""
-    return mf.build_manifest(mf.lmms_argv_settings(run.argv))
+    return mf.manifest_of_command(run.argv)
 
 
 def prepare(table: Table, runs: list[Run], env: dict[str, str], *, check_output: bool = True,

@@ -305,16 +305,19 @@ class AOTModelAdapter(lmms):
             torch.cuda.empty_cache()
 
     def _planned_layout(self) -> Any:
-        """The token layout of this run's videos when it is known before any video is read (a family
-        with a fixed grid and frame count returns its ``VideoLayout``); None when it depends on the video."""
+        """The loaded model's token layout of this run's videos when it is known before any video is read
+        (a family with a fixed grid and frame count returns its ``VideoLayout``); None when it depends on
+        the video."""
         return None
 
-    def _check_budget(self) -> None:
-        """Compress one synthetic video of :meth:`_planned_layout` with this run's compression, so that a
-        budget the layout cannot meet (fewer than one token per frame, more anchors than tokens) fails at
-        start-up, naming the setting, instead of failing every sample."""
-        layout = self._planned_layout()
-        cfg = getattr(self.model, "compression", None)
+    def _check_budget(self, layout: Any = None, cfg: Any = None) -> None:
+        """Compress one synthetic video of ``layout`` (default: :meth:`_planned_layout`) with ``cfg``
+        (default: the loaded model's compression), so that a budget the layout cannot meet (fewer than
+        one token per frame, more anchors than tokens) fails at start-up, naming the setting, instead of
+        failing every sample. Families call it before the weights load too, with the layout their
+        checkpoint's ``config.json`` describes."""
+        layout = self._planned_layout() if layout is None else layout
+        cfg = getattr(self.model, "compression", None) if cfg is None else cfg
         if layout is None or cfg is None:
             return
         layout = layout.with_newline(None)

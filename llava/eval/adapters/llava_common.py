@@ -14,11 +14,13 @@ from typing import Any
 import torch
 from transformers import StoppingCriteriaList
 
+import visionzip
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
 from llava.eval.adapters.base import AOTModelAdapter, Prepared, str2bool
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
+from llava.model.llava_arch import resolve_compression
 from llava.model.record import SampleRecord
 
 __all__ = ["LlavaAdapter"]
@@ -30,6 +32,24 @@ class LlavaAdapter(AOTModelAdapter):
     def _planned_layout(self):
         """``max_frames_num`` frames on the checkpoint's grid and pooling (the most a video can have)."""
         return self.model.video_layout(self.max_frames_num)
+
+    def _layout_from_config(self, pretrained: str, overwrite_config: dict[str, Any]) -> Any:
+        """The layout :meth:`_planned_layout` will have, read from the checkpoint's ``config.json`` alone
+        (None when it cannot be read here: the loader then reports why)."""
+        from llava.model.language_model.llava_qwen import LlavaQwenConfig
+        from llava.model.multimodal_encoder.builder import vision_grid_side
+
+        try:
+            config = LlavaQwenConfig.from_dict(LlavaQwenConfig.get_config_dict(pretrained)[0])
+            for key, value in overwrite_config.items():
+                setattr(config, key, value)
+            side = vision_grid_side(config)
+            return visionzip.VideoLayout(frames=self.max_frames_num, grid=(side, side),
+                                         pool_mode=config.mm_spatial_pool_mode,
+                                         pool_stride=config.mm_spatial_pool_stride,
+                                         newline_position=config.mm_newline_position)
+        except (OSError, ValueError, TypeError):
+            return None
 
     def _load_llava(
         self,
@@ -51,6 +71,9 @@ class LlavaAdapter(AOTModelAdapter):
         only, so a name given must be one LLaVA-NeXT maps to it (it contains ``qwen``)."""
         self._check_llava_args(model_name=model_name, conv_template=conv_template,
                                video_decode_backend=video_decode_backend)
+        compression = resolve_compression(self.compression_name)
+        if customized_config is None and compression is not None:
+            self._check_budget(self._layout_from_config(pretrained, overwrite_config), compression)
         self.pretrained = pretrained
         self._tokenizer, model, self._image_processor, self._max_length = load_pretrained_model(
             pretrained, None, model_name or get_model_name_from_path(pretrained), device_map=load_map,

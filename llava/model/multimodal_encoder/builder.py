@@ -7,9 +7,9 @@ from typing import Any
 
 from transformers import SiglipVisionConfig
 
-from .siglip_encoder import SigLipVisionTower
+from .siglip_encoder import SigLipVisionTower, tower_config
 
-__all__ = ["build_vision_tower"]
+__all__ = ["build_vision_tower", "vision_grid_side"]
 
 SO400M_384_ID = "siglip-so400m-patch14-384"  # the geometry so400m_vision_config() describes
 
@@ -53,3 +53,10 @@ def build_vision_tower(model_config: Any, **kwargs: Any) -> SigLipVisionTower:
             f"vision_config must be a dict or a SiglipVisionConfig, got {type(vision_config).__name__}"
         )
     return SigLipVisionTower(vision_config, **kwargs)
+
+
+def vision_grid_side(model_config: Any) -> int:
+    """Patches per side of the tower :func:`build_vision_tower` builds for ``model_config``, from the config
+    alone (``image_size // patch_size`` of its ``vision_config``, so400m-patch14-384's 27 without one)."""
+    config = tower_config(_field(model_config, "vision_config"))
+    return int(config.image_size) // int(config.patch_size)

@@ -54,6 +54,20 @@ def so400m_vision_config(**overrides: Any) -> SiglipVisionConfig:
     return SiglipVisionConfig(**fields)
 
 
+def tower_config(vision_config: SiglipVisionConfig | dict[str, Any] | None) -> SiglipVisionConfig:
+    """The tower's geometry: so400m-patch14-384 (:func:`so400m_vision_config`) for None, with a dict's
+    fields over it, or a copy of the ``SiglipVisionConfig`` given."""
+    if vision_config is None:
+        return so400m_vision_config()
+    if isinstance(vision_config, SiglipVisionConfig):
+        return copy.deepcopy(vision_config)
+    if isinstance(vision_config, dict):
+        return so400m_vision_config(**vision_config)
+    raise ValueError(
+        f"vision_config must be a SiglipVisionConfig, a dict or None, got {type(vision_config).__name__}"
+    )
+
+
 class SiglipVisionHolder(nn.Module):
     """The level LLaVA-NeXT's own ``SigLipVisionModel`` adds: holds ``vision_model`` (a transformers 5
     ``SiglipVisionModel`` with ``embeddings``, ``encoder``, ``post_layernorm`` at its top level)."""
@@ -88,16 +102,7 @@ class SigLipVisionTower(nn.Module):
         score_chunk_size: int = 256,
     ) -> None:
         super().__init__()
-        if vision_config is None:
-            config = so400m_vision_config()
-        elif isinstance(vision_config, SiglipVisionConfig):
-            config = copy.deepcopy(vision_config)
-        elif isinstance(vision_config, dict):
-            config = so400m_vision_config(**vision_config)
-        else:
-            raise ValueError(
-                f"vision_config must be a SiglipVisionConfig, a dict or None, got {type(vision_config).__name__}"
-            )
+        config = tower_config(vision_config)
         config.vision_use_head = False
         config._attn_implementation = attn_implementation
         self.score_chunk_size = score_chunk_size
