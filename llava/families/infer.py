@@ -18,9 +18,13 @@ if TYPE_CHECKING:  # the record's module loads the model stack
 @dataclass(frozen=True)
 class InferOptions:
     """The ``aot infer`` options a family's runner reads; each family reads the ones that apply to it
-    (``conv_template`` the LLaVA-NeXT families, ``max_pixels`` the Qwen-VL ones)."""
+    (``conv_template`` the LLaVA-NeXT families, ``max_pixels`` the Qwen-VL ones).
 
-    compression: str = "none"
+    ``compression`` is what the model runs with, whatever the checkpoint's ``config.json`` says: a preset,
+    YAML path, ``"<method>@<retention>"``, a visionzip config object, or ``"none"`` (full tokens).
+    ``compression_name`` is what the record calls it (default: ``compression`` as text)."""
+
+    compression: Any = "none"
     device: str = "auto"
     dtype: str = "bfloat16"
     attn_implementation: str | None = "sdpa"
@@ -28,10 +32,19 @@ class InferOptions:
     max_frames: int = 32
     conv_template: str = "qwen_1_5"
     max_pixels: int | None = None
+    compression_name: str | None = None
 
     @property
     def compressed(self) -> bool:
-        return self.compression not in ("none", "")
+        return self.compression is not None and not (isinstance(self.compression, str)
+                                                     and self.compression.lower() in ("none", "off", ""))
+
+    @property
+    def name(self) -> str:
+        """The compression as the record names it."""
+        if self.compression_name is not None:
+            return self.compression_name
+        return str(self.compression) if self.compressed else "none"
 
     @property
     def device_map(self) -> Any:
