@@ -69,7 +69,8 @@ def answer_loaded(tokenizer: Any, model: Any, image_processor: Any, clip: Any, q
 
     out, start, first, end = timed_generate(model, generate)
     answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
-    return answer, infer_stats(model.last_visual_stats[0], model, compression, out.shape[1], start, first, end)
+    return answer, infer_stats(model.last_visual_stats[0], model, compression, out.shape[1], start, first, end,
+                               frames_read=clip.frames_read)
 
 
 def answer_llava(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
