@@ -14,8 +14,12 @@
     aot tiny-checkpoint runs/tiny     # the tiny random-weight checkpoint of the smoke evaluation
 
 ``infer`` runs the checkpoint as the family of its ``model_type`` (or ``--family``) and prints the answer
-and a stats table: frames; visual tokens before and after each stage; retention; prefill FLOPs (visual
+and a stats table: frames read (distinct) and sampled (repeats included, for a video shorter than
+``--max-frames``); visual tokens before and after each stage; retention; prefill FLOPs (visual
 tokens, the paper's formula); vision, compression, prefill and decode milliseconds; peak memory.
+``--compression none`` runs full tokens even on a checkpoint whose config.json saved a compression; without
+``--compression`` the checkpoint's own ``aot_compression`` runs, else ``paper_ov_10pct``; the first line
+printed says which one ran and where it came from.
 ``demo`` runs the same with and without AOT on the tiny LLaVA-NeXT checkpoint and writes the PNG of
 ``aot viz`` (tokens kept, merged and dropped per frame, AOT's anchors) for the compressed run.
 """
