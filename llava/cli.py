@@ -14,8 +14,12 @@
     aot tiny-checkpoint runs/tiny     # the tiny random-weight checkpoint of the smoke evaluation
 
 ``infer`` runs the checkpoint as the family of its ``model_type`` (or ``--family``) and prints the answer
-and a stats table: frames; visual tokens before and after each stage; retention; prefill FLOPs (visual
+and a stats table: frames read (distinct) and sampled (repeats included, for a video shorter than
+``--max-frames``); visual tokens before and after each stage; retention; prefill FLOPs (visual
 tokens, the paper's formula); vision, compression, prefill and decode milliseconds; peak memory.
+``--compression none`` runs full tokens even on a checkpoint whose config.json saved a compression; without
+``--compression`` the checkpoint's own ``aot_compression`` runs, else ``paper_ov_10pct``; the first line
+printed says which one ran and where it came from.
 ``demo`` runs the same with and without AOT on the tiny LLaVA-NeXT checkpoint and writes the PNG of
 ``aot viz`` (tokens kept, merged and dropped per frame, AOT's anchors) for the compressed run.
 """
@@ -27,21 +31,50 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import visionzip
 from llava.families import DEFAULT_FAMILY, InferOptions, checkpoint_family, format_stats, get_family, list_families
 from llava.subcommand import call
 from llava.video import load_video
 
+#: ``aot infer``'s compression when neither ``--compression`` nor the checkpoint's config.json gives one
+DEFAULT_INFER_COMPRESSION = "paper_ov_10pct"
+
+
+def infer_compression(model: str, flag: str | None) -> tuple[Any, str, str]:
+    """What ``aot infer`` runs: (compression for :class:`InferOptions`, its name in the record, where it
+    came from). ``--compression`` wins over the checkpoint (``none``: full tokens, whatever config.json
+    says); without it, the ``aot_compression`` a checkpoint folder's config.json carries (training saves
+    it), else :data:`DEFAULT_INFER_COMPRESSION`. The setting is checked here, before any weight loads."""
+    if flag is not None:
+        if flag.strip() == "":
+            raise ValueError("--compression '': expected a preset, a YAML path, <method>@<retention> or none")
+        return flag, flag if visionzip.load_config(flag) is not None else "none", "--compression"
+    config = Path(model) / "config.json"
+    saved = json.loads(config.read_text()).get("aot_compression") if config.is_file() else None
+    if saved is None:
+        visionzip.load_config(DEFAULT_INFER_COMPRESSION)
+        return DEFAULT_INFER_COMPRESSION, DEFAULT_INFER_COMPRESSION, "the default (no --compression)"
+    where = f"aot_compression of {config}"
+    if isinstance(saved, dict):
+        data = dict(saved)
+        method = data.pop("method", "aot")
+        cfg = visionzip.config_class(method).from_dict(data, source=where)
+        return cfg, f"{method} (checkpoint config)", where
+    visionzip.load_config(saved)
+    return saved, str(saved), where
+
 
 def cmd_infer(args: argparse.Namespace) -> int:
     # an unknown preset or family, a mismatched --family or a bad video: errors before the model loads
-    visionzip.load_config(args.compression)
+    compression, name, source = infer_compression(args.model, args.compression)
     family = checkpoint_family(args.model, args.family)
     clip = load_video(args.video, max_frames=args.max_frames)
-    options = InferOptions(compression=args.compression, device=args.device, dtype=args.dtype,
+    options = InferOptions(compression=compression, compression_name=name, device=args.device, dtype=args.dtype,
                            attn_implementation=args.attn_implementation, max_new_tokens=args.max_new_tokens,
                            max_frames=args.max_frames, conv_template=args.conv_template, max_pixels=args.max_pixels)
+    print(f"compression: {name} (from {source})", flush=True)
     answer, stats = family.answer(args.model, clip, args.question, options)
     print(f"answer: {answer}\n")
     print(format_stats(stats))
@@ -134,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                        f"model_type (a LLaVA-NeXT original-layout checkpoint: {DEFAULT_FAMILY})")
     infer.add_argument("--video", required=True)
     infer.add_argument("--question", required=True)
-    infer.add_argument("--compression", default="paper_ov_10pct",
-                       help=f"preset ({', '.join(visionzip.list_presets())}), YAML path or none")
+    infer.add_argument("--compression",
+                       help=f"preset ({', '.join(visionzip.list_presets())}), YAML path, <method>@<retention> or "
+                       "none (full tokens, whatever the checkpoint's config.json says); default: the checkpoint's "
+                       f"own aot_compression when its config.json has one, else {DEFAULT_INFER_COMPRESSION}")
     infer.add_argument("--max-frames", type=int, default=default.max_frames)
     infer.add_argument("--conv-template", default=default.conv_template,
                        help="LLaVA-NeXT template (the Qwen-VL families use their own chat template)")

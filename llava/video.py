@@ -22,6 +22,7 @@ stride as extra channels and ``get_batch`` fails); :func:`load_video` detects an
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import warnings
@@ -46,6 +47,9 @@ __all__ = [
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".ico", ".heic", ".jfif"}
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 class VideoDecodeError(ValueError):
@@ -94,6 +98,13 @@ def _repeat_warning(total_frames: int, max_frames: int, what: str) -> str:
     )
 
 
+def _warn_repeat(message: str) -> None:
+    """A ``UserWarning`` and the same text on this module's ``logging`` logger: lmms-eval ignores every
+    warning once it is imported, and the logger's WARNING still reaches stderr."""
+    warnings.warn(message, UserWarning, stacklevel=3)
+    logger.warning(message)
+
+
 def sample_frame_indices(
     total_frames: int,
     *,
@@ -119,7 +130,7 @@ def sample_frame_indices(
     """
     indices, stride = _sample(total_frames, max_frames, fps, mode, force_sample, target_fps)
     if stride is None and total_frames < max_frames:
-        warnings.warn(_repeat_warning(total_frames, max_frames, "the video"), UserWarning, stacklevel=2)
+        _warn_repeat(_repeat_warning(total_frames, max_frames, "the video"))
     return indices
 
 
@@ -133,6 +144,7 @@ class VideoClip:
     Attributes:
         frames: uint8 RGB array ``(T, H, W, 3)``.
         indices: the ``T`` frame indices that were decoded (may repeat for short videos).
+        frames_read: the distinct frames among them (:attr:`frames_read`; ``T`` unless indices repeat).
         timestamps: ``T`` times in seconds, computed as lmms-eval does (see module docstring).
         duration: ``total_frames / fps`` in seconds.
         fps: the container's average frame rate (``VideoReader.get_avg_fps()``).
@@ -155,6 +167,11 @@ class VideoClip:
 
     def __len__(self) -> int:
         return self.num_frames
+
+    @property
+    def frames_read(self) -> int:
+        """The distinct frames read from the file: ``T`` less the repeats of a video shorter than ``max_frames``."""
+        return len(set(self.indices))
 
     @property
     def frame_time(self) -> str:
@@ -318,7 +335,7 @@ def load_video(
 
     indices, stride = _sample(total, max_frames, fps, mode, force_sample, target_fps)
     if stride is None and total < max_frames:
-        warnings.warn(_repeat_warning(total, max_frames, f"video {name}"), UserWarning, stacklevel=2)
+        _warn_repeat(_repeat_warning(total, max_frames, f"video {name}"))
 
     try:
         frames = _read_frames(reader, indices)

@@ -25,11 +25,24 @@ Outputs, in ``--out``:
 
 * ``sweep.json``: the settings and one entry per run (method, target and measured retention, visual
   tokens, prefill TFLOPs, compression ms, score, samples, failed samples, seconds, error, and
-  lmms-eval's results dict without the samples), rewritten after every run;
+  lmms-eval's results dict without the samples, the run's ``settings`` and their ``key``), written
+  again after every run;
 * ``sweep.md``: a table of score (measured retention) per method and target retention, with the
   full-token row, then one line per run with its efficiency figures, then the failed runs;
 * ``sweep.png``: score against measured retention and against prefill TFLOPs, a line per method,
   full tokens as the reference.
+
+Resuming: every run is keyed by its settings (:func:`run_settings`: the plugin model and its arguments,
+task, limit, batch size, frames, the compression resolved to its content, so an edited preset YAML is a
+change, and the versions of lmms-eval and of this package; the key is the sha256 of their canonical JSON).
+On start the sweep reads an existing ``sweep.json`` (one it cannot read is refused and left untouched): a
+run with the same key that finished is skipped ("finished, skipped"), a failed or missing one runs; where
+sweep.json has the same (method, retention) under other settings, the sweep names the fields that differ.
+Entries of other settings stay in the file under ``other_runs``; ``runs``, the table and the plot are the
+current plan's. Every file is written atomically (a temporary file in ``--out``, fsync, rename). SIGINT
+or SIGTERM stops the sweep after writing the runs that finished (exit status 130 or 143); the same
+command continues it. ``--out`` is checked writable, with :data:`MIN_FREE_BYTES` free, before the model
+loads, and the model loads only when a run is left to do.
 
 ``--model`` is the lmms-eval plugin model of a registered family (:mod:`llava.families`). Without
 ``pretrained=`` in ``--model-args`` the family's tiny random-weight checkpoint
@@ -42,11 +55,18 @@ pretrained=Qwen/Qwen2.5-VL-7B-Instruct,...`` sweeps a real Qwen2.5-VL checkpoint
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import math
+import os
+import shutil
+import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +200,8 @@ class SweepRun:
     seconds: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
     efficiency: dict[str, Any] = field(default_factory=dict)  # the run's efficiency summary (every rank's samples)
+    key: str | None = None  # settings_key(settings): a later sweep with the same key reuses this run
+    settings: dict[str, Any] = field(default_factory=dict)  # run_settings(): everything the run depends on
 
 
 def _number(value: Any) -> float | None:
@@ -248,12 +270,24 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, (set, tuple)) else str(value)
 
 
-def write_json(data: dict[str, Any], path: Path) -> Path:
+def write_atomic(path: Path, content: bytes) -> Path:
+    """Write ``content`` to ``path`` so that ``path`` holds either its old or its new content, never a part:
+    a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json(data: dict[str, Any], path: Path) -> Path:
+    return write_atomic(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode("utf-8"))
 
 
 def _pct(value: float) -> str:
@@ -352,9 +386,156 @@ def render_plot(data: dict[str, Any], path: str | Path) -> Path:
             ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{data['task']}: {data['metric']} against retention and prefill TFLOPs")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
     plt.close(fig)
-    return path
+    return write_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------------------- resuming
+
+#: the least free space ``--out`` must have before the model loads (sweep.json, sweep.md, sweep.png)
+MIN_FREE_BYTES = 10 * 1024 * 1024
+#: the distributions whose versions are part of every run's settings
+VERSIONED = ("lmms_eval", "aot-video")
+
+
+class SweepStopped(BaseException):
+    """SIGINT or SIGTERM arrived: the sweep writes what finished and exits with 128 + the signal number.
+    A BaseException, so that :func:`run_one` does not record it as a failed run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    def stop(signum: int, frame: Any) -> None:
+        raise SweepStopped(signum)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread: the signals keep their handlers
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed versions of :data:`VERSIONED` (None where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def compression_content(spec: str | None) -> dict[str, Any] | None:
+    """The fields of the config ``spec`` resolves to (a preset's YAML as it reads now), with its method;
+    None for full tokens; ``{"spec", "unresolved"}`` when it does not resolve (the run then fails)."""
+    try:
+        cfg = visionzip.load_config(spec)
+    except Exception as exc:  # noqa: BLE001 - recorded; run_one reports the same error as the run's
+        return {"spec": spec, "unresolved": f"{type(exc).__name__}: {exc}"}
+    return None if cfg is None else {"method": cfg.method, **cfg.to_dict()}
+
+
+def run_settings(method: str, retention: float | None, *, model: str, model_args: dict[str, Any], task: str,
+                 limit: int | float | None, batch_size: int, versions: dict[str, str | None]) -> dict[str, Any]:
+    """Everything a run's numbers depend on: the plugin model and its arguments, the task, the limit, the
+    batch size, the frames, the compression resolved to its content, and the versions of lmms-eval and
+    of this package."""
+    spec = None if method == FULL else compression_spec(method, retention)
+    return {"model": model, "model_args": dict(model_args), "task": task, "limit": limit, "batch_size": batch_size,
+            "frames": model_args.get("max_frames_num"), "method": method, "target_retention": retention,
+            "compression": compression_content(spec), "versions": dict(versions)}
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """sha256 of the settings as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_sweep(path: Path) -> list[dict[str, Any]]:
+    """The runs (shown and kept) of an existing sweep.json; [] when there is none. A file that is not a
+    sweep.json of :data:`FORMAT` raises a ValueError naming it, and is left as it is."""
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} cannot be read as JSON ({exc}); expected a sweep.json of format {FORMAT!r}. "
+                         "It is left untouched: move it away or choose another --out") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    others = data.get("other_runs", []) if isinstance(data, dict) else None
+    ok = (isinstance(data, dict) and data.get("format") == FORMAT and isinstance(runs, list)
+          and isinstance(others, list) and all(isinstance(e, dict) for e in runs + others))
+    if not ok:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} is not a sweep.json this version reads (format {found!r}, expected {FORMAT!r} "
+                         "with a list of runs). It is left untouched: move it away or choose another --out")
+    return [*runs, *others]
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    names = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and name != "compression":
+            names += _differences(a, b, f"{prefix}{name}.")
+        elif isinstance(a, dict) or isinstance(b, dict):
+            names.append(f"{prefix}{name}")
+        else:
+            names.append(f"{prefix}{name} {a!r} -> {b!r}")
+    return names
+
+
+def rerun_reason(previous: list[dict[str, Any]], method: str, retention: float | None, settings: dict[str, Any],
+                 key: str) -> str | None:
+    """Why a run that sweep.json already has for (method, retention) runs again; None when it has none."""
+    same = [e for e in previous if e.get("method") == method and e.get("target_retention") == retention]
+    if not same:
+        return None
+    if any(e.get("key") == key for e in same):
+        return "re-runs: the earlier run with these settings failed"
+    recorded = [e for e in same if isinstance(e.get("settings"), dict)]
+    if not recorded:
+        return "re-runs: the earlier run records no settings"
+    return "re-runs: settings differ from the earlier run in " + ", ".join(_differences(recorded[-1]["settings"],
+                                                                                         settings))
+
+
+def check_output_folder(out: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """``out`` is a folder this process can write to (created if missing) with at least ``min_free``
+    bytes free; a ValueError naming it otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".aot-sweep-probe.{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"aot sweep")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {str(out)!r} is not a folder this process can write to "
+                         f"({type(exc).__name__}: {exc.strerror or exc}); expected a writable folder") from None
+    free = shutil.disk_usage(out).free
+    if free < min_free:
+        raise ValueError(f"--out {str(out)!r} has {free / 2**20:.1f} MiB free; expected at least "
+                         f"{min_free / 2**20:.0f} MiB for sweep.json, sweep.md and sweep.png")
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -391,44 +572,86 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: expected an integer >= 1")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
+    check_output_folder(out)  # before the tiny checkpoint is written or any model loads
+    previous = read_sweep(out / "sweep.json")
     model_args = model_args_for(args.model_args, out, device, args.model)
 
     started = time.perf_counter()
-    from lmms_eval.models import get_model
-
-    from llava.eval.task_names import task_manager as _task_manager
-
-    task_manager = _task_manager([args.task], [args.include_path] if args.include_path else [])
-    model_args_text = ",".join(f"{k}={v}" for k, v in model_args.items())
-    lm = get_model(args.model).create_from_arg_string(model_args_text,
-                                                      {"batch_size": args.batch_size, "device": device})
-    rank0 = getattr(lm, "rank", 0) == 0
+    plan = [(FULL, None)] + [(m, r) for m in methods for r in retentions]
+    known = package_versions()
+    settings = [run_settings(m, r, model=args.model, model_args=model_args, task=args.task, limit=limit,
+                             batch_size=args.batch_size, versions=known) for m, r in plan]
+    keys = [settings_key(s) for s in settings]
+    earlier: dict[str, dict[str, Any]] = {}  # by key; a finished entry over a failed one
+    for entry in previous:
+        if entry.get("key") and (entry["key"] not in earlier or not entry.get("failed")):
+            earlier[entry["key"]] = entry
     data: dict[str, Any] = {
         "format": FORMAT, "task": args.task, "metric": args.metric, "model": args.model, "model_args": model_args,
         "methods": methods, "retentions": retentions, "limit": limit, "batch_size": args.batch_size, "device": device,
-        "world_size": getattr(lm, "world_size", 1), "seconds": 0.0, "runs": [],
+        "world_size": 1, "versions": known, "seconds": 0.0, "runs": [],
+        "other_runs": [e for e in previous if e.get("key") not in keys],  # other settings: kept, not shown
     }
-    plan = [(FULL, None)] + [(m, r) for m in methods for r in retentions]
-    for i, (method, retention) in enumerate(plan, 1):
-        label = FULL if retention is None else f"{method} @ {_pct(retention)}"
-        if rank0:
-            print(f"aot sweep [{i}/{len(plan)}] {label}", flush=True)
-        result = run_one(lm, method, retention, task=args.task, task_manager=task_manager, metric=args.metric,
-                         limit=limit, batch_size=args.batch_size, device=device)
-        if result is not None and rank0:
-            data["runs"].append(asdict(result))
-            data["seconds"] = time.perf_counter() - started
-            write_json(data, out / "sweep.json")
-            status = f"failed: {result.error}" if result.failed else (
-                f"score {_fmt(result.score, '.4g')}, retention {_fmt(result.retention, '.4f')}, "
-                f"{_fmt(result.prefill_tflops, '.4g')} TFLOPs")
-            print(f"aot sweep [{i}/{len(plan)}] {label}: {status} ({result.seconds:.1f} s)", flush=True)
+    # the plan's runs sweep.json has: a finished one is skipped, a failed one runs again (and is replaced)
+    entries: dict[int, dict[str, Any]] = {i: earlier[k] for i, k in enumerate(keys) if k in earlier}
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    state: dict[str, Any] = {}
+
+    def save() -> None:
+        data["runs"] = [entries[i] for i in sorted(entries)]
+        data["seconds"] = time.perf_counter() - started
+        write_json(data, out / "sweep.json")
+
+    def model() -> Any:  # loaded once, at the first run that is not skipped
+        if "lm" not in state:
+            from lmms_eval.models import get_model
+
+            from llava.eval.task_names import task_manager as _task_manager
+
+            state["tasks"] = _task_manager([args.task], [args.include_path] if args.include_path else [])
+            text = ",".join(f"{k}={v}" for k, v in model_args.items())
+            state["lm"] = get_model(args.model).create_from_arg_string(text, {"batch_size": args.batch_size,
+                                                                                "device": device})
+            data["world_size"] = getattr(state["lm"], "world_size", 1)
+        return state["lm"]
+
+    stopped = None
+    with _stop_on_signals():
+        try:
+            for i, (method, retention) in enumerate(plan):
+                name = FULL if retention is None else f"{method} @ {_pct(retention)}"
+                label = f"aot sweep [{i + 1}/{len(plan)}] {name}"
+                if i in entries and not entries[i].get("failed"):
+                    if rank0:
+                        print(f"{label}: finished, skipped (sweep.json has it with the same settings)", flush=True)
+                    continue
+                lm = model()
+                rank0 = getattr(lm, "rank", 0) == 0
+                if rank0:
+                    why = rerun_reason(previous, method, retention, settings[i], keys[i])
+                    print(f"{label}{f' ({why})' if why else ''}", flush=True)
+                result = run_one(lm, method, retention, task=args.task, task_manager=state["tasks"],
+                                 metric=args.metric, limit=limit, batch_size=args.batch_size, device=device)
+                if result is not None and rank0:
+                    result.key, result.settings = keys[i], settings[i]
+                    entries[i] = asdict(result)
+                    save()
+                    status = f"failed: {result.error}" if result.failed else (
+                        f"score {_fmt(result.score, '.4g')}, retention {_fmt(result.retention, '.4f')}, "
+                        f"{_fmt(result.prefill_tflops, '.4g')} TFLOPs")
+                    print(f"{label}: {status} ({result.seconds:.1f} s)", flush=True)
+        except SweepStopped as exc:
+            stopped = exc.signum
     if not rank0:
-        return 0
-    data["seconds"] = time.perf_counter() - started
-    write_json(data, out / "sweep.json")
+        return 0 if stopped is None else 128 + stopped
+    save()
     markdown = render_markdown(data)
-    (out / "sweep.md").write_text(markdown, encoding="utf-8")
+    write_atomic(out / "sweep.md", markdown.encode("utf-8"))
+    if stopped is not None:
+        name = signal.Signals(stopped).name
+        print(f"aot sweep: stopped by {name} after {len(entries)} of {len(plan)} runs; wrote {out / 'sweep.json'} "
+              "and sweep.md; the same command continues with the runs left", file=sys.stderr, flush=True)
+        return 128 + stopped
     render_plot(data, out / "sweep.png")
     print(f"\n{markdown}\n{len(plan)} runs in {data['seconds']:.0f} s; wrote {out / 'sweep.json'}, "
           f"{out / 'sweep.md'}, {out / 'sweep.png'}")

@@ -18,9 +18,13 @@ if TYPE_CHECKING:  # the record's module loads the model stack
 @dataclass(frozen=True)
 class InferOptions:
     """The ``aot infer`` options a family's runner reads; each family reads the ones that apply to it
-    (``conv_template`` the LLaVA-NeXT families, ``max_pixels`` the Qwen-VL ones)."""
+    (``conv_template`` the LLaVA-NeXT families, ``max_pixels`` the Qwen-VL ones).
 
-    compression: str = "none"
+    ``compression`` is what the model runs with, whatever the checkpoint's ``config.json`` says: a preset,
+    YAML path, ``"<method>@<retention>"``, a visionzip config object, or ``"none"`` (full tokens).
+    ``compression_name`` is what the record calls it (default: ``compression`` as text)."""
+
+    compression: Any = "none"
     device: str = "auto"
     dtype: str = "bfloat16"
     attn_implementation: str | None = "sdpa"
@@ -28,10 +32,19 @@ class InferOptions:
     max_frames: int = 32
     conv_template: str = "qwen_1_5"
     max_pixels: int | None = None
+    compression_name: str | None = None
 
     @property
     def compressed(self) -> bool:
-        return self.compression not in ("none", "")
+        return self.compression is not None and not (isinstance(self.compression, str)
+                                                     and self.compression.lower() in ("none", "off", ""))
+
+    @property
+    def name(self) -> str:
+        """The compression as the record names it."""
+        if self.compression_name is not None:
+            return self.compression_name
+        return str(self.compression) if self.compressed else "none"
 
     @property
     def device_map(self) -> Any:
@@ -71,16 +84,18 @@ def timed_generate(model: Any, generate: Callable[[Any], Any]) -> tuple[Any, flo
 
 
 def infer_stats(visual: SampleRecord, model: Any, compression: str, new_tokens: int, start: float, first: float,
-                end: float) -> SampleRecord:
+                end: float, *, frames_read: int | None = None) -> SampleRecord:
     """The seam's record of the video (``visual``) completed with what the ``generate`` call around it
     cost (the times of :func:`timed_generate`): prefill is the time to the first token less vision and
-    compression."""
+    compression. ``frames_read`` (the clip's distinct frames) replaces ``frames``; ``frames_sampled``
+    keeps what the model encoded."""
     from llava.eval.efficiency import peak_memory_mb, prefill_tflops
 
     peak, kind = peak_memory_mb(model.device)
     visual_ms = (visual.vision_ms or 0.0) + (visual.compression_ms or 0.0)
     return visual.completed(
-        compression=compression, prefill_tflops=prefill_tflops(visual.visual_tokens, model.config),
+        frames=visual.frames if frames_read is None else int(frames_read), compression=compression,
+        prefill_tflops=prefill_tflops(visual.visual_tokens, model.config),
         ttft_ms=(first - start) * 1000, prefill_ms=(first - start) * 1000 - visual_ms,
         decode_ms=(end - first) * 1000, output_tokens=int(new_tokens), peak_memory_mb=peak, peak_memory_kind=kind,
     )
@@ -93,7 +108,8 @@ _STAGE_LABELS = {"input": "  input (frames x tokens per frame)", "anchors": "  a
 
 def format_stats(stats: SampleRecord) -> str:
     """The record as a two-column Markdown table."""
-    rows: list[tuple[str, Any]] = [("compression", stats.compression), ("frames", stats.frames),
+    rows: list[tuple[str, Any]] = [("compression", stats.compression), ("frames read", stats.frames),
+                                   ("frames sampled (repeats included)", stats.frames_sampled),
                                    ("visual tokens without compression", stats.visual_tokens_plain)]
     for stage, count in stats.stage_tokens.items():
         rows.append((_STAGE_LABELS.get(stage, f"  {stage}"), count))

@@ -30,11 +30,12 @@ TINY_MODEL_ARGS = (("max_frames_num", 32), ("torch_dtype", "float32"), ("conv_te
 
 def load_llava(model: str, options: InferOptions):
     """(tokenizer, model, image processor, context length) of an original-layout checkpoint, with
-    ``options.compression`` switched on in its config."""
+    ``options.compression`` set in its config in place of the checkpoint's own ``aot_compression``
+    (``none``: full tokens, even on a checkpoint saved with a compression)."""
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
-    overwrite = {"aot_compression": options.compression} if options.compressed else {}
+    overwrite = {"aot_compression": options.compression if options.compressed else None}
     return load_pretrained_model(model, None, get_model_name_from_path(model), device_map=options.device_map,
                                  torch_dtype=options.dtype, attn_implementation=options.attn_implementation,
                                  overwrite_config=overwrite)
@@ -68,14 +69,15 @@ def answer_loaded(tokenizer: Any, model: Any, image_processor: Any, clip: Any, q
 
     out, start, first, end = timed_generate(model, generate)
     answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
-    return answer, infer_stats(model.last_visual_stats[0], model, compression, out.shape[1], start, first, end)
+    return answer, infer_stats(model.last_visual_stats[0], model, compression, out.shape[1], start, first, end,
+                               frames_read=clip.frames_read)
 
 
 def answer_llava(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
     """``aot infer`` for the LLaVA-NeXT families: load, then :func:`answer_loaded`."""
     tokenizer, model, processor, _ = load_llava(model_path, options)
     return answer_loaded(tokenizer, model, processor, clip, question, conv_template=options.conv_template,
-                         max_new_tokens=options.max_new_tokens, compression=options.compression)
+                         max_new_tokens=options.max_new_tokens, compression=options.name)
 
 
 def write_tiny_llava(path: Path) -> Path:

@@ -70,7 +70,8 @@ def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions
 
     new, start, first, end = timed_generate(model, generate)
     answer = processor.batch_decode(new, skip_special_tokens=True)[0].strip()
-    return answer, infer_stats(seam.last_visual_stats[0], model, options.compression, new.shape[1], start, first, end)
+    return answer, infer_stats(seam.last_visual_stats[0], model, options.name, new.shape[1], start, first, end,
+                               frames_read=clip.frames_read)
 
 
 def answer_qwen2_5_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:

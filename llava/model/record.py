@@ -11,7 +11,9 @@ Fields (:mod:`llava.eval.efficiency` defines the figures):
 * the caller's: ``task``, ``doc_id``, ``compression``, ``failed``, ``error``, ``prefill_tflops``,
   ``load_ms``, ``ttft_ms``, ``prefill_ms``, ``decode_ms``, ``peak_memory_mb``, ``peak_memory_kind``,
   ``input_tokens``, ``output_tokens`` (generated tokens);
-* the seam's: ``modality``, ``frames`` (sampled frames), ``visual_tokens_plain`` (what the model splices
+* the seam's: ``modality``, ``frames_sampled`` (the frames the model encoded, repeats included),
+  ``frames`` (the same, until a caller that read the video sets the distinct frames it read,
+  :attr:`llava.video.VideoClip.frames_read`, as ``aot infer`` does), ``visual_tokens_plain`` (what the model splices
   without compression, newlines included), ``visual_tokens`` (what it splices), ``stage_tokens``,
   ``retention``, ``vision_ms`` / ``compression_ms`` (read from the spans, per sample of the batch that
   shared them; None where timing was off: in training unless ``model.time_visual = True``), and
@@ -90,7 +92,8 @@ class SpanShare:
 
 #: the fields :meth:`SampleRecord.to_dict` writes, in order
 RECORD_FIELDS = (
-    "task", "doc_id", "compression", "failed", "error", "modality", "frames", "visual_tokens_plain",
+    "task", "doc_id", "compression", "failed", "error", "modality", "frames", "frames_sampled",
+    "visual_tokens_plain",
     "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms", "compression_ms", "ttft_ms",
     "prefill_ms", "decode_ms", "peak_memory_mb", "peak_memory_kind", "input_tokens", "output_tokens", "stage_tokens",
 )
@@ -106,7 +109,8 @@ class SampleRecord:
     failed: bool = False
     error: str | None = None
     modality: str = "video"
-    frames: int = 0
+    frames: int = 0  # distinct frames read where the caller knows them, else frames_sampled
+    frames_sampled: int = 0  # frames the model encoded, repeats included
     visual_tokens_plain: int = 0
     visual_tokens: int = 0
     retention: float = 1.0
@@ -143,6 +147,7 @@ class SampleRecord:
         first = parts[0] if parts else None
         visual = cls(
             modality=first.modality if first else "text", frames=sum(p.frames for p in parts),
+            frames_sampled=sum(p.frames_sampled for p in parts),
             visual_tokens_plain=sum(p.visual_tokens_plain for p in parts),
             visual_tokens=sum(p.visual_tokens for p in parts),
             retention=sum(p.retention for p in parts) / len(parts) if parts else 1.0,

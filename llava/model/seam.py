@@ -57,7 +57,8 @@ def uncompressed_record(layout: visionzip.VideoLayout) -> SampleRecord:
     """The record of a video the model splices without compression, from its layout alone (as
     :meth:`VisualSeam.videos` fills it without a config, untimed)."""
     n = layout.num_tokens
-    return SampleRecord(modality="video", frames=layout.frames * layout.temporal_patch, visual_tokens_plain=n,
+    frames = layout.frames * layout.temporal_patch
+    return SampleRecord(modality="video", frames=frames, frames_sampled=frames, visual_tokens_plain=n,
                         visual_tokens=n, stage_tokens=_stage_tokens(layout), retention=1.0)
 
 
@@ -129,8 +130,9 @@ class VisualSeam:
             compression = SpanShare([span], count) if compressing else SpanShare([])
         out = []
         for lay, res, lvl in zip(layouts, results, reduced):
+            frames = lay.frames * lay.temporal_patch
             record = SampleRecord(
-                modality="video", frames=lay.frames * lay.temporal_patch, visual_tokens_plain=lay.num_tokens,
+                modality="video", frames=frames, frames_sampled=frames, visual_tokens_plain=lay.num_tokens,
                 visual_tokens=res.num_tokens, stage_tokens=dict(res.stage_tokens), retention=float(res.retention),
                 vision_span=self._vision_share(), compression_span=compression, result=res if compressing else None,
             )
@@ -139,5 +141,6 @@ class VisualSeam:
 
     def image_record(self, tokens: int) -> SampleRecord:
         """The record of an image the model spliced as ``tokens`` tokens (never compressed)."""
-        return SampleRecord(modality="image", frames=1, visual_tokens_plain=tokens, visual_tokens=tokens,
-                            vision_span=self._vision_share(), compression_span=SpanShare([]) if self.timed else None)
+        return SampleRecord(modality="image", frames=1, frames_sampled=1, visual_tokens_plain=tokens,
+                            visual_tokens=tokens, vision_span=self._vision_share(),
+                            compression_span=SpanShare([]) if self.timed else None)
