@@ -201,6 +201,10 @@ def test_an_edited_preset_yaml_is_a_different_run(tmp_path):
     assert mf.manifest_key(before) != mf.manifest_key(after)
     assert any(line.startswith("model_args.compression.config.retention: 0.5 -> 0.25")
                for line in mf.diff(before, after))
+    preset.write_text("method: random\nretention: 0.25\n")  # another method, the same fields
+    other = expected_manifest(plan_commands(str(table))[0])
+    assert mf.manifest_key(other) != mf.manifest_key(after)
+    assert 'model_args.compression.method: "pool" -> "random"' in mf.diff(after, other)
 
 
 # ----------------------------------------------------------------------------- checks before load

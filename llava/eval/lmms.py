@@ -41,6 +41,15 @@ class SampleResponseCache(ResponseCache):
     """lmms-eval's ``ResponseCache``, storing answers a batch at a time, never a failed sample's, and
     keeping the plugin's per-sample record with each answer (see the module docstring)."""
 
+    @classmethod
+    def create(cls, cache_root: str, *, model: Any = "", **kwargs: Any) -> ResponseCache:
+        # lmms-eval fingerprints the model as str(model): for a model object (simple_evaluate(model=lm), as
+        # aot sweep calls it) that holds its memory address, which differs at every launch, so no answer
+        # would ever be found again. An object is named by its class; its settings are the cache folder's.
+        if not isinstance(model, str):
+            model = f"{type(model).__module__}.{type(model).__qualname__}"
+        return super().create(cache_root, model=model, **kwargs)
+
     def execute(self, lm: Any, reqtype: str, requests: list) -> list:
         step = max(1, int(getattr(lm, "batch_size", 1) or 1))
         adopt = getattr(lm, "adopt_records", None)

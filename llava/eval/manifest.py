@@ -49,21 +49,26 @@ DEFAULT_MIN_FREE_MB = 64
 
 
 # --------------------------------------------------------------------------------------------- writing
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one, never a part:
+def write_bytes_atomic(content: bytes, path: str | Path) -> Path:
+    """Write ``content`` to ``path`` so that a reader sees the old file or the whole new one, never a part:
     a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(tmp, "wb") as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def write_json_atomic(data: Any, path: str | Path) -> Path:
@@ -168,7 +173,9 @@ def compression_content(spec: str | None) -> dict[str, Any]:
     if name is None:
         raise ValueError("compression is empty; expected 'none', a preset name, a YAML path or '<method>@<retention>'")
     config = visionzip.load_config(name)
-    return {"spec": name, "config": None if config is None else config.to_dict()}
+    # the method too: two methods can share their fields (a preset YAML switched from pool to random)
+    return {"spec": name, "method": None if config is None else config.method,
+            "config": None if config is None else config.to_dict()}
 
 
 def checkpoint_fingerprint(pretrained: str | None) -> dict[str, Any] | None:

@@ -41,7 +41,10 @@ sweep.json has the same (method, retention) under other settings, the sweep name
 Entries of other settings stay in the file under ``other_runs``; ``runs``, the table and the plot are the
 current plan's. Every file is written atomically (a temporary file in ``--out``, fsync, rename). SIGINT
 or SIGTERM stops the sweep after writing the runs that finished (exit status 130 or 143); the same
-command continues it. ``--out`` is checked writable, with :data:`MIN_FREE_BYTES` free, before the model
+command continues it. Inside a run, answers are stored per sample in ``<out>/.cache/<key>`` (lmms-eval's
+``use_cache`` with :class:`llava.eval.lmms.SampleResponseCache`), so a sweep killed part-way, by SIGKILL
+too, continues from the last answered sample; a failed sample is never stored and is tried again. One
+sweep writes to an ``--out`` at a time (:class:`llava.eval.manifest.WriterLock`). ``--out`` is checked writable, with :data:`MIN_FREE_MB` free, before the model
 loads, and the model loads only when a run is left to do.
 
 ``--model`` is the lmms-eval plugin model of a registered family (:mod:`llava.families`). Without
@@ -55,12 +58,10 @@ pretrained=Qwen/Qwen2.5-VL-7B-Instruct,...`` sweeps a real Qwen2.5-VL checkpoint
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -73,6 +74,7 @@ from typing import Any
 
 import visionzip
 from llava.eval import efficiency as eff
+from llava.eval import manifest
 from llava.families import DEFAULT_FAMILY, family_of_plugin, get_family, plugin_models
 from llava.subcommand import run_subcommand
 
@@ -200,7 +202,7 @@ class SweepRun:
     seconds: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
     efficiency: dict[str, Any] = field(default_factory=dict)  # the run's efficiency summary (every rank's samples)
-    key: str | None = None  # settings_key(settings): a later sweep with the same key reuses this run
+    key: str | None = None  # manifest_key(settings): a later sweep with the same key reuses this run
     settings: dict[str, Any] = field(default_factory=dict)  # run_settings(): everything the run depends on
 
 
@@ -232,10 +234,32 @@ def _set_compression(lm: Any, spec: str | None) -> None:
     lm.set_compression(spec)  # the model's setting and the name the per-sample records carry
 
 
+@contextmanager
+def _cache_run_id(run_id: str | None) -> Iterator[None]:
+    """``LMMS_CACHE_RUN_ID=run_id`` while one run evaluates: lmms-eval names the cache's write folder by
+    it, so the same run's next launch reopens the answers it stored (and not a fresh random folder)."""
+    if run_id is None:
+        yield
+        return
+    before = os.environ.get("LMMS_CACHE_RUN_ID")
+    os.environ["LMMS_CACHE_RUN_ID"] = run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LMMS_CACHE_RUN_ID", None)
+        else:
+            os.environ["LMMS_CACHE_RUN_ID"] = before
+
+
 def run_one(lm: Any, method: str, retention: float | None, *, task: str, task_manager: Any, metric: str,
-            limit: int | float | None, batch_size: int, device: str | None) -> SweepRun | None:
+            limit: int | float | None, batch_size: int, device: str | None,
+            cache: Path | None = None) -> SweepRun | None:
     """Evaluate ``lm`` with ``method`` at ``retention`` on ``task``. Returns the run on rank 0, None on
-    the other ranks. Any exception is recorded in the run, never raised."""
+    the other ranks. Any exception is recorded in the run, never raised. With ``cache`` (a folder of this
+    run's settings) the answers go through lmms-eval's ``use_cache`` with
+    :class:`llava.eval.lmms.SampleResponseCache`: a run killed part-way continues from its last answered
+    sample, and a failed sample is tried again."""
     from lmms_eval.evaluator import simple_evaluate
 
     run = SweepRun(method, retention, FULL if method == FULL else f"{method}@{retention:g}")
@@ -245,8 +269,10 @@ def run_one(lm: Any, method: str, retention: float | None, *, task: str, task_ma
         spec = compression_spec(method, retention)
         run.spec = spec or FULL
         _set_compression(lm, spec)
-        results = simple_evaluate(model=lm, tasks=[task], limit=limit, batch_size=batch_size, device=device,
-                                  log_samples=True, task_manager=task_manager, verbosity="WARNING")
+        with _cache_run_id(cache.name if cache is not None else None):
+            results = simple_evaluate(model=lm, tasks=[task], limit=limit, batch_size=batch_size, device=device,
+                                      log_samples=True, task_manager=task_manager, verbosity="WARNING",
+                                      use_cache=None if cache is None else str(cache))
         if results is not None:
             _fill(run, results, eff.sample_rows((results.get("samples") or {}).get(task, [])), task, metric)
     except Exception as exc:  # noqa: BLE001 - one run failing is recorded; the sweep goes on
@@ -270,24 +296,8 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, (set, tuple)) else str(value)
 
 
-def write_atomic(path: Path, content: bytes) -> Path:
-    """Write ``content`` to ``path`` so that ``path`` holds either its old or its new content, never a part:
-    a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_json(data: dict[str, Any], path: Path) -> Path:
-    return write_atomic(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode("utf-8"))
+    return manifest.write_text_atomic(json.dumps(data, indent=2, default=_jsonable) + "\n", path)
 
 
 def _pct(value: float) -> str:
@@ -389,15 +399,13 @@ def render_plot(data: dict[str, Any], path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=120, format="png")
     plt.close(fig)
-    return write_atomic(path, buffer.getvalue())
+    return manifest.write_bytes_atomic(buffer.getvalue(), path)
 
 
 # ------------------------------------------------------------------------------------------- resuming
 
 #: the least free space ``--out`` must have before the model loads (sweep.json, sweep.md, sweep.png)
-MIN_FREE_BYTES = 10 * 1024 * 1024
-#: the distributions whose versions are part of every run's settings
-VERSIONED = ("lmms_eval", "aot-video")
+MIN_FREE_MB = 10
 
 
 class SweepStopped(BaseException):
@@ -427,27 +435,15 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def package_versions() -> dict[str, str | None]:
-    """The installed versions of :data:`VERSIONED` (None where one is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for name in VERSIONED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def compression_content(spec: str | None) -> dict[str, Any] | None:
-    """The fields of the config ``spec`` resolves to (a preset's YAML as it reads now), with its method;
-    None for full tokens; ``{"spec", "unresolved"}`` when it does not resolve (the run then fails)."""
+    """:func:`llava.eval.manifest.compression_content` of ``spec`` (a preset's YAML as it reads now); None
+    for full tokens; ``{"spec", "unresolved"}`` when it does not resolve (the run then fails)."""
+    if spec is None:
+        return None
     try:
-        cfg = visionzip.load_config(spec)
+        return manifest.compression_content(spec)
     except Exception as exc:  # noqa: BLE001 - recorded; run_one reports the same error as the run's
         return {"spec": spec, "unresolved": f"{type(exc).__name__}: {exc}"}
-    return None if cfg is None else {"method": cfg.method, **cfg.to_dict()}
 
 
 def run_settings(method: str, retention: float | None, *, model: str, model_args: dict[str, Any], task: str,
@@ -459,12 +455,6 @@ def run_settings(method: str, retention: float | None, *, model: str, model_args
     return {"model": model, "model_args": dict(model_args), "task": task, "limit": limit, "batch_size": batch_size,
             "frames": model_args.get("max_frames_num"), "method": method, "target_retention": retention,
             "compression": compression_content(spec), "versions": dict(versions)}
-
-
-def settings_key(settings: dict[str, Any]) -> str:
-    """sha256 of the settings as canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def read_sweep(path: Path) -> list[dict[str, Any]]:
@@ -488,21 +478,6 @@ def read_sweep(path: Path) -> list[dict[str, Any]]:
     return [*runs, *others]
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    names = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name), new.get(name)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict) and name != "compression":
-            names += _differences(a, b, f"{prefix}{name}.")
-        elif isinstance(a, dict) or isinstance(b, dict):
-            names.append(f"{prefix}{name}")
-        else:
-            names.append(f"{prefix}{name} {a!r} -> {b!r}")
-    return names
-
-
 def rerun_reason(previous: list[dict[str, Any]], method: str, retention: float | None, settings: dict[str, Any],
                  key: str) -> str | None:
     """Why a run that sweep.json already has for (method, retention) runs again; None when it has none."""
@@ -514,28 +489,17 @@ def rerun_reason(previous: list[dict[str, Any]], method: str, retention: float |
     recorded = [e for e in same if isinstance(e.get("settings"), dict)]
     if not recorded:
         return "re-runs: the earlier run records no settings"
-    return "re-runs: settings differ from the earlier run in " + ", ".join(_differences(recorded[-1]["settings"],
-                                                                                         settings))
+    return "re-runs: settings differ from the earlier run in " + ", ".join(manifest.diff(recorded[-1]["settings"],
+                                                                                        settings))
 
 
-def check_output_folder(out: Path, min_free: int = MIN_FREE_BYTES) -> None:
-    """``out`` is a folder this process can write to (created if missing) with at least ``min_free``
-    bytes free; a ValueError naming it otherwise."""
+def check_output_folder(out: Path, min_free_mb: float = MIN_FREE_MB) -> None:
+    """``out`` is a folder this process can write to (created if missing) with ``min_free_mb`` free; a
+    ValueError naming it otherwise (:func:`llava.eval.manifest.check_writable`)."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".aot-sweep-probe.{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"aot sweep")
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
+        manifest.check_writable(out, min_free_mb)
     except OSError as exc:
-        raise ValueError(f"--out {str(out)!r} is not a folder this process can write to "
-                         f"({type(exc).__name__}: {exc.strerror or exc}); expected a writable folder") from None
-    free = shutil.disk_usage(out).free
-    if free < min_free:
-        raise ValueError(f"--out {str(out)!r} has {free / 2**20:.1f} MiB free; expected at least "
-                         f"{min_free / 2**20:.0f} MiB for sweep.json, sweep.md and sweep.png")
+        raise ValueError(f"--out: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -573,15 +537,33 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
     check_output_folder(out)  # before the tiny checkpoint is written or any model loads
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        try:  # one writer per --out: a second sweep into it is refused, naming the first
+            lock = manifest.WriterLock(out, "aot sweep " + " ".join(sys.argv[1:])[:200]).acquire()
+        except RuntimeError as exc:
+            raise ValueError(f"--out: {exc}") from None
+    try:
+        return _sweep(args, out, device, limit, methods, retentions)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _sweep(args: argparse.Namespace, out: Path, device: str, limit: int | float | None, methods: list[str],
+           retentions: list[float]) -> int:
+    from llava.eval import lmms
+
+    lmms.install()  # use_cache gets the per-sample response cache of `python -m llava.eval.lmms`
     previous = read_sweep(out / "sweep.json")
     model_args = model_args_for(args.model_args, out, device, args.model)
 
     started = time.perf_counter()
     plan = [(FULL, None)] + [(m, r) for m in methods for r in retentions]
-    known = package_versions()
+    known = manifest.versions()
     settings = [run_settings(m, r, model=args.model, model_args=model_args, task=args.task, limit=limit,
                              batch_size=args.batch_size, versions=known) for m, r in plan]
-    keys = [settings_key(s) for s in settings]
+    keys = [manifest.manifest_key(s) for s in settings]
     earlier: dict[str, dict[str, Any]] = {}  # by key; a finished entry over a failed one
     for entry in previous:
         if entry.get("key") and (entry["key"] not in earlier or not entry.get("failed")):
@@ -631,7 +613,8 @@ def run(args: argparse.Namespace) -> int:
                     why = rerun_reason(previous, method, retention, settings[i], keys[i])
                     print(f"{label}{f' ({why})' if why else ''}", flush=True)
                 result = run_one(lm, method, retention, task=args.task, task_manager=state["tasks"],
-                                 metric=args.metric, limit=limit, batch_size=args.batch_size, device=device)
+                                 metric=args.metric, limit=limit, batch_size=args.batch_size, device=device,
+                                 cache=out / manifest.CACHE_DIR / keys[i][:16])
                 if result is not None and rank0:
                     result.key, result.settings = keys[i], settings[i]
                     entries[i] = asdict(result)
@@ -646,7 +629,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if stopped is None else 128 + stopped
     save()
     markdown = render_markdown(data)
-    write_atomic(out / "sweep.md", markdown.encode("utf-8"))
+    manifest.write_text_atomic(markdown, out / "sweep.md")
     if stopped is not None:
         name = signal.Signals(stopped).name
         print(f"aot sweep: stopped by {name} after {len(entries)} of {len(plan)} runs; wrote {out / 'sweep.json'} "
