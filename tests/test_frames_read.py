@@ -54,3 +54,33 @@ def test_the_warning_reaches_stderr_under_lmms_eval(one_frame):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "1" and WARNING in run.stderr
+
+
+def test_the_plugin_records_the_frames_read_through_lmms_eval(one_frame, tmp_path):
+    """``python -m llava.eval.lmms`` (lmms-eval's CLI) on a copy of the smoke task whose first video has one
+    frame: its logged sample says ``frames: 1`` beside ``frames_sampled: 8``, and the warning is on stderr."""
+    pytest.importorskip("lmms_eval")
+    import shutil
+    from pathlib import Path
+
+    smoke = Path(__file__).resolve().parents[1] / "lmms_eval_tasks" / "aot_smoke"
+    tasks = tmp_path / "tasks" / "aot_smoke"
+    shutil.copytree(smoke, tasks, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(one_frame, tasks / "one.mp4")
+    doc = json.loads((smoke / "data.jsonl").read_text().splitlines()[0])
+    (tasks / "data.jsonl").write_text(json.dumps({**doc, "video": "one.mp4"}) + "\n")
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "llava.eval.lmms", "--model", "aot_llava_onevision", "--model_args",
+         f"pretrained={ckpt},max_frames_num={FRAMES},torch_dtype=float32,conv_template=qwen_1_5,"
+         "model_name=llava_qwen,compression=aot@0.25", "--tasks", "aot_smoke_mcq", "--include_path",
+         str(tasks.parent), "--device", "cpu", "--batch_size", "1", "--output_path", str(out), "--log_samples"],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert WARNING in run.stderr
+    samples = [json.loads(line) for path in out.rglob("*_samples_aot_smoke_mcq.jsonl")
+               for line in path.read_text().splitlines() if line.strip()]
+    assert len(samples) == 1
+    record = samples[0]["token_counts"][0]
+    assert (record["frames"], record["frames_sampled"], record["failed"]) == (1, FRAMES, False)

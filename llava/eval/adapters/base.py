@@ -91,6 +91,7 @@ class Prepared:
     payload: dict[str, Any] = field(default_factory=dict)  # what else the family's _generate needs
     load_ms: float = 0.0
     error: str | None = None
+    frames_read: int | None = None  # distinct frames of a video the adapter read (a short one is repeated)
 
 
 @dataclass
@@ -378,7 +379,7 @@ class AOTModelAdapter(lmms):
             prefill_tflops=eff.prefill_tflops(tokens, self.model.config), load_ms=p.load_ms,
             ttft_ms=measurement.ttft_ms, peak_memory_mb=measurement.peak_memory_mb,
             peak_memory_kind=measurement.peak_memory_kind, input_tokens=text_tokens + tokens,
-            output_tokens=output_tokens,
+            output_tokens=output_tokens, **({} if p.frames_read is None else {"frames": p.frames_read}),
         )
 
     def tok_encode(self, string: str, left_truncate_len=None, add_special_tokens=None) -> list[int]:

@@ -110,6 +110,7 @@ class AOTLlavaOneVision(LlavaAdapter):
                     clip = load_video(visual[0], max_frames=self.max_frames_num, mode="uniform", num_threads=0)
                     frames = self._image_processor.preprocess(clip.frames, return_tensors="pt")["pixel_values"]
                     p.visuals, p.modalities, placeholders = [frames.half()], ["video"], 1
+                    p.frames_read = clip.frames_read
                 else:
                     p.error = (f"doc_to_visual returned {type(visual[0]).__name__} items; expected video paths or "
                                "PIL images")

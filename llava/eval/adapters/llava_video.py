@@ -146,6 +146,7 @@ class AOTLlavaVid(LlavaAdapter):
                 clip = load_video(path, max_frames=self.max_frames_num, mode="fps", force_sample=self.force_sample,
                                   target_fps=self.fps, num_threads=1)
                 array, duration, times = clip.frames, clip.duration, clip.timestamps
+                p.frames_read = clip.frames_read
             p.visuals, p.modalities, p.image_sizes = [self._pixels(array)], ["video"], []
         except Exception as exc:  # noqa: BLE001 - a missing or corrupt video fails this sample only
             p.error = f"{type(exc).__name__}: {exc}"
