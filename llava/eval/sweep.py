@@ -44,8 +44,9 @@ or SIGTERM stops the sweep after writing the runs that finished (exit status 130
 command continues it. Inside a run, answers are stored per sample in ``<out>/.cache/<key>`` (lmms-eval's
 ``use_cache`` with :class:`llava.eval.lmms.SampleResponseCache`), so a sweep killed part-way, by SIGKILL
 too, continues from the last answered sample; a failed sample is never stored and is tried again. One
-sweep writes to an ``--out`` at a time (:class:`llava.eval.manifest.WriterLock`). ``--out`` is checked writable, with :data:`MIN_FREE_MB` free, before the model
-loads, and the model loads only when a run is left to do.
+sweep writes to an ``--out`` at a time (:class:`llava.eval.manifest.WriterLock`). ``--out`` is checked
+writable, with :data:`MIN_FREE_MB` free, before the model loads, and the model loads only when a run is
+left to do.
 
 ``--model`` is the lmms-eval plugin model of a registered family (:mod:`llava.families`). Without
 ``pretrained=`` in ``--model-args`` the family's tiny random-weight checkpoint
