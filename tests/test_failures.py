@@ -94,6 +94,9 @@ def test_other_tasks_and_documents_without_an_answer_get_an_empty_answer():
     assert wrong_answer("videomme", None) == ""
     assert wrong_answer("aot_videomme", {"answer": "A"}) == "B"
     assert wrong_answer("aot_smoke_mcq", {"answer": "B", "candidates": ["x", "y", "z"]}) == "A"
+    # the generative smoke tasks answer "" (their scorers' worst), even for a document that has a letter
+    assert wrong_answer("aot_smoke_grounding", {"answer": "B", "candidates": ["x", "y"]}) == ""
+    assert wrong_answer("aot_smoke_caption", {"answer": "B", "candidates": ["x", "y"]}) == ""
 
 
 def test_missing_video_counts_as_wrong_in_mvbench_accuracy_through_the_cli(tmp_path):

@@ -20,7 +20,7 @@ task name prefix   correct option in the document                     benchmark'
 ``videomme``       ``answer`` (a letter, four options)                ``extract_mcq_answer``
 ``longvideobench`` ``correct_choice`` (an index; ``option0..4``)      ``parse_multi_choice_response``
 ``egoschema``      ``answer`` (an index, five options)                ``parse_multi_choice_response``
-``aot_smoke``      ``answer`` (a letter)                              this package's ``extract_option_letter``
+``aot_smoke_mcq``  ``answer`` (a letter)                              this package's ``extract_option_letter``
 =================  ==================================================  =============================
 
 A document without its answer (EgoSchema's full test set, scored by the benchmark's server) has no
@@ -76,7 +76,7 @@ RULES: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("videomme", _videomme),
     ("longvideobench", _longvideobench),
     ("egoschema", _egoschema),
-    ("aot_smoke", _letter_answer),
+    ("aot_smoke_mcq", _letter_answer),
 )
 
 
