@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -429,8 +430,6 @@ def write_synthetic_video(
     Returns:
         The path written, as ``Path``.
     """
-    import av
-
     height, width = (int(v) for v in size)
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
@@ -438,22 +437,41 @@ def write_synthetic_video(
         raise ValueError(f"size must be (H, W) with even H, W >= 2 for yuv420p, got {size}")
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    images = (synthetic_frame(i, frames=frames, size=(height, width), seed=seed, scene_cut=scene_cut)
+              for i in range(frames))
+    return write_rgb_video(path, images, size=(height, width), fps=fps, codec=codec, crf=12, bit_rate=4_000_000)
+
+
+def write_rgb_video(
+    path: str | os.PathLike[str],
+    images: Iterable[np.ndarray],
+    *,
+    size: tuple[int, int],
+    fps: float,
+    codec: str | None = None,
+    crf: int = 18,
+    bit_rate: int = 400_000,
+) -> Path:
+    """Encode ``images`` ((H, W, 3) uint8 RGB arrays of ``size``) to ``path`` as mp4, yuv420p, one thread.
+
+    ``codec`` defaults to :func:`pick_codec`; libx264 encodes at constant quality ``crf``, mpeg4 at
+    ``bit_rate`` bits per second. Returns the path written, as ``Path``."""
+    import av
+
     out = Path(os.fspath(path))
     out.parent.mkdir(parents=True, exist_ok=True)
+    height, width = size
     codec = codec or pick_codec()
-    rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(out), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": "12", "preset": "veryfast", "threads": "1"}
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
         else:
-            stream.bit_rate = 4_000_000
+            stream.bit_rate = bit_rate
             stream.codec_context.thread_count = 1
-        for i in range(frames):
-            img = synthetic_frame(i, frames=frames, size=(height, width), seed=seed, scene_cut=scene_cut)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in stream.encode(frame):
+        for img in images:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

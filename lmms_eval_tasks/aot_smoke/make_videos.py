@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -77,26 +76,9 @@ def square_frame(squares: tuple[Square, ...], index: int, frames: int = FRAMES) 
 
 def write_square_video(path: Path, squares: tuple[Square, ...]) -> Path:
     """Encode the :func:`square_frame` clip of ``squares`` to ``path`` (mp4, yuv420p)."""
-    import av
+    from llava.video import write_rgb_video
 
-    from llava.video import pick_codec
-
-    codec = pick_codec()
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(FPS))
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
-        else:
-            stream.bit_rate = 400_000
-            stream.codec_context.thread_count = 1
-        for i in range(FRAMES):
-            frame = av.VideoFrame.from_ndarray(square_frame(squares, i), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_rgb_video(path, (square_frame(squares, i) for i in range(FRAMES)), size=(SIZE, SIZE), fps=FPS)
 
 
 def write_all(out: Path = HERE) -> list[Path]:

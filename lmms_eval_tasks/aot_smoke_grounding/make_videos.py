@@ -17,7 +17,6 @@ import argparse
 import importlib.util
 import sys
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -80,26 +79,9 @@ def event_frame(event: Event, index: int) -> np.ndarray:
 
 def write_event_video(path: Path, event: Event) -> Path:
     """Encode the :func:`event_frame` clip of ``event`` to ``path`` (mp4, yuv420p)."""
-    import av
+    from llava.video import write_rgb_video
 
-    from llava.video import pick_codec
-
-    codec = pick_codec()
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(FPS))
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
-        else:
-            stream.bit_rate = 400_000
-            stream.codec_context.thread_count = 1
-        for i in range(FRAMES):
-            frame = av.VideoFrame.from_ndarray(event_frame(event, i), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_rgb_video(path, (event_frame(event, i) for i in range(FRAMES)), size=(SIZE, SIZE), fps=FPS)
 
 
 def write_all(out: Path = HERE) -> list[Path]:
