@@ -273,3 +273,64 @@ def test_the_results_name_lmms_evals_metrics(runs, task, metrics):
     named = sorted(k.removesuffix(",none") for k in results if k.endswith(",none") and "_stderr" not in k)
     assert named == sorted(metrics)
     assert all(isinstance(results[f"{m},none"], float) for m in metrics)
+
+
+def _no_java_path(tmp_path: Path) -> str:
+    """This PATH with ``java`` taken out (a machine without a Java runtime): each folder that holds one is
+    replaced by a folder of links to everything else in it."""
+    import os
+    import shutil
+
+    folders = []
+    for i, folder in enumerate(f for f in os.environ.get("PATH", "").split(os.pathsep) if f):
+        if (Path(folder) / "java").exists():
+            shadow = tmp_path / f"path{i}"
+            shadow.mkdir()
+            for entry in Path(folder).iterdir():
+                if entry.name != "java":
+                    (shadow / entry.name).symlink_to(entry)
+            folder = str(shadow)
+        folders.append(folder)
+    path = os.pathsep.join(folders)
+    assert shutil.which("java", path=path) is None
+    return path
+
+
+def test_a_captioning_run_without_java_stops_before_the_model_loads(tmp_path):
+    import os
+
+    env = dict(os.environ, PATH=_no_java_path(tmp_path))
+    run = subprocess.run(
+        [sys.executable, "-m", "llava.eval.lmms", "--model", "aot_llava_onevision", "--model_args",
+         f"pretrained={tmp_path / 'no-checkpoint'},{MODEL_ARGS}", "--tasks", f"{GROUNDING},{CAPTION}",
+         "--include_path", str(TASKS_DIR), "--device", "cpu", "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"['{CAPTION}'] are scored by pycocoevalcap" in run.stderr
+    assert "sudo apt-get install -y default-jre-headless" in run.stderr
+    assert not (tmp_path / "out").exists()  # nothing written, no model read
+    grounding = subprocess.run(
+        [sys.executable, "-c", "from llava.eval.task_names import check_scorer_tools as c; c(['aot_smoke_grounding'])"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert grounding.returncode == 0, grounding.stderr  # grounding is scored in Python: no Java asked for
+
+
+def test_a_captioning_table_without_java_stops_before_any_evaluation(tmp_path):
+    import os
+
+    table = tmp_path / "caption.yaml"
+    table.write_text(yaml.safe_dump({
+        "name": "caption", "title": "captioning", "model": "aot_llava_onevision",
+        "model_args": {"pretrained": str(tmp_path / "no-checkpoint"), "max_frames_num": 8}, "launcher": "python",
+        "batch_size": 1, "lmms_args": {"device": "cpu", "include_path": str(TASKS_DIR)},
+        "model_shape": {"layers": 2, "hidden": 64, "ffn": 128, "tokens_per_frame": 196},
+        "output_dir": str(tmp_path / "runs"),
+        "columns": [{"label": "Caption", "task": CAPTION, "metric": "CIDEr,none", "scale": "percent"}],
+        "rows": [{"label": "Full", "retention": 1.0, "compression": "none"}],
+    }, sort_keys=False))
+    env = dict(os.environ, PATH=_no_java_path(tmp_path), PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "eval" / "_run_table.sh"), str(table)], env=env,
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Full / Caption:" in run.stderr and "default-jre-headless" in run.stderr
+    assert not (tmp_path / "runs").exists()

@@ -21,9 +21,10 @@ differ, both in :class:`SampleResponseCache`, which it gives lmms-eval in place 
   record (visual tokens, retention, TFLOPs, timings) beside the text and gives it back on a hit, so the
   logged samples and ``aot report`` cover every sample, those answered before the restart included.
 
-Before lmms-eval starts, ``--output_path`` is checked writable with room (64 MB), so an evaluation never
-computes results it cannot save (lmms-eval itself logs a failed save and exits 0), and taken for this
-process: a second evaluation writing into the same folder is refused, naming the first.
+Before lmms-eval starts, a captioning task needs ``java`` on ``PATH``
+(:func:`llava.eval.task_names.check_scorer_tools`), and ``--output_path`` is checked writable with room
+(64 MB), so an evaluation never computes results it cannot save (lmms-eval itself logs a failed save and
+exits 0), and taken for this process: a second evaluation writing into the same folder is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -124,8 +125,14 @@ def _argument(argv: list[str], flag: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     from llava.eval import manifest
+    from llava.eval.task_names import check_scorer_tools
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_scorer_tools((_argument(argv, "--tasks") or "").split(","))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     output = _argument(argv, "--output_path")
     lock = None
     if output:

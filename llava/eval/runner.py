@@ -40,6 +40,7 @@ from typing import Any
 from llava.eval import manifest as mf
 from llava.eval.plan import Run, check_tasks, plan_commands
 from llava.eval.tables import Table, load_table
+from llava.eval.task_names import check_scorer_tools
 
 CACHE_DIR = mf.CACHE_DIR
 
@@ -76,6 +77,10 @@ def prepare(table: Table, runs: list[Run], env: dict[str, str], *, check_output:
         label = f"{run.row} / {run.column}"
         try:
             manifest = expected_manifest(run)
+        except ValueError as err:
+            raise ValueError(f"{table.name}: {label}: {err}") from None
+        try:
+            check_scorer_tools(str(manifest.get("task") or "").split(","))
         except ValueError as err:
             raise ValueError(f"{table.name}: {label}: {err}") from None
         frames = manifest.get("frames")

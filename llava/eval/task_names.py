@@ -1,5 +1,6 @@
 """Check lmms-eval task names before any model loads: a typo in a table config or ``--task`` fails
-before a checkpoint is read, naming the task and the known ones.
+before a checkpoint is read, naming the task and the known ones; a captioning task on a machine without
+Java (its scorer's PTB tokenizer and METEOR run it) fails the same way, with the line that installs it.
 
     python -m llava.eval.task_names mvbench videomme --include_path lmms_eval_tasks
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -36,6 +38,20 @@ def task_manager(tasks: Iterable[str], include_paths: Sequence[str] = (), verbos
                          f"and of the include paths {paths}, among them this package's {bundled}; "
                          "list them all with `python -m lmms_eval --tasks list`")
     return manager
+
+
+#: tasks (name prefixes) scored by pycocoevalcap, whose PTB tokenizer and METEOR run ``java``
+JAVA_TASK_PREFIXES = ("youcook2", "vatex", "aot_smoke_caption")
+JAVA_INSTALL = "sudo apt-get install -y default-jre-headless"
+
+
+def check_scorer_tools(tasks: Iterable[str]) -> None:
+    """``ValueError`` naming the captioning tasks among ``tasks`` when ``java`` is not on ``PATH``, so that
+    an evaluation does not generate every caption and then fail to score them."""
+    needing = [t for t in dict.fromkeys(tasks) if t.startswith(JAVA_TASK_PREFIXES)]
+    if needing and shutil.which("java") is None:
+        raise ValueError(f"task(s) {needing} are scored by pycocoevalcap, whose PTB tokenizer and METEOR run Java, "
+                         f"and no `java` is on PATH; expected a Java runtime (Debian / Ubuntu: `{JAVA_INSTALL}`)")
 
 
 def main(argv: list[str] | None = None) -> int:
