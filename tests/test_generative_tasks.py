@@ -225,6 +225,29 @@ def test_a_quarter_retention_keeps_a_quarter_of_the_visual_tokens(runs, task):
 
 
 @pytest.mark.parametrize("compression", SETTINGS)
+def test_the_cost_of_long_answers_is_recorded_per_sample_and_per_run(runs, compression):
+    records = [s["token_counts"][0] for task in (GROUNDING, CAPTION)
+               for s in _samples(runs[compression], task).values()]
+    answered = [r for r in records if not r["failed"]]
+    assert len(answered) == 2 * (N_DOCS - 1)
+    for r in answered:
+        assert r["output_tokens"] == 24 and r["decode_ms_per_token"] > 0
+        # one decode step per token after the first, all inside the decode time of the call
+        assert r["decode_ms_per_token"] * (r["output_tokens"] - 1) <= r["decode_ms"] * (1 + 1e-9)
+        # end to end: the video's load plus the generate call (time to first token, then decode)
+        assert r["e2e_ms"] == pytest.approx(r["load_ms"] + r["ttft_ms"] + r["decode_ms"], rel=1e-9)
+    throughput = _results(runs[compression])["throughput"]
+    mean = sum(r["decode_ms_per_token"] for r in answered) / len(answered)
+    assert throughput["avg_decode_ms_per_token"] == pytest.approx(mean, rel=1e-9)
+    assert throughput["avg_output_tokens"] == 24
+    assert throughput["avg_e2e_ms"] == pytest.approx(sum(r["e2e_ms"] for r in answered) / len(answered), rel=1e-9)
+    report = subprocess.run([sys.executable, "-m", "llava.cli", "report", str(runs[compression])],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "| generated tokens | decode ms/token | e2e s |" in report.stdout
+
+
+@pytest.mark.parametrize("compression", SETTINGS)
 @pytest.mark.parametrize("task", [GROUNDING, CAPTION])
 def test_a_missing_video_fails_its_sample_alone(runs, task, compression):
     samples = _samples(runs[compression], task)

@@ -26,8 +26,12 @@ Definitions:
 * ``vision_ms`` / ``compression_ms``: vision tower + projector, and AOT, per sample of its batch.
 * ``ttft_ms``: from the call to ``generate`` (pixels ready) to the first generated token, for the
   sample's batch; ``load_ms``: decoding and preprocessing the sample's frames.
-* ``prefill_ms`` / ``decode_ms`` (``aot infer``): prefill without the vision and compression time, and
-  the rest of ``generate``; ``output_tokens``: the tokens generated.
+* ``prefill_ms`` (``aot infer``): prefill without the vision and compression time; ``decode_ms``: the
+  rest of ``generate`` after the first token (for the sample's batch); ``decode_ms_per_token``: decode
+  milliseconds per generated token after the first (per generation step of the batch: every sequence of
+  it gets one token per step); ``e2e_ms``: ``load_ms`` plus the whole ``generate`` call (``aot infer``:
+  the call alone, its clip decoded before); ``output_tokens``:
+  the tokens generated.
 * ``peak_memory_mb``: CUDA max allocated during the sample's batch on a GPU; process peak RSS on CPU.
 """
 
@@ -46,7 +50,7 @@ FORMAT = "aot-efficiency/1"
 #: Per-sample fields averaged in the summary (``<name>_mean``); ``peak_memory_mb`` gets ``_max``.
 MEAN_FIELDS = (
     "frames", "visual_tokens_plain", "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms",
-    "compression_ms", "ttft_ms", "input_tokens", "output_tokens",
+    "compression_ms", "ttft_ms", "decode_ms", "decode_ms_per_token", "e2e_ms", "input_tokens", "output_tokens",
 )
 
 
@@ -56,15 +60,26 @@ class FirstTokenClock:
 
     def __init__(self) -> None:
         self.first: float | None = None
+        self.last: float | None = None  # when the latest generated token existed
+        self.steps = 0  # generation steps (tokens generated per sequence of the batch)
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        if self.first is None:
-            if input_ids.is_cuda:
-                torch.cuda.synchronize()
-            self.first = time.perf_counter()
+        if self.first is None and input_ids.is_cuda:
+            torch.cuda.synchronize()
+        self.last = time.perf_counter()
+        self.first = self.last if self.first is None else self.first
+        self.steps += 1
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    @property
+    def ms_per_step(self) -> float:
+        """Milliseconds per generation step after the first token (0.0 with one step or none): the decode
+        cost of one token, for each sequence of the batch at once."""
+        if self.steps < 2 or self.first is None or self.last is None:
+            return 0.0
+        return (self.last - self.first) * 1000 / (self.steps - 1)
 
 
 def peak_memory_mb(device: Any) -> tuple[float, str]:
@@ -113,7 +128,7 @@ def run_metrics(records: list[dict], seconds: float) -> dict[str, Any]:
     extra: dict[str, Any] = {"total_requests": agg["samples"], "samples": agg["samples"],
                              "failed_samples": agg["failed"]}
     for name in ("visual_tokens", "visual_tokens_plain", "retention", "prefill_tflops", "vision_ms", "compression_ms",
-                 "ttft_ms"):
+                 "ttft_ms", "decode_ms_per_token", "e2e_ms", "output_tokens"):
         if agg[f"{name}_mean"] is not None:
             extra[name] = agg[f"{name}_mean"]
     if agg["peak_memory_mb_max"] is not None:
@@ -280,7 +295,8 @@ def _fmt(value: Any, spec: str) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """A Markdown table of one run: a row per task with its scores and efficiency columns."""
     head = ("| task | compression | score | samples | failed | frames | visual tokens (plain → kept) | retention "
-            "| prefill TFLOPs | vision ms | compression ms | TTFT ms | peak MB |")
+            "| prefill TFLOPs | vision ms | compression ms | TTFT ms | generated tokens | decode ms/token | e2e s "
+            "| peak MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for task, t in summary["tasks"].items():
         score = ", ".join(f"{k} {v:.4g}" for k, v in t.get("scores", {}).items()) or "—"
@@ -291,6 +307,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{_fmt(t.get('frames_mean'), '.0f')} | {tokens} | {_fmt(t.get('retention_mean'), '.4f')} | "
             f"{_fmt(t.get('prefill_tflops_mean'), '.4g')} | {_fmt(t.get('vision_ms_mean'), '.1f')} | "
             f"{_fmt(t.get('compression_ms_mean'), '.1f')} | {_fmt(t.get('ttft_ms_mean'), '.1f')} | "
+            f"{_fmt(t.get('output_tokens_mean'), '.1f')} | {_fmt(t.get('decode_ms_per_token_mean'), '.2f')} | "
+            f"{_fmt(None if t.get('e2e_ms_mean') is None else t['e2e_ms_mean'] / 1000, '.2f')} | "
             f"{_fmt(t.get('peak_memory_mb_max'), '.0f')} |"
         )
     failed = summary["overall"]["failed"]

@@ -97,7 +97,9 @@ def infer_stats(visual: SampleRecord, model: Any, compression: str, new_tokens: 
         frames=visual.frames if frames_read is None else int(frames_read), compression=compression,
         prefill_tflops=prefill_tflops(visual.visual_tokens, model.config),
         ttft_ms=(first - start) * 1000, prefill_ms=(first - start) * 1000 - visual_ms,
-        decode_ms=(end - first) * 1000, output_tokens=int(new_tokens), peak_memory_mb=peak, peak_memory_kind=kind,
+        decode_ms=(end - first) * 1000, decode_ms_per_token=(end - first) * 1000 / max(int(new_tokens) - 1, 1),
+        e2e_ms=(end - start) * 1000, output_tokens=int(new_tokens), peak_memory_mb=peak,
+        peak_memory_kind=kind,
     )
 
 
@@ -119,6 +121,8 @@ def format_stats(stats: SampleRecord) -> str:
              ("vision ms", f"{stats.vision_ms or 0.0:.1f}"), ("compression ms", f"{stats.compression_ms or 0.0:.1f}"),
              ("prefill ms", f"{stats.prefill_ms:.1f}"),
              ("decode ms", f"{stats.decode_ms:.1f} ({stats.output_tokens} tokens)"),
+             ("decode ms per token (after the first)", f"{stats.decode_ms_per_token:.2f}"),
+             ("end to end ms (generate: vision to last token)", f"{stats.e2e_ms:.1f}"),
              (f"peak memory MB ({stats.peak_memory_kind})", f"{stats.peak_memory_mb:.0f}")]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]

@@ -9,7 +9,8 @@ write :meth:`SampleRecord.to_dict` (the ``--log_samples`` lines, the run summari
 Fields (:mod:`llava.eval.efficiency` defines the figures):
 
 * the caller's: ``task``, ``doc_id``, ``compression``, ``failed``, ``error``, ``prefill_tflops``,
-  ``load_ms``, ``ttft_ms``, ``prefill_ms``, ``decode_ms``, ``peak_memory_mb``, ``peak_memory_kind``,
+  ``load_ms``, ``ttft_ms``, ``prefill_ms``, ``decode_ms``, ``decode_ms_per_token``, ``e2e_ms``,
+  ``peak_memory_mb``, ``peak_memory_kind``,
   ``input_tokens``, ``output_tokens`` (generated tokens);
 * the seam's: ``modality``, ``frames_sampled`` (the frames the model encoded, repeats included),
   ``frames`` (the same, until a caller that read the video sets the distinct frames it read,
@@ -93,9 +94,9 @@ class SpanShare:
 #: the fields :meth:`SampleRecord.to_dict` writes, in order
 RECORD_FIELDS = (
     "task", "doc_id", "compression", "failed", "error", "modality", "frames", "frames_sampled",
-    "visual_tokens_plain",
-    "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms", "compression_ms", "ttft_ms",
-    "prefill_ms", "decode_ms", "peak_memory_mb", "peak_memory_kind", "input_tokens", "output_tokens", "stage_tokens",
+    "visual_tokens_plain", "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms", "compression_ms",
+    "ttft_ms", "prefill_ms", "decode_ms", "decode_ms_per_token", "e2e_ms", "peak_memory_mb", "peak_memory_kind",
+    "input_tokens", "output_tokens", "stage_tokens",
 )
 
 
@@ -119,6 +120,8 @@ class SampleRecord:
     ttft_ms: float = 0.0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
+    decode_ms_per_token: float = 0.0
+    e2e_ms: float = 0.0
     peak_memory_mb: float = 0.0
     peak_memory_kind: str = ""
     input_tokens: int = 0

@@ -108,6 +108,14 @@ class Measurement:
     def ttft_ms(self) -> float:
         return ((self.clock.first or self.end) - self.start) * 1000
 
+    @property
+    def decode_ms(self) -> float:
+        return (self.end - (self.clock.first or self.end)) * 1000
+
+    @property
+    def call_ms(self) -> float:
+        return (self.end - self.start) * 1000
+
 
 def str2bool(value: Any) -> bool:
     """A model_args boolean: lmms-eval parses ``True``/``False`` itself; strings as YAML-ish words."""
@@ -377,7 +385,9 @@ class AOTModelAdapter(lmms):
         return SampleRecord.of_sample(
             visual, task=p.task, doc_id=p.doc_id, compression=self.compression_name,
             prefill_tflops=eff.prefill_tflops(tokens, self.model.config), load_ms=p.load_ms,
-            ttft_ms=measurement.ttft_ms, peak_memory_mb=measurement.peak_memory_mb,
+            ttft_ms=measurement.ttft_ms, decode_ms=measurement.decode_ms,
+            decode_ms_per_token=measurement.clock.ms_per_step, e2e_ms=p.load_ms + measurement.call_ms,
+            peak_memory_mb=measurement.peak_memory_mb,
             peak_memory_kind=measurement.peak_memory_kind, input_tokens=text_tokens + tokens,
             output_tokens=output_tokens, **({} if p.frames_read is None else {"frames": p.frames_read}),
         )
