@@ -324,6 +324,20 @@ def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, ll
         embeds = torch.randn(1, length, s.hidden, device=device, dtype=dtype, generator=None)
         prefill = timed(lambda e=embeds: llm(inputs_embeds=e, use_cache=True), repeats=repeats, device=device)
         prefill_ms = prefill["median_ms"] * llm_scale
+        # one decode step after this prompt: a token through the LLM over the prompt's KV cache (cropped back
+        # after each call, so every timed step sees the same cache), then the LM head
+        cache = llm(inputs_embeds=embeds, use_cache=True).past_key_values
+        token = torch.randn(1, 1, s.hidden, device=device, dtype=dtype)
+
+        def step(c=cache, token=token):
+            llm(inputs_embeds=token, past_key_values=c, use_cache=True)
+            c.crop(-1)  # transformers' crop takes the tokens to remove, as a negative count
+
+        decode = timed(step, repeats=repeats, device=device)
+        if cache.get_seq_length() != length:  # every step must have seen the prompt's cache alone
+            raise RuntimeError(f"the decode step left a cache of {cache.get_seq_length()} tokens; expected {length}")
+        decode_ms = decode["median_ms"] * llm_scale + head_run["median_ms"]
+        del cache
         compress_ms = 0.0 if comp is None else comp["median_ms"]
         capture = 0.0 if r == 1.0 else capture_ms
         first_ms = head_run["median_ms"]
@@ -334,13 +348,16 @@ def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, ll
         rows.append({"retention": r, "visual_tokens": visual, "prompt_tokens": length, "tower_ms": tower_ms,
                      "capture_ms": capture, "compression_ms": compress_ms, "projector_ms": proj["median_ms"],
                      "prefill_ms": prefill_ms, "first_token_ms": first_ms, "ttft_ms": ttft, "free_ttft_ms": free,
+                     "decode_ms_per_token": decode_ms,
                      "peak_mb": max(peaks) if peaks else None,
-                     "measured": {"prefill": prefill, **({"compression": comp} if comp else {})}})
+                     "measured": {"prefill": prefill, "decode_step": decode,
+                                  **({"compression": comp} if comp else {})}})
     full = rows[0]
     for row in rows:
         row["ttft_ratio"] = full["ttft_ms"] / row["ttft_ms"]
         row["limit_ratio"] = full["ttft_ms"] / row["free_ttft_ms"]
         row["overhead_share"] = (row["capture_ms"] + row["compression_ms"]) / row["ttft_ms"]
+        row["decode_ratio"] = full["decode_ms_per_token"] / row["decode_ms_per_token"]
     tower_limit = full["ttft_ms"] / (tower_ms + proj["median_ms"] + head_run["median_ms"])
     return {
         "model": name, "title": s.title, "shape": asdict(s), "frames": frames,
@@ -357,7 +374,8 @@ def bench_model(name: str, s: ModelShape, *, frames: int, vision_layers: int, ll
 # report
 
 HEADER = ("| retention | visual tokens | tower ms | capture ms | compression ms | prefill ms | first token ms "
-          "| TTFT ms | TTFT ratio | limit at this retention | overhead share | peak MB |")
+          "| TTFT ms | TTFT ratio | limit at this retention | overhead share | decode ms/token | decode ratio "
+          "| peak MB |")
 
 
 def table(report: dict[str, Any]) -> str:
@@ -369,7 +387,8 @@ def table(report: dict[str, Any]) -> str:
             f"| {label} | {r['visual_tokens']} | {r['tower_ms']:.0f} | {r['capture_ms']:.0f} "
             f"| {r['compression_ms']:.0f} | {r['prefill_ms']:.0f} | {r['first_token_ms']:.1f} | {r['ttft_ms']:.0f} "
             f"| {r['ttft_ratio']:.2f}× "
-            f"| {r['limit_ratio']:.2f}× | {r['overhead_share']:.1%} | {peak} |"
+            f"| {r['limit_ratio']:.2f}× | {r['overhead_share']:.1%} | {r['decode_ms_per_token']:.2f} "
+            f"| {r['decode_ratio']:.2f}× | {peak} |"
         )
     return "\n".join(lines)
 

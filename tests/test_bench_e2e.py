@@ -33,6 +33,11 @@ def test_quick_run_reports_every_model_and_retention(tmp_path, capsys):
                                        "first_token_ms"))
             assert math.isclose(r["ttft_ms"], parts) and r["prompt_tokens"] == r["visual_tokens"] + 64
             assert math.isclose(r["ttft_ratio"], full["ttft_ms"] / r["ttft_ms"])
+            # a decode step over the prompt's cache: the scaled LLM step plus the head, its ratio to full tokens
+            step = r["measured"]["decode_step"]["median_ms"]
+            assert r["decode_ms_per_token"] > 0 and math.isclose(
+                r["decode_ms_per_token"], step * m["scale"]["llm"] + m["head"]["median_ms"])
+            assert math.isclose(r["decode_ratio"], full["decode_ms_per_token"] / r["decode_ms_per_token"])
         # the visual tokens are the compression's own count on the model's layout
         assert [r["visual_tokens"] for r in rows[1:]] == sorted((r["visual_tokens"] for r in rows[1:]), reverse=True)
         assert rows[1]["visual_tokens"] < full["visual_tokens"]
