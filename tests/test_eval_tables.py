@@ -420,16 +420,26 @@ def test_a_failed_run_does_not_stop_the_table(tmp_path, exit_code):
 
 
 def test_smoke_dry_run_writes_nothing(tmp_path):
-    proc = _script("smoke.sh", DRY_RUN="1", OUTPUT_DIR=str(tmp_path / "smoke"))
+    """The smoke evaluation covers the three task families: QA, grounding and captioning, each its own table."""
+    out = tmp_path / "smoke"
+    proc = _script("smoke.sh", DRY_RUN="1", OUTPUT_DIR=str(out))
     assert proc.returncode == 0, proc.stderr
     commands = _commands(proc.stdout)
-    assert [c[c.index("--output_path") + 1] for c in commands] == [
-        str(tmp_path / "smoke" / "full_tokens" / "smoke"), str(tmp_path / "smoke" / "aot_10pct" / "smoke")]
+    expected = [r.expand({"PYTHON": sys.executable})
+                for name, folder in (("smoke_tiny", out), ("smoke_tiny_grounding", out / "grounding"),
+                                     ("smoke_tiny_caption", out / "caption"))
+                for r in plan_commands(name, output_dir=folder)]
+    assert commands == expected
+    assert [c[c.index("--output_path") + 1] for c in commands[:2]] == [
+        str(out / "full_tokens" / "smoke"), str(out / "aot_10pct" / "smoke")]
+    assert [c[c.index("--tasks") + 1] for c in commands] == [
+        "aot_smoke_mcq"] * 2 + ["aot_smoke_grounding"] * 2 + ["aot_smoke_caption"] * 2
+    assert [c[c.index("--model_args") + 1].rsplit("compression=", 1)[1] for c in commands] == [
+        "none", "paper_ov_10pct"] * 3
     assert commands[0][:3] == [sys.executable, "-m", "llava.eval.lmms"]
-    assert not (tmp_path / "smoke").exists()
+    assert not out.exists()
     text = (SCRIPTS / "smoke.sh").read_text()
     assert '-m llava.cli tiny-checkpoint "$checkpoint"' in text and "checkpoint=runs/smoke/tiny-llava-ov" in text
-    assert text.rstrip().endswith("exec bash scripts/eval/_run_table.sh smoke_tiny")   # which prints the table
 
 
 def test_unknown_task_fails_before_any_run(tmp_path):

@@ -109,6 +109,19 @@ def test_readme_smoke_evaluation(tmp_path):
     assert "| Method | Smoke | Avg | Retention | TFLOPs | Failed |" in out  # the gathered table
     assert out.count("visual tokens (plain → kept) | retention | prefill TFLOPs") == 2  # one summary per run
     assert "smoke_tiny: 2 runs, 2 finished now" in out
+    # the other two task families, each its own table, scored by lmms-eval's Charades-STA and YouCook2 code
+    families = (("grounding", "Grounding mIoU", "aot_smoke_grounding", "charades_sta_mIOU,none"),
+                ("caption", "Caption CIDEr", "aot_smoke_caption", "CIDEr,none"))
+    for family, column, task, metric in families:
+        assert f"smoke_tiny_{family}: 2 runs, 2 finished now" in out
+        data = json.loads((tmp_path / family / "table.json").read_text())
+        plain, compressed = (row["cells"][column] for row in data["rows"])
+        assert plain["samples"] == compressed["samples"] == 4 and plain["failed"] == compressed["failed"] == 0
+        assert plain["retention_mean"] == 1.0 and 0.05 < compressed["retention_mean"] < 0.2
+        for cell in (plain, compressed):
+            results = json.loads(Path(cell["results_file"]).read_text())
+            assert results["results"][task][metric] == cell["score"]
+            assert results["throughput"]["avg_decode_ms_per_token"] > 0
 
     table = json.loads((tmp_path / "table.json").read_text())
     full, aot = (row["cells"]["Smoke"] for row in table["rows"])
