@@ -485,3 +485,55 @@ def test_the_qwen_tables_tasks_have_no_prompt_variant_of_the_builtin(builtin):
         for path in sorted((tasks_dir / folder).iterdir()):
             if path.suffix == ".yaml" or path.name.endswith("_yaml"):
                 assert not re.search(rf"^\s+{builtin}\s*:", path.read_text(), re.M), path
+
+
+@pytest.mark.parametrize("name", ["llava_ov_7b_generative", "qwen2_5_vl_7b_generative"])
+def test_generative_tables_share_one_run_per_benchmark_and_gather_every_metric(tmp_path, name):
+    from llava.eval import manifest as mf
+    from llava.eval.gather import gather
+    from llava.eval.runner import expected_manifest
+
+    table = load_table(name)
+    runs = plan_commands(name, output_dir=tmp_path)
+    # 19 rows (full, AOT and five baselines at 25 / 15 / 10 %) x one run per benchmark, not per metric column
+    assert len(table.rows) == 19 and len(runs) == 38
+    assert {r.column for r in runs} == {"Charades-STA", "YouCook2"}
+    by_run = {r.column: r.columns for r in runs[:2]}
+    assert by_run == {"Charades-STA": ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU"),
+                      "YouCook2": ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")}
+    specs = [r.compression for r in runs[::2]]
+    assert [s for s in specs if "@" in s] == [f"{m}@{p}" for m in ("fastvid", "visionzip", "dycoke", "pool", "random")
+                                               for p in ("0.25", "0.15", "0.1")]
+    # a finished Charades-STA run of the first row: every one of its four columns reads its metric from it
+    run = runs[0]
+    out = Path(run.output_path)
+    mf.write_manifest(out, expected_manifest(run), row=run.row, column=run.column)
+    folder = out / "model"
+    folder.mkdir(parents=True)
+    metrics = {"charades_sta_IOU@3,none": 41.0, "charades_sta_IOU@5,none": 27.5, "charades_sta_IOU@7,none": 12.25,
+               "charades_sta_mIOU,none": 28.0}
+    (folder / "20260101_120000_results.json").write_text(json.dumps({
+        "results": {"temporal_grounding_charades": metrics},
+        "n-samples": {"temporal_grounding_charades": {"original": 2, "effective": 2}},
+        "config": {"model": table.model}}))
+    (folder / "20260101_120000_samples_temporal_grounding_charades.jsonl").write_text(
+        "".join(json.dumps({"doc_id": i, "token_counts": []}) + "\n" for i in range(2)))
+    data = gather(table, tmp_path)
+    cells = data["rows"][0]["cells"]
+    assert [cells[c]["score"] for c in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")] == list(metrics.values())
+    assert {cells[c]["run_dir"] for c in ("R1@0.3", "mIoU")} == {str(out)}
+    assert cells["CIDEr"]["score"] is None  # its own run (YouCook2) has not run
+
+
+def test_columns_sharing_a_run_must_share_its_task_and_compression(tmp_path):
+    table = yaml.safe_load((ROOT / "configs" / "eval" / "llava_ov_7b_generative.yaml").read_text())
+    table["columns"][1]["task"] = "youcook2_val"
+    path = tmp_path / "llava_ov_7b_generative.yaml"
+    path.write_text(yaml.safe_dump(table))
+    with pytest.raises(TableError, match="run 'Charades-STA' is a run of task 'temporal_grounding_charades'"):
+        load_table(str(path))
+    table["columns"][1]["task"] = "temporal_grounding_charades"
+    table["rows"][1]["compression"] = {"default": "ov_25pct", "mIoU": "ov_15pct"}
+    path.write_text(yaml.safe_dump(table))
+    with pytest.raises(ValueError, match="share run 'Charades-STA' but have compressions 'ov_25pct' and 'ov_15pct'"):
+        plan_commands(str(path))

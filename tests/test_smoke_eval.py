@@ -99,15 +99,15 @@ def test_report_refuses_a_folder_without_results(tmp_path, capsys):
 
 
 def test_readme_smoke_evaluation(tmp_path):
-    """The README's main job after set-up: scripts/eval/smoke.sh runs the real lmms-eval CLI twice (full
-    tokens, AOT) on the tiny model and prints the results with the efficiency columns."""
+    """The README's main job after set-up: scripts/eval/smoke.sh runs the real lmms-eval CLI six times (full
+    tokens, AOT; QA, grounding, captioning) on the tiny model and prints the results with the efficiency columns."""
     env = {**os.environ, "OUTPUT_DIR": str(tmp_path), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", "scripts/eval/smoke.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "| Method | Smoke | Avg | Retention | TFLOPs | Failed |" in out  # the gathered table
-    assert out.count("visual tokens (plain → kept) | retention | prefill TFLOPs") == 2  # one summary per run
+    assert out.count("visual tokens (plain → kept) | retention | prefill TFLOPs") == 6  # one summary per run
     assert "smoke_tiny: 2 runs, 2 finished now" in out
     # the other two task families, each its own table, scored by lmms-eval's Charades-STA and YouCook2 code
     families = (("grounding", "Grounding mIoU", "aot_smoke_grounding", "charades_sta_mIOU,none"),

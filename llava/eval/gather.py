@@ -51,9 +51,11 @@ def _expected_manifests(table: Table, runs: Path) -> dict[tuple[str, str], dict[
     out: dict[tuple[str, str], dict[str, Any] | None] = {}
     for run in plan_commands(table, output_dir=runs):
         try:
-            out[(run.row, run.column)] = manifest_of_command(run.argv)
+            manifest = manifest_of_command(run.argv)
         except ValueError:
-            out[(run.row, run.column)] = None
+            manifest = None
+        for column in run.columns or (run.column,):
+            out[(run.row, column)] = manifest
     return out
 
 
@@ -181,7 +183,7 @@ def _mean(values: list[float]) -> float | None:
 
 def _cell(table: Table, row: Row, column: Column, runs: Path, problems: list[str],
           expected: dict[str, Any] | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
-    run_dir = runs / row.slug / column.slug
+    run_dir = runs / row.slug / column.run_slug
     cell: dict[str, Any] = {"run_dir": str(run_dir), "compression": row.compression_for(column.label),
                             "results_file": None, "score": None, "manifest": None}
     results_path = newest_results(run_dir)

@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from llava.eval.tables import Table, load_table
@@ -39,6 +39,8 @@ class Run:
     compression: str
     output_path: str
     argv: tuple[str, ...]
+    #: the labels of the columns that read this run (more than ``column`` where columns share a ``run``)
+    columns: tuple[str, ...] = ()
 
     def shell(self) -> str:
         """The command as one shell line: arguments quoted, the launcher's variables left to expand."""
@@ -102,14 +104,24 @@ def plan_commands(table: Table | str, rows: Iterable[str] | None = None, columns
         extra += [f"--{flag}"] if value is True else [f"--{flag}", _format_value(value)]
     runs = []
     for row in _select(table.rows, rows, table.row):
+        planned: dict[str, int] = {}  # run slug -> index in runs: columns sharing a run add their labels to it
         for column in _select(table.columns, columns, table.column):
             compression = row.compression_for(column.label)
-            output_path = f"{base.rstrip('/')}/{row.slug}/{column.slug}"
+            if column.run_slug in planned:
+                shared = runs[planned[column.run_slug]]
+                if shared.compression != compression:
+                    raise ValueError(f"{table.name}: row {row.label!r}: columns {shared.columns[0]!r} and "
+                                     f"{column.label!r} share run {column.run_label!r} but have compressions "
+                                     f"{shared.compression!r} and {compression!r}; expected one per run")
+                runs[planned[column.run_slug]] = replace(shared, columns=(*shared.columns, column.label))
+                continue
+            output_path = f"{base.rstrip('/')}/{row.slug}/{column.run_slug}"
             argv = (*launch, "--model", table.model, "--model_args", model_args_string(table, compression),
                     "--tasks", column.task, "--batch_size", str(table.batch_size), *extra,
                     "--output_path", output_path, "--log_samples")
-            runs.append(Run(row=row.label, column=column.label, compression=compression,
-                            output_path=output_path, argv=tuple(argv)))
+            planned[column.run_slug] = len(runs)
+            runs.append(Run(row=row.label, column=column.run_label, compression=compression,
+                            output_path=output_path, argv=tuple(argv), columns=(column.label,)))
     return runs
 
 

@@ -78,10 +78,23 @@ class Column:
     metric: str
     scale: str
     aggregate: str = "none"
+    #: the lmms-eval run this column reads, when several columns read metrics of one run (Charades-STA's
+    #: R1@0.5 and mIoU); None: a run of its own, named by the column
+    run: str | None = None
 
     @property
     def slug(self) -> str:
         return slugify(self.label)
+
+    @property
+    def run_label(self) -> str:
+        """The label of the run this column reads (its own label unless it shares a ``run``)."""
+        return self.run or self.label
+
+    @property
+    def run_slug(self) -> str:
+        """The run's folder name under the row's: ``<output_dir>/<row_slug>/<run_slug>``."""
+        return slugify(self.run_label)
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,7 @@ _TOP_KEYS = {"name": True, "title": True, "model": True, "model_args": True, "la
              "lmms_args": False, "output_dir": True, "model_shape": True, "columns": True, "rows": True,
              "reference": False}
 _REFERENCE_KEYS = {"model": False, "folder": True, "columns": True, "rows": True, "source": False}
-_COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False}
+_COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False, "run": False}
 _ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False}
 _SHAPE_KEYS = {"layers": True, "hidden": True, "ffn": True, "tokens_per_frame": True}
 
@@ -272,8 +285,15 @@ def _load_columns(ck: _Checker, value: Any) -> tuple[Column, ...]:
             metric=ck.text(entry["metric"], f + ".metric"),
             scale=ck.choice(entry["scale"], f + ".scale", SCALES),
             aggregate=ck.choice(entry.get("aggregate", "none"), f + ".aggregate", AGGREGATES),
+            run=ck.text(entry["run"], f + ".run") if "run" in entry else None,
         ))
     ck.unique([c.label for c in columns], "columns")
+    tasks: dict[str, str] = {}
+    for i, column in enumerate(columns):  # columns that share a run read one lmms-eval run of one task
+        known = tasks.setdefault(column.run_slug, column.task)
+        if known != column.task:
+            raise ck.fail(f"columns[{i}].run", f"run {column.run_label!r} is a run of task {known!r}; a column "
+                                               f"reading it must have that task, got {column.task!r}")
     return tuple(columns)
 
 
