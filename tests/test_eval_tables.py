@@ -275,7 +275,8 @@ def _commands(stdout: str, cache: bool = False) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh",
-                                  "qwen3_vl_8b.sh", "smoke.sh"])
+                                  "qwen3_vl_8b.sh", "smoke.sh", "llava_ov_7b_generative.sh",
+                                  "qwen2_5_vl_7b_generative.sh"])
 def test_scripts_open_with_their_commands(name):
     text = (SCRIPTS / name).read_text()
     assert text.startswith("#!/usr/bin/env bash\n#")
@@ -501,6 +502,12 @@ def test_generative_tables_share_one_run_per_benchmark_and_gather_every_metric(t
     by_run = {r.column: r.columns for r in runs[:2]}
     assert by_run == {"Charades-STA": ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU"),
                       "YouCook2": ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")}
+    # the script's dry run prints the command of every row and benchmark
+    proc = _script(f"{name}.sh", tmp_path, DRY_RUN="1", NUM_GPUS="8", PYTHON=sys.executable)
+    assert proc.returncode == 0, proc.stderr
+    assert _commands(proc.stdout) == [r.expand({"PYTHON": sys.executable, "NUM_GPUS": "8"})
+                                      for r in plan_commands(name)]
+    assert "# [38/38] Random 10 % / YouCook2" in proc.stdout
     specs = [r.compression for r in runs[::2]]
     assert [s for s in specs if "@" in s] == [f"{m}@{p}" for m in ("fastvid", "visionzip", "dycoke", "pool", "random")
                                                for p in ("0.25", "0.15", "0.1")]
