@@ -91,11 +91,13 @@ def write_all(out: Path = HERE) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this task's folder)")
+def main(argv: list[str] | None = None, *, write=None, doc: str | None = None, default_out: Path = HERE) -> None:
+    """The command line of a task's ``make_videos.py``: ``--out`` (default ``default_out``), then ``write``
+    (default: this task's :func:`write_all`) prints each clip it wrote; ``doc`` heads the help."""
+    parser = argparse.ArgumentParser(description=(doc or __doc__).splitlines()[0])
+    parser.add_argument("--out", type=Path, default=default_out, help="output folder (default: the task's folder)")
     args = parser.parse_args(argv)
-    for path in write_all(args.out):
+    for path in (write or write_all)(args.out):
         print(f"{path}  {path.stat().st_size} bytes")
 
 

@@ -13,7 +13,6 @@ pure function of :data:`EVENTS`; the encoded bytes can differ between FFmpeg bui
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -91,11 +90,7 @@ def write_all(out: Path = HERE) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this task's folder)")
-    args = parser.parse_args(argv)
-    for path in write_all(args.out):
-        print(f"{path}  {path.stat().st_size} bytes")
+    smoke.main(argv, write=write_all, doc=__doc__, default_out=HERE)
 
 
 if __name__ == "__main__":
