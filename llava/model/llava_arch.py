@@ -242,16 +242,22 @@ class LlavaMetaForCausalLM:
     def prepare_inputs_labels_for_multimodal(
         self, input_ids, position_ids, attention_mask, past_key_values, labels, images,
         modalities=("image",), image_sizes=None, padding_side: str | None = None, questions=None,
+        visual_tokens: list[torch.Tensor] | None = None,
     ):
         """LLaVA-NeXT's splice: replace each ``IMAGE_TOKEN_INDEX`` of a prompt by the visual tokens of
         the next visual input. Returns ``(None, position_ids, attention_mask, past_key_values,
         inputs_embeds, labels)``. ``padding_side`` "left" is what batched generation needs; the
-        default follows ``config.tokenizer_padding_side`` ("right"), as in training."""
+        default follows ``config.tokenizer_padding_side`` ("right"), as in training.
+        ``visual_tokens``: what :meth:`encode_multimodal` returned for ``images``, when the caller
+        encoded them first (to build a prompt from the result); they are spliced as they are."""
         vision_tower = self.get_vision_tower()
         if vision_tower is None or images is None or input_ids.shape[1] == 1:
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
         modalities = list(modalities) if not isinstance(modalities, str) else [modalities]
-        features, _ = self.encode_multimodal(images, modalities, image_sizes, questions)
+        if visual_tokens is None:
+            features, _ = self.encode_multimodal(images, modalities, image_sizes, questions)
+        else:
+            features = list(visual_tokens)
 
         given_labels, given_mask, given_pos = labels, attention_mask, position_ids
         if attention_mask is None:

@@ -11,7 +11,10 @@ Fields (:mod:`llava.eval.efficiency` defines the figures):
 * the caller's: ``task``, ``doc_id``, ``compression``, ``failed``, ``error``, ``prefill_tflops``,
   ``load_ms``, ``ttft_ms``, ``prefill_ms``, ``decode_ms``, ``decode_ms_per_token``, ``e2e_ms``,
   ``peak_memory_mb``, ``peak_memory_kind``,
-  ``input_tokens``, ``output_tokens`` (generated tokens);
+  ``input_tokens``, ``output_tokens`` (generated tokens), ``frame_times`` (seconds of the sampled frames the
+  prompt's time text lists: LLaVA-Video's time instruction, the frames that keep a token, a token merged
+  across frames counting for its anchor's frame; None where the plugin writes no time text: Qwen-VL's
+  times are in its positions and its processor's timestamp text, docs/reproduce.md);
 * the seam's: ``modality``, ``frames_sampled`` (the frames the model encoded, repeats included),
   ``frames`` (the same, until a caller that read the video sets the distinct frames it read,
   :attr:`llava.video.VideoClip.frames_read`, as ``aot infer`` does), ``visual_tokens_plain`` (what the model splices
@@ -96,7 +99,7 @@ RECORD_FIELDS = (
     "task", "doc_id", "compression", "failed", "error", "modality", "frames", "frames_sampled",
     "visual_tokens_plain", "visual_tokens", "retention", "prefill_tflops", "load_ms", "vision_ms", "compression_ms",
     "ttft_ms", "prefill_ms", "decode_ms", "decode_ms_per_token", "e2e_ms", "peak_memory_mb", "peak_memory_kind",
-    "input_tokens", "output_tokens", "stage_tokens",
+    "input_tokens", "output_tokens", "stage_tokens", "frame_times",
 )
 
 
@@ -127,6 +130,7 @@ class SampleRecord:
     input_tokens: int = 0
     output_tokens: int = 0
     stage_tokens: dict[str, int] = field(default_factory=dict)
+    frame_times: list[float] | None = None
     #: what ``vision_ms`` / ``compression_ms`` read (anything with ``.ms``); None: not timed
     vision_span: Any = field(default=None, repr=False, compare=False)
     compression_span: Any = field(default=None, repr=False, compare=False)
@@ -172,4 +176,15 @@ class SampleRecord:
         out["vision_ms"] = out["vision_ms"] or 0.0
         out["compression_ms"] = out["compression_ms"] or 0.0
         out["stage_tokens"] = dict(self.stage_tokens)
+        out["frame_times"] = None if self.frame_times is None else [float(t) for t in self.frame_times]
         return out
+
+    @property
+    def kept_frames(self) -> list[int] | None:
+        """The layout frames (sampled frames; temporal patches on Qwen-VL) that keep at least one visual
+        token, ascending, read from the plan's provenance (a merged token counts for its anchor's frame;
+        newline tokens are not visual); None without a compression result (then every frame is kept)."""
+        if self.result is None or self.result.plan is None:
+            return None
+        plan = self.result.plan
+        return sorted(set(plan.positions[~plan.is_newline, 0].tolist()))

@@ -92,6 +92,7 @@ class Prepared:
     load_ms: float = 0.0
     error: str | None = None
     frames_read: int | None = None  # distinct frames of a video the adapter read (a short one is repeated)
+    frame_times: list[float] | None = None  # seconds of the frames the prompt tells the model of (SampleRecord's)
 
 
 @dataclass
@@ -389,7 +390,8 @@ class AOTModelAdapter(lmms):
             decode_ms_per_token=measurement.clock.ms_per_step, e2e_ms=p.load_ms + measurement.call_ms,
             peak_memory_mb=measurement.peak_memory_mb,
             peak_memory_kind=measurement.peak_memory_kind, input_tokens=text_tokens + tokens,
-            output_tokens=output_tokens, **({} if p.frames_read is None else {"frames": p.frames_read}),
+            output_tokens=output_tokens, frame_times=p.frame_times,
+            **({} if p.frames_read is None else {"frames": p.frames_read}),
         )
 
     def tok_encode(self, string: str, left_truncate_len=None, add_special_tokens=None) -> list[int]:

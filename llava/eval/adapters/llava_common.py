@@ -114,30 +114,51 @@ class LlavaAdapter(AOTModelAdapter):
         raise NotImplementedError
 
     # -- generation
-    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, SampleRecord]]:
-        model = self.model
+    def _prompt_reads_visuals(self) -> bool:
+        """Whether the prompts describe what the compression keeps (then the videos are encoded first and
+        :meth:`_prompts_from_visuals` rewrites the prompts); False here."""
+        return False
+
+    def _prompts_from_visuals(self, batch: list[Prepared], records: list[SampleRecord]) -> None:
+        """Rewrite ``prompt`` (and ``frame_times``) of each request of ``batch`` from the seam's records of
+        its visual inputs (in order); called only where :meth:`_prompt_reads_visuals`."""
+        raise NotImplementedError
+
+    def _tokenized(self, batch: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], int]:
+        """The batch's prompts, left-padded (the prompts end together): ``(input_ids, attention_mask,
+        ids per prompt, pad id)``."""
         ids_list = [tokenizer_image_token(p.prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
                     for p in batch]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         longest = max(len(x) for x in ids_list)
         input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, ids in enumerate(ids_list):  # left padding: the prompts end together
+        for row, ids in enumerate(ids_list):
             input_ids[row, longest - len(ids):] = ids
             attention_mask[row, longest - len(ids):] = 1
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        return input_ids.to(self.device), attention_mask.to(self.device), ids_list, pad_id
+
+    def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, SampleRecord]]:
+        model = self.model
+        input_ids, attention_mask, ids_list, pad_id = self._tokenized(batch)
         images = [v for p in batch for v in p.visuals]
         modalities = [m for p in batch for m in p.modalities]
         image_sizes = [s for p in batch for s in p.image_sizes]
+        questions = [p.context for p in batch for _ in p.visuals]
         kwargs = self._generation_kwargs(gen_kwargs)
         if images:  # the question text too, one per visual input, for methods that read it
-            kwargs.update(images=images, modalities=modalities, image_sizes=image_sizes,
-                          questions=[p.context for p in batch for _ in p.visuals])
+            kwargs.update(images=images, modalities=modalities, image_sizes=image_sizes, questions=questions)
+        encode_first = bool(images) and self._prompt_reads_visuals()
         model.last_visual_stats = []
         with self._measured() as m:
-            stop = KeywordsStoppingCriteria(self._stop_words(), self.tokenizer, input_ids)
-            criteria = StoppingCriteriaList([m.clock, stop])
             with torch.inference_mode():
+                if encode_first:  # the prompts say what remains: encode, rewrite them, then splice the same tokens
+                    tokens, records = model.encode_multimodal(images, modalities, image_sizes, questions)
+                    self._prompts_from_visuals(batch, records)
+                    input_ids, attention_mask, ids_list, pad_id = self._tokenized(batch)
+                    kwargs["visual_tokens"] = tokens
+                stop = KeywordsStoppingCriteria(self._stop_words(), self.tokenizer, input_ids)
+                criteria = StoppingCriteriaList([m.clock, stop])
                 out = model.generate(input_ids, attention_mask=attention_mask, pad_token_id=pad_id,
                                      use_cache=self.use_cache, stopping_criteria=criteria, **kwargs)
         texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

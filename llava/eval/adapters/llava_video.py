@@ -27,6 +27,7 @@ from PIL import Image
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.eval.adapters.base import Prepared, str2bool
 from llava.eval.adapters.llava_common import LlavaAdapter
+from llava.model.record import SampleRecord
 from llava.video import load_video
 
 __all__ = ["AOTLlavaVid"]
@@ -153,10 +154,19 @@ class AOTLlavaVid(LlavaAdapter):
             p.load_ms = (time.perf_counter() - start) * 1000
             return p
         p.load_ms = (time.perf_counter() - start) * 1000
+        p.payload = {"duration": duration, "times": list(times)}
+        if self.add_time_instruction:
+            p.frame_times = [float(t) for t in times]
+        p.prompt, p.question = self._video_prompt(context, duration, times)
+        return p
+
+    def _video_prompt(self, context: str, duration: float, times: list[float]) -> tuple[str, str]:
+        """``(prompt, user turn)`` as lmms-eval's llava_vid builds them: with ``add_time_instruction`` its time
+        instruction, listing ``times`` (seconds, one per frame the model is told of)."""
         qs = context
         if self.add_time_instruction:
             frame_time = ",".join(f"{t:.2f}s" for t in times)
-            qs = (f"The video lasts for {duration:.2f} seconds, and {len(array)} frames are uniformly sampled from it. "
+            qs = (f"The video lasts for {duration:.2f} seconds, and {len(times)} frames are uniformly sampled from it. "
                   f"These frames are located at {frame_time}.Please answer the following questions related to "
                   f"this video.\n{qs}")
         if getattr(self._config, "mm_use_im_start_end", False):
@@ -166,8 +176,29 @@ class AOTLlavaVid(LlavaAdapter):
         conv = self._new_conv()
         conv.append_message(conv.roles[0], qs)
         conv.append_message(conv.roles[1], None)
-        p.prompt, p.question = conv.get_prompt(), qs
-        return p
+        return conv.get_prompt(), qs
+
+    # -- the time instruction under compression
+    def _prompt_reads_visuals(self) -> bool:
+        """With ``add_time_instruction`` and a compression, the instruction lists the frames that keep a token."""
+        return self.add_time_instruction and self.model.compression is not None
+
+    def _prompts_from_visuals(self, batch: list[Prepared], records: list[SampleRecord]) -> None:
+        """Each prompt's time instruction from its video's provenance: the frames with at least one token
+        left (a token merged across frames counts for its anchor's frame), their count and times; when every
+        frame keeps a token the prompt is lmms-eval's, character for character."""
+        cursor = 0
+        for p in batch:
+            (record,) = records[cursor:cursor + len(p.visuals)]
+            cursor += len(p.visuals)
+            times = p.payload["times"]
+            kept = record.kept_frames
+            if kept is None or len(kept) == len(times):
+                continue
+            if kept[-1] >= len(times):
+                raise ValueError(f"the compression kept frame {kept[-1]} of a video of {len(times)} sampled frames")
+            p.frame_times = [float(times[i]) for i in kept]
+            p.prompt, p.question = self._video_prompt(p.context, p.payload["duration"], p.frame_times)
 
     def _generation_kwargs(self, gen_kwargs: dict) -> dict:
         temperature = gen_kwargs.get("temperature", 0) or 0

@@ -99,7 +99,8 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
 
         Prompts of a batch are left-padded after splicing so that every row generates as it would
         alone. ``questions=[...]`` (the question text per sample) reaches compression methods that read
-        it. Returns only the generated tokens (as with ``inputs_embeds`` in transformers)."""
+        it; ``visual_tokens=[...]`` (what ``encode_multimodal`` returned for ``images``) skips encoding them
+        again. Returns only the generated tokens (as with ``inputs_embeds`` in transformers)."""
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
         if "inputs_embeds" in kwargs:
@@ -107,6 +108,7 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
         position_ids = kwargs.pop("position_ids", None)
         attention_mask = kwargs.pop("attention_mask", None)
         questions = kwargs.pop("questions", None)  # question text per sample, for methods that read it
+        visual_tokens = kwargs.pop("visual_tokens", None)
         if inputs is None:
             raise ValueError("generate needs input_ids (the tokenized prompt with IMAGE_TOKEN_INDEX placeholders)")
         inputs = inputs.to(self.device)
@@ -116,6 +118,7 @@ class LlavaQwenForCausalLM(Qwen2ForCausalLM, LlavaMetaForCausalLM):
             (_, _, attention_mask, _, inputs_embeds, _) = self.prepare_inputs_labels_for_multimodal(
                 inputs, position_ids, attention_mask if attention_mask is not None else torch.ones_like(inputs),
                 None, None, images, modalities, image_sizes, padding_side="left", questions=questions,
+                visual_tokens=visual_tokens,
             )
         else:
             inputs_embeds = self.get_model().embed_tokens(inputs)
