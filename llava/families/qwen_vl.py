@@ -61,7 +61,8 @@ def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions
     seam.set_compression(options.compression if options.compressed else None)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    extra = video_kwargs(clip) if video_kwargs else {}
+    # the reference per-frame pixel cap (qwen-vl-utils' sizing): token counts as the reference processing's
+    extra = {"cap_pixels_per_frame": True, **(video_kwargs(clip) if video_kwargs else {})}
     inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt", **extra).to(model.device)
 
     def generate(clock: Any) -> Any:

@@ -11,7 +11,9 @@
 * the frames: ``qwen_vl_utils.process_vision_info(..., return_video_kwargs=True, return_video_metadata=True)``;
 * the prompt: the processor's chat template with the generation prompt, no system turn added (the
   template's own "You are a helpful assistant." applies);
-* the inputs: the processor, padded left for ``batch_size`` > 1 (right otherwise);
+* the inputs: the processor, padded left for ``batch_size`` > 1 (right otherwise), with the reference
+  per-frame pixel cap (``cap_pixels_per_frame=True``: qwen-vl-utils' sizing, which the frames already have;
+  the built-in leaves it unset, which transformers warns about on every video, with the same result);
 * generation: transformers' own ``generate`` with the built-in's defaults (128 new tokens, greedy unless
   the task sets a temperature > 0), the answer decoded with ``skip_special_tokens=True``,
   ``clean_up_tokenization_spaces=False``.
@@ -90,7 +92,10 @@ class AOTQwen25VL(QwenVLChatAdapter):
         return kwargs
 
     def _processor_kwargs(self, batch: list[Prepared]) -> dict[str, Any]:
-        return {"padding": True, "padding_side": "left" if self.batch_size > 1 else "right"}
+        """Padding as the built-in pads, and the reference per-frame pixel cap (``cap_pixels_per_frame``): the
+        processor then sizes every frame as ``qwen_vl_utils`` sized it, so token counts are the reference's."""
+        return {"padding": True, "padding_side": "left" if self.batch_size > 1 else "right",
+                "cap_pixels_per_frame": True}
 
     def _generation_kwargs(self, gen_kwargs: dict) -> dict[str, Any]:
         """The built-in's: its defaults under the task's, greedy unless the temperature is > 0."""

@@ -12,8 +12,9 @@ this one builds, per request, what that adapter builds (the shared path is
   return_video_metadata=True)``, whose video arguments go to the processor with the message's;
 * the prompt: the processor's chat template with the generation prompt (``enable_thinking`` passed on
   when set);
-* the inputs: the processor with ``do_resize=False`` (the frames are already resized), padded left
-  for ``batch_size`` > 1;
+* the inputs: the processor with ``do_resize=False`` (the frames are already resized) and
+  ``cap_pixels_per_frame=True`` (the reference per-frame cap; the built-in leaves it unset, which
+  transformers warns about on every video), padded left for ``batch_size`` > 1;
 * generation: transformers' own ``generate`` with the built-in's defaults (128 new tokens, greedy unless
   the task sets a temperature > 0; only the sampling arguments that are set), the answer decoded with
   ``skip_special_tokens=True``, ``clean_up_tokenization_spaces=False``, and with ``enable_thinking`` the
@@ -113,7 +114,9 @@ class AOTQwen3VL(QwenVLChatAdapter):
         return self.processor.apply_chat_template([messages], tokenize=False, add_generation_prompt=True, **extra)[0]
 
     def _processor_kwargs(self, batch: list[Prepared]) -> dict[str, Any]:
-        kwargs = {**batch[0].payload["video_kwargs"], "do_resize": False}
+        # the frames keep qwen-vl-utils' sizing (do_resize=False, as the built-in); the per-frame cap is the
+        # reference's (cap_pixels_per_frame=True), which also keeps transformers' warning away
+        kwargs = {**batch[0].payload["video_kwargs"], "do_resize": False, "cap_pixels_per_frame": True}
         if self.batch_size > 1:
             kwargs.update(padding=True, padding_side="left")
         return kwargs
