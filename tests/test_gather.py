@@ -109,6 +109,9 @@ def test_cells_avg_paper_and_missing(ov_runs):
     assert any(m.startswith("AOT 10 % / LongVideoBench: no *_results.json") for m in missing)
     assert data["problems"] == []
     assert "(N failed): N samples of that run failed" in render_markdown(data)
+    # the AOT paper's own figures name no source: no [n] marks, no source list
+    assert data["paper_sources"] == [] and all(r["paper_sources"] is None for r in data["rows"])
+    assert "[1]" not in render_markdown(data) and "Sources of the" not in render_markdown(data)
     full = data["rows"][0]
     assert full["retention_source"] == "measured" and full["tflops_source"] == "measured"
     assert data["rows"][4]["tflops_source"] == "estimated"
@@ -142,6 +145,13 @@ def test_percent_and_fraction_scales():
     plain = Column("M", "mvbench", "mvbench_accuracy,none", "percent")
     score, why = read_score(_results("mvbench", "mvbench_accuracy,none", None, subtasks={"a": 50.0}), plain)
     assert score is None and "mvbench_accuracy,none" in why
+
+
+def test_unbounded_scale_is_shown_x100_above_1_too():
+    """pycocoevalcap's CIDEr, as lmms-eval's vatex_test returns it, is 0 upwards with no upper bound."""
+    cider = Column("VATEX CIDEr", "vatex_test", "vatex_CIDEr,none", "unbounded")
+    assert read_score(_results("vatex_test", "vatex_CIDEr,none", 1.315), cider) == (pytest.approx(131.5), None)
+    assert read_score(_results("vatex_test", "vatex_CIDEr,none", 0.4), cider) == (pytest.approx(40.0), None)
 
 
 def test_bad_files_are_problems_not_crashes(ov_runs):

@@ -12,7 +12,9 @@ cell whose run had failed samples is marked ``(N failed)``. Per row: ``Avg`` ove
 all are there), ``Retention`` and ``TFLOPs`` as the mean over the columns' runs, ``Failed`` as their
 sum. Where no run of a row has an efficiency summary, retention is the row's nominal value and TFLOPs
 the paper's formula at that retention (shown with ``≈``). Missing runs show ``—`` and are listed;
-nothing here raises on them.
+nothing here raises on them. A row's ``paper`` figures that name a ``source`` (published figures of the
+generative tables) are marked ``[n]`` in the ``↳ paper`` line, with the numbered sources listed under the
+table and in the JSON's ``paper_sources`` (each with the cells it stands beside).
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ def read_score(results: dict, column: Column) -> tuple[float | None, str | None]
         if raw > 1.0 + 1e-9:
             return raw, f"{column.metric!r} = {raw} is above 1 but the column's scale is 'fraction'; shown as is"
         return 100.0 * raw, None
+    if column.scale == "unbounded":
+        return 100.0 * raw, None
     return raw, None
 
 
@@ -123,7 +127,8 @@ def read_subtasks(results: dict, column: Column) -> dict[str, float]:
     for name in sorted(names):
         raw = _number((table.get(name) or {}).get(column.metric))
         if raw is not None:
-            out[name] = 100.0 * raw if column.scale == "fraction" and raw <= 1.0 + 1e-9 else raw
+            scaled = column.scale == "unbounded" or (column.scale == "fraction" and raw <= 1.0 + 1e-9)
+            out[name] = 100.0 * raw if scaled else raw
     return out
 
 
@@ -276,6 +281,7 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
         tflops = _mean([x["prefill_tflops_mean"] for x in cells.values() if x.get("prefill_tflops_mean") is not None])
         failed = [x["failed"] for x in cells.values() if x.get("failed") is not None]
         paper = {c.label: row.paper_score(c.label) for c in table.columns if row.paper_score(c.label) is not None}
+        sources = {c.label: row.paper_source(c.label) for c in table.columns if row.paper_source(c.label)}
         release = {c.label: cells[c.label]["release"]["score"] for c in table.columns if cells[c.label]["release"]}
         avg = _mean(scores) if all(s is not None for s in scores) else None
         paper_avg = _mean(list(paper.values())) if len(paper) == len(table.columns) else None
@@ -292,6 +298,7 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
             "tflops_source": "measured" if tflops is not None else "estimated",
             "failed": sum(failed) if failed else None,
             "paper": paper or None,
+            "paper_sources": sources or None,
             "paper_avg": paper_avg,
             "delta_vs_paper": {k: cells[k]["score"] - v for k, v in paper.items()
                                if cells[k]["score"] is not None} or None,
@@ -303,7 +310,21 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
             "columns": [{"label": c.label, "task": c.task, "metric": c.metric, "scale": c.scale}
                         for c in table.columns],
             "rows": rows, "missing": missing, "problems": problems, "warnings": warnings,
-            "reference": release_source or None}
+            "reference": release_source or None, "paper_sources": _numbered_sources(rows)}
+
+
+def _numbered_sources(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct sources of the rows' published figures, numbered in order of first use (rows, then
+    columns), each with the (row, column) cells it stands beside: ``[{"id": 1, "text": ..., "cells": ...}]``."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        for label, text in (row["paper_sources"] or {}).items():
+            entry = next((e for e in out if e["text"] == text), None)
+            if entry is None:
+                entry = {"id": len(out) + 1, "text": text, "cells": []}
+                out.append(entry)
+            entry["cells"].append([row["label"], label])
+    return out
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -345,6 +366,7 @@ def _fmt_tflops(value: float | None) -> str:
 def render_markdown(data: dict[str, Any]) -> str:
     """The table in the paper's layout, with the paper's numbers and the gap beneath their rows."""
     labels = [c["label"] for c in data["columns"]]
+    number = {e["text"]: e["id"] for e in data.get("paper_sources") or []}
     head = ["Method", *labels, "Avg", "Retention", "TFLOPs", "Failed"]
     lines = [f"### {data['title']}", "", "| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
@@ -362,7 +384,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([row["label"], *cells, _fmt_score(row["avg"]), retention, tflops, failed])
                      + " |")
         if row["paper"]:
-            paper = [_fmt_score(row["paper"].get(k)) for k in labels]
+            marks = {k: f" [{number[text]}]" for k, text in (row.get("paper_sources") or {}).items()}
+            paper = [_fmt_score(row["paper"].get(k)) + (marks.get(k, "") if k in row["paper"] else "")
+                     for k in labels]
             lines.append("| ↳ paper | " + " | ".join([*paper, _fmt_score(row["paper_avg"]), "", "", ""]) + " |")
         if row["delta_vs_paper"]:
             delta = row["delta_vs_paper"]
@@ -388,6 +412,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     if estimated:
         notes.append("≈: no efficiency summary for the row; retention is nominal and TFLOPs computed from it.")
     notes.append("A cell's @ figure is the retention its run measured (mean over its samples).")
+    if number:
+        notes.append("↳ paper: published figures, each marked [n] with its source below; their settings (frames, "
+                     "resolution, prompt, harness) are their authors', not this table's.")
     ref = data.get("reference")
     if ref:
         notes.append(f"↳ paper: the paper's numbers. ↳ release log: the authors' own lmms-eval results "
@@ -397,6 +424,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         if ref.get("unmatched"):
             notes.append("Logged runs matched to no row: " + ", ".join(Path(f).name for f in ref["unmatched"]) + ".")
     lines += notes
+    if number:
+        lines += ["", "Sources of the ↳ paper figures:", ""]
+        lines += [f"- [{e['id']}] {e['text']}" for e in data["paper_sources"]]
     lines += _subtask_tables(data)
     return "\n".join(lines) + "\n"
 

@@ -29,8 +29,10 @@ import yaml
 from llava.families import family_of_plugin
 
 LAUNCHERS = ("accelerate", "python")
-#: How a metric is stored in lmms-eval's results: ``fraction`` (0-1) or ``percent`` (0-100).
-SCALES = ("fraction", "percent")
+#: How a metric is stored in lmms-eval's results: ``fraction`` (0-1), ``percent`` (0-100) or ``unbounded``
+#: (0 upwards with no upper bound: pycocoevalcap's raw CIDEr, as lmms-eval's VATEX task returns it);
+#: ``fraction`` and ``unbounded`` are shown x 100.
+SCALES = ("fraction", "percent", "unbounded")
 #: ``subtask_mean``: the task is a group whose results carry no metric of its own (mvbench in
 #: lmms-eval 0.7.3); its score is the unweighted mean of its subtasks' metric.
 AGGREGATES = ("none", "subtask_mean")
@@ -107,6 +109,9 @@ class Row:
     compression: str
     per_column: tuple[tuple[str, str], ...] = ()
     paper: tuple[tuple[str, float], ...] = ()
+    #: (column label, where its ``paper`` figure is published: paper and table); empty where the row's
+    #: figures are the AOT paper's own (the QA tables)
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def slug(self) -> str:
@@ -119,6 +124,10 @@ class Row:
     def paper_score(self, column: str) -> float | None:
         """The paper's number for ``column``, or None where the paper gives none."""
         return dict(self.paper).get(column)
+
+    def paper_source(self, column: str) -> str | None:
+        """Where the published figure of ``column`` comes from, or None where the row names no source."""
+        return dict(self.sources).get(column)
 
 
 @dataclass(frozen=True)
@@ -187,7 +196,7 @@ _TOP_KEYS = {"name": True, "title": True, "model": True, "model_args": True, "la
              "reference": False}
 _REFERENCE_KEYS = {"model": False, "folder": True, "columns": True, "rows": True, "source": False}
 _COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False, "run": False}
-_ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False}
+_ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False, "source": False}
 _SHAPE_KEYS = {"layers": True, "hidden": True, "ffn": True, "tokens_per_frame": True}
 
 
@@ -331,18 +340,61 @@ def _load_rows(ck: _Checker, value: Any, columns: tuple[Column, ...]) -> tuple[R
         paper = entry.get("paper") or {}
         if not isinstance(paper, Mapping):
             raise ck.fail(f + ".paper", f"expected a mapping column label -> score in percent, got {paper!r}")
+        scales = {c.label: c.scale for c in columns}
         for key, score in paper.items():
             if key not in labels:
                 raise ck.fail(f + ".paper", f"unknown column label {key!r}; expected one of {labels}")
-            if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 100:
-                raise ck.fail(f"{f}.paper.{key}", f"expected a score in percent (0-100), got {score!r}")
+            top = math.inf if scales[key] == "unbounded" else 100
+            if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= top:
+                span = "0 or more" if top == math.inf else "0-100"
+                raise ck.fail(f"{f}.paper.{key}", f"expected a score in percent ({span}), got {score!r}")
         rows.append(Row(
             label=label, retention=float(retention), compression=default,
             per_column=tuple((c, per_column[c]) for c in labels if c in per_column and per_column[c] != default),
             paper=tuple((c, float(paper[c])) for c in labels if c in paper),
+            sources=_load_sources(ck, entry.get("source"), f + ".source", paper, columns),
         ))
     ck.unique([r.label for r in rows], "rows")
     return tuple(rows)
+
+
+def _load_sources(ck: _Checker, value: Any, field: str, paper: Mapping, columns: tuple[Column, ...]
+                  ) -> tuple[tuple[str, str], ...]:
+    """A row's ``source:``: where its ``paper`` figures are published. One string names the source of every
+    figure of the row; a mapping names it per column label or per run (a benchmark whose columns share a
+    ``run``, e.g. ``Charades-STA``: every figure of its columns). When given, every figure needs a source."""
+    if value is None:
+        return ()
+    if not paper:
+        raise ck.fail(field, "names a source but the row has no 'paper' figures; expected it beside 'paper'")
+    labels = [c.label for c in columns]
+    runs = {c.run for c in columns if c.run is not None}
+    if isinstance(value, str):
+        text = ck.text(value, field)
+        found = {label: text for label in paper}
+    elif isinstance(value, Mapping):
+        found = {}
+        for key, text in value.items():
+            if key in labels:
+                covered = [key]
+            elif key in runs:
+                covered = [c.label for c in columns if c.run == key]
+            else:
+                raise ck.fail(f"{field}.{key}", f"is neither a column nor a run; expected one of {labels} "
+                                                f"or of the runs {sorted(runs)}")
+            covered = [c for c in covered if c in paper]
+            if not covered:
+                raise ck.fail(f"{field}.{key}", "covers no column with a 'paper' figure; expected a source only "
+                                                "for published figures")
+            for label in covered:
+                found[label] = ck.text(text, f"{field}.{key}")
+    else:
+        raise ck.fail(field, f"expected a one-line string or a mapping column or run -> string, got {value!r}")
+    missing = [c for c in labels if c in paper and c not in found]
+    if missing:
+        raise ck.fail(field, f"no source for the 'paper' figure(s) of {missing}; every published figure names "
+                             "its source")
+    return tuple((c, found[c]) for c in labels if c in found)
 
 
 def _load_reference(ck: _Checker, value: Any, columns: tuple[Column, ...], rows: Any,
@@ -362,6 +414,9 @@ def _load_reference(ck: _Checker, value: Any, columns: tuple[Column, ...], rows:
         if label not in labels:
             raise ck.fail(f"reference.columns.{label}", f"is not a column; expected one of {labels}")
         column = next(c for c in columns if c.label == label)
+        if column.scale == "unbounded":
+            raise ck.fail(f"reference.columns.{label}", "an 'unbounded' column has no release log; expected a "
+                                                        "'fraction' or 'percent' column")
         if isinstance(spec, str):
             cols.append((label, spec, column.task))
         else:
