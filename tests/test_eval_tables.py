@@ -134,6 +134,18 @@ def test_valid_base(tmp_path):
      ["rows[0].paper", "'C'"]),
     ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 0.5, "B": 150}}]},
      ["rows[0].paper.B", "150"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "source": "Some report, Table 1"}]},
+     ["rows[0].source", "no 'paper' figures"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 50.0}, "source": {"C": "R"}}]},
+     ["rows[0].source.C", "neither a column nor a run", "'A'"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 50.0, "B": 40.0},
+                "source": {"A": "Some report, Table 1"}}]}, ["rows[0].source", "['B']", "names its source"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 50.0},
+                "source": {"A": "R", "B": "R"}}]}, ["rows[0].source.B", "covers no column with a 'paper' figure"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 50.0}, "source": "two\nlines"}]},
+     ["rows[0].source", "one-line string"]),
+    ({"rows": [{"label": "X", "retention": 1.0, "compression": "none", "paper": {"A": 50.0}, "source": ["R"]}]},
+     ["rows[0].source", "mapping column or run"]),
     ({"name": "other"}, None),
     ({"lmms_args": {"output_path": "x"}}, ["lmms_args.output_path", "set by the plan"]),
     ({"model_args": {"pretrained": "x", "compression": "ov_25pct"}}, ["model_args.compression", "per row"]),
@@ -155,6 +167,23 @@ def test_validation_errors_name_file_field_and_expectation(tmp_path, changes, ex
     assert message.startswith(str(path)), message
     for part in expected:
         assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_a_source_covers_a_run_or_a_column_and_unbounded_scores_pass_100(tmp_path):
+    columns = [{"label": "C CIDEr", "task": "c", "metric": "CIDEr,none", "scale": "unbounded", "run": "C"},
+               {"label": "C BLEU-4", "task": "c", "metric": "Bleu_4,none", "scale": "fraction", "run": "C"},
+               {"label": "D", "task": "d", "metric": "acc,none", "scale": "percent"}]
+    rows = [{"label": "Full", "retention": 1.0, "compression": "none",
+             "paper": {"C CIDEr": 131.5, "C BLEU-4": 9.0, "D": 50.0}, "source": {"C": "Report A, Table 2", "D": "B"}}]
+    row = load_table(_write(tmp_path, columns=columns, rows=rows)).rows[0]
+    assert row.sources == (("C CIDEr", "Report A, Table 2"), ("C BLEU-4", "Report A, Table 2"), ("D", "B"))
+    assert row.paper_source("D") == "B" and row.paper_score("C CIDEr") == 131.5
+    rows[0]["paper"]["C BLEU-4"] = 131.5
+    with pytest.raises(TableError, match=r"rows\[0\]\.paper\.C BLEU-4: expected a score in percent \(0-100\)"):
+        load_table(_write(tmp_path, columns=columns, rows=rows))
+    rows[0]["paper"]["C BLEU-4"], rows[0]["paper"]["C CIDEr"] = 9.0, -1.0
+    with pytest.raises(TableError, match=r"rows\[0\]\.paper\.C CIDEr: expected a score in percent \(0 or more\)"):
+        load_table(_write(tmp_path, columns=columns, rows=rows))
 
 
 def test_compression_yaml_path_accepted(tmp_path):
@@ -276,7 +305,8 @@ def _commands(stdout: str, cache: bool = False) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", ["_run_table.sh", "llava_ov_7b.sh", "llava_video_7b.sh", "qwen2_5_vl_7b.sh",
                                   "qwen3_vl_8b.sh", "smoke.sh", "llava_ov_7b_generative.sh",
-                                  "qwen2_5_vl_7b_generative.sh"])
+                                  "llava_video_7b_generative.sh", "qwen2_5_vl_7b_generative.sh",
+                                  "qwen3_vl_8b_generative.sh"])
 def test_scripts_open_with_their_commands(name):
     text = (SCRIPTS / name).read_text()
     assert text.startswith("#!/usr/bin/env bash\n#")
@@ -488,48 +518,153 @@ def test_the_qwen_tables_tasks_have_no_prompt_variant_of_the_builtin(builtin):
                 assert not re.search(rf"^\s+{builtin}\s*:", path.read_text(), re.M), path
 
 
-@pytest.mark.parametrize("name", ["llava_ov_7b_generative", "qwen2_5_vl_7b_generative"])
-def test_generative_tables_share_one_run_per_benchmark_and_gather_every_metric(tmp_path, name):
+GENERATIVE = {  # table -> the QA table whose model arguments it shares
+    "llava_ov_7b_generative": "llava_ov_7b", "llava_video_7b_generative": "llava_video_7b",
+    "qwen2_5_vl_7b_generative": "qwen2_5_vl_7b", "qwen3_vl_8b_generative": "qwen3_vl_8b"}
+GROUNDING = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
+CAPTIONING = ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")
+#: each benchmark run of a generative table: its lmms-eval task and the metric names of its columns
+BENCHMARKS = {"Charades-STA": ("temporal_grounding_charades", GROUNDING),
+              "Charades-TimeLens": ("timelens_charades", GROUNDING),
+              "ActivityNet-TimeLens": ("timelens_activitynet", GROUNDING),
+              "QVHighlights-TimeLens": ("timelens_qvhighlights", GROUNDING),
+              "YouCook2": ("youcook2_val", CAPTIONING), "VATEX": ("vatex_test", CAPTIONING)}
+
+
+def _finished_generative_run(run, table, metrics: dict[str, float]) -> None:
+    """What a finished lmms-eval run of ``run`` leaves (two documents): manifest, results, samples."""
     from llava.eval import manifest as mf
-    from llava.eval.gather import gather
     from llava.eval.runner import expected_manifest
+
+    out = Path(run.output_path)
+    mf.write_manifest(out, expected_manifest(run), row=run.row, column=run.column)
+    task = run.argv[run.argv.index("--tasks") + 1]
+    folder = out / "model"
+    folder.mkdir(parents=True)
+    (folder / "20260101_120000_results.json").write_text(json.dumps({
+        "results": {task: metrics}, "n-samples": {task: {"original": 2, "effective": 2}},
+        "config": {"model": table.model}}))
+    (folder / f"20260101_120000_samples_{task}.jsonl").write_text(
+        "".join(json.dumps({"doc_id": i, "token_counts": []}) + "\n" for i in range(2)))
+
+
+@pytest.mark.parametrize("name", list(GENERATIVE))
+def test_generative_tables_share_one_run_per_benchmark_and_gather_every_metric(tmp_path, name):
+    from llava.eval.gather import gather, render_markdown
 
     table = load_table(name)
     runs = plan_commands(name, output_dir=tmp_path)
     # 19 rows (full, AOT and five baselines at 25 / 15 / 10 %) x one run per benchmark, not per metric column
-    assert len(table.rows) == 19 and len(runs) == 38
-    assert {r.column for r in runs} == {"Charades-STA", "YouCook2"}
-    by_run = {r.column: r.columns for r in runs[:2]}
-    assert by_run == {"Charades-STA": ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU"),
-                      "YouCook2": ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")}
-    # the script's dry run prints the command of every row and benchmark
+    assert len(table.rows) == 19 and len(table.columns) == 24 and len(runs) == 19 * 6
+    assert [r.column for r in runs[:6]] == list(BENCHMARKS)
+    assert {r.column: r.columns for r in runs[:6]} == {
+        bench: tuple(f"{bench} {metric}" for metric in metrics) for bench, (_, metrics) in BENCHMARKS.items()}
+    assert {r.column: r.argv[r.argv.index("--tasks") + 1] for r in runs[:6]} == {
+        bench: task for bench, (task, _) in BENCHMARKS.items()}
+    assert [r.row for r in runs[::6]] == [row.label for row in table.rows]
+    specs = [r.compression for r in runs[::6]]
+    assert [s for s in specs[4:]] == [f"{m}@{p}" for m in ("fastvid", "visionzip", "dycoke", "pool", "random")
+                                      for p in ("0.25", "0.15", "0.1")]
+    assert specs[0] == "none" and [r.retention for r in table.rows[1:4]] == [0.25, 0.15, 0.10]
+    # the script's dry run prints the command of every row and benchmark run: 19 x 6
     proc = _script(f"{name}.sh", tmp_path, DRY_RUN="1", NUM_GPUS="8", PYTHON=sys.executable)
     assert proc.returncode == 0, proc.stderr
     assert _commands(proc.stdout) == [r.expand({"PYTHON": sys.executable, "NUM_GPUS": "8"})
                                       for r in plan_commands(name)]
-    assert "# [38/38] Random 10 % / YouCook2" in proc.stdout
-    specs = [r.compression for r in runs[::2]]
-    assert [s for s in specs if "@" in s] == [f"{m}@{p}" for m in ("fastvid", "visionzip", "dycoke", "pool", "random")
-                                               for p in ("0.25", "0.15", "0.1")]
-    # a finished Charades-STA run of the first row: every one of its four columns reads its metric from it
-    run = runs[0]
-    out = Path(run.output_path)
-    mf.write_manifest(out, expected_manifest(run), row=run.row, column=run.column)
-    folder = out / "model"
-    folder.mkdir(parents=True)
-    metrics = {"charades_sta_IOU@3,none": 41.0, "charades_sta_IOU@5,none": 27.5, "charades_sta_IOU@7,none": 12.25,
-               "charades_sta_mIOU,none": 28.0}
-    (folder / "20260101_120000_results.json").write_text(json.dumps({
-        "results": {"temporal_grounding_charades": metrics},
-        "n-samples": {"temporal_grounding_charades": {"original": 2, "effective": 2}},
-        "config": {"model": table.model}}))
-    (folder / "20260101_120000_samples_temporal_grounding_charades.jsonl").write_text(
-        "".join(json.dumps({"doc_id": i, "token_counts": []}) + "\n" for i in range(2)))
+    headings = [line for line in proc.stdout.splitlines() if line.startswith("# [")]
+    assert len(headings) == 114 and headings[-1] == "# [114/114] Random 10 % / VATEX"
+    assert headings[:6] == [f"# [{i}/114] Full tokens / {bench}" for i, bench in enumerate(BENCHMARKS, 1)]
+    # finished Charades-STA and VATEX runs of the first row: every column of each reads its metric from it
+    grounding = {"charades_sta_IOU@3,none": 41.0, "charades_sta_IOU@5,none": 27.5, "charades_sta_IOU@7,none": 12.25,
+                 "charades_sta_mIOU,none": 28.0}
+    captions = {"vatex_CIDEr,none": 1.25, "vatex_Bleu_4,none": 0.125, "vatex_METEOR,none": 0.5,
+                "vatex_ROUGE_L,none": 0.375}   # pycocoevalcap's own scale: CIDEr above 1 is no error
+    _finished_generative_run(runs[0], table, grounding)
+    _finished_generative_run(runs[5], table, captions)
     data = gather(table, tmp_path)
     cells = data["rows"][0]["cells"]
-    assert [cells[c]["score"] for c in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")] == list(metrics.values())
-    assert {cells[c]["run_dir"] for c in ("R1@0.3", "mIoU")} == {str(out)}
-    assert cells["CIDEr"]["score"] is None  # its own run (YouCook2) has not run
+    assert [cells[f"Charades-STA {m}"]["score"] for m in GROUNDING] == list(grounding.values())
+    assert [cells[f"VATEX {m}"]["score"] for m in CAPTIONING] == [125.0, 12.5, 50.0, 37.5]
+    assert {cells[c]["run_dir"] for c in ("Charades-STA R1@0.3", "Charades-STA mIoU")} == {runs[0].output_path}
+    assert cells["YouCook2 CIDEr"]["score"] is None  # its own run has not run
+    assert data["problems"] == [] and len(data["missing"]) == 19 * 24 - 8
+    # the rendered header names every column by its benchmark and the benchmark's metric name
+    header = render_markdown(data).splitlines()[2]
+    labels = [f"{bench} {metric}" for bench, (_, metrics) in BENCHMARKS.items() for metric in metrics]
+    assert header == "| " + " | ".join(["Method", *labels, "Avg", "Retention", "TFLOPs", "Failed"]) + " |"
+    first = next(line for line in render_markdown(data).splitlines() if line.startswith("| Full tokens |"))
+    assert first.startswith("| Full tokens | 41.0 | 27.5 | 12.2 | 28.0 | — |")
+    assert "| 125.0 | 12.5 | 50.0 | 37.5 |" in first
+
+
+@pytest.mark.parametrize("name", list(GENERATIVE))
+def test_generative_columns_read_metrics_lmms_eval_defines_and_model_args_are_the_plugins(name):
+    """Every column's metric key is one its lmms-eval 0.7.3 task defines (the task YAML's metric_list, with
+    the filter ``none``), and the model arguments are the QA table's, which the plugin accepts."""
+    from lmms_eval.models import get_model
+    from lmms_eval.utils import load_yaml_config
+
+    from llava.eval.task_names import task_manager
+
+    table = load_table(name)
+    manager = task_manager(sorted({c.task for c in table.columns}))
+    for column in table.columns:
+        config = load_yaml_config(manager.task_index[column.task]["yaml_path"], mode="simple")
+        assert column.metric in {f"{m['metric']},none" for m in config["metric_list"]}, column
+    assert table.model_args == load_table(GENERATIVE[name]).model_args
+    assert table.model_shape == load_table(GENERATIVE[name]).model_shape
+    get_model(table.model).check_model_args(dict(table.model_args))
+    if table.model == "aot_llava_vid":
+        assert dict(table.model_args)["add_time_instruction"] is True   # the model is told the frame times
+
+
+def test_timelens_scores_offline_with_lmms_evals_own_scorer():
+    """The timelens tasks are scored by lmms-eval's code on the answer text alone (no judge model): the first
+    ``x - y`` interval against the annotated span; an answer without an interval (a failed sample's ``""``)
+    scores IoU 0."""
+    from lmms_eval.tasks.timelens import utils as timelens
+
+    doc = {"video_path": "v.mp4", "query": "a person opens a door", "span": [[2.0, 6.0]]}
+    answers = ["The event happens in 2.0 - 6.0 seconds.", "The event happens in 4.0 - 8.0 seconds.", ""]
+    results = [timelens.timelens_process_results({**doc, "query": f"{doc['query']} {i}"}, [answer])
+               for i, answer in enumerate(answers)]
+    per_metric = {m: [r[m] for r in results] for m in results[0]}
+    assert timelens.timelens_aggregate_miou(per_metric["timelens_mIOU"], None) == pytest.approx(100 * (1 + 1 / 3) / 3)
+    assert timelens.timelens_aggregate_iou3(per_metric["timelens_IOU@3"], None) == pytest.approx(200 / 3)
+    assert timelens.timelens_aggregate_iou5(per_metric["timelens_IOU@5"], None) == pytest.approx(100 / 3)
+
+
+def test_published_figures_name_their_source_in_the_rendered_table(tmp_path):
+    from llava.eval import gather as gather_mod
+
+    qwen25, qwen3 = load_table("qwen2_5_vl_7b_generative"), load_table("qwen3_vl_8b_generative")
+    full = qwen25.rows[0]
+    assert full.paper_score("Charades-STA mIoU") == 43.6
+    assert "Qwen2.5-VL Technical Report (arXiv:2502.13923), Table 8" in full.paper_source("Charades-STA mIoU")
+    timelens = {c.label for c in qwen25.columns if "TimeLens" in c.label}
+    assert {label for label, _ in full.paper} == timelens | {"Charades-STA mIoU"}
+    assert all("TimeLens (arXiv:2512.14698)" in full.paper_source(c) for c in timelens)
+    assert {label for label, _ in qwen3.rows[0].paper} == timelens
+    assert dict(qwen3.rows[0].paper)["QVHighlights-TimeLens mIoU"] == 59.4
+    for name in GENERATIVE:   # only full tokens has published figures, each with its source
+        table = load_table(name)
+        assert all(not row.paper and not row.sources for row in table.rows[1:]), name
+        assert [c for c, _ in table.rows[0].paper] == [c for c, _ in table.rows[0].sources], name
+    out, js = tmp_path / "t.md", tmp_path / "t.json"
+    assert gather_mod.main(["qwen2_5_vl_7b_generative", "--runs", str(tmp_path / "runs"), "--out", str(out),
+                            "--json", str(js), "--plot", str(tmp_path / "t.png")]) == 0
+    markdown = out.read_text()
+    paper = next(line for line in markdown.splitlines() if line.startswith("| ↳ paper |"))
+    cells = [c.strip() for c in paper.strip("|").split("|")][1:]
+    assert cells[:6] == ["—", "—", "—", "43.6 [1]", "59.7 [2]", "37.8 [2]"]
+    assert cells[16:24] == ["—"] * 8   # YouCook2 and VATEX: no published figure
+    assert "- [1] Qwen2.5-VL Technical Report (arXiv:2502.13923), Table 8" in markdown
+    assert "- [2] TimeLens (arXiv:2512.14698)" in markdown
+    data = json.loads(js.read_text())
+    assert [e["id"] for e in data["paper_sources"]] == [1, 2]
+    assert data["paper_sources"][0]["cells"] == [["Full tokens", "Charades-STA mIoU"]]
+    assert len(data["paper_sources"][1]["cells"]) == 12
+    assert data["rows"][0]["paper_sources"]["Charades-TimeLens mIoU"] == data["paper_sources"][1]["text"]
 
 
 def test_columns_sharing_a_run_must_share_its_task_and_compression(tmp_path):
@@ -540,7 +675,7 @@ def test_columns_sharing_a_run_must_share_its_task_and_compression(tmp_path):
     with pytest.raises(TableError, match="run 'Charades-STA' is a run of task 'temporal_grounding_charades'"):
         load_table(str(path))
     table["columns"][1]["task"] = "temporal_grounding_charades"
-    table["rows"][1]["compression"] = {"default": "ov_25pct", "mIoU": "ov_15pct"}
+    table["rows"][1]["compression"] = {"default": "ov_25pct", "Charades-STA mIoU": "ov_15pct"}
     path.write_text(yaml.safe_dump(table))
     with pytest.raises(ValueError, match="share run 'Charades-STA' but have compressions 'ov_25pct' and 'ov_15pct'"):
         plan_commands(str(path))
