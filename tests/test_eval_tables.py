@@ -618,6 +618,24 @@ def test_generative_columns_read_metrics_lmms_eval_defines_and_model_args_are_th
         assert dict(table.model_args)["add_time_instruction"] is True   # the model is told the frame times
 
 
+def test_the_generative_tasks_have_no_prompt_variant_of_the_builtins():
+    """Charades-STA, TimeLens, YouCook2 and VATEX give every model their ``default`` prompt (only gemini_api has
+    its own), so the four plugins get the prompt their built-ins get (docs/reproduce.md). Fails if an lmms-eval
+    release adds a variant for one of the built-ins, which the plugin would then have to follow."""
+    import lmms_eval
+
+    from llava.families import family_of_plugin
+
+    builtins = sorted({family_of_plugin(load_table(name).model).plugin.builtin for name in GENERATIVE})
+    assert builtins == ["llava_onevision", "llava_vid", "qwen2_5_vl", "qwen3_vl"]
+    tasks_dir = Path(lmms_eval.__file__).parent / "tasks"
+    for folder in ("charades_sta", "timelens", "youcook2", "vatex"):
+        for path in sorted((tasks_dir / folder).iterdir()):
+            if path.suffix == ".yaml" or path.name.endswith("_yaml") or path.name.endswith("_template"):
+                for builtin in builtins:
+                    assert not re.search(rf"^\s+{builtin}\s*:", path.read_text(), re.M), (path, builtin)
+
+
 def test_timelens_scores_offline_with_lmms_evals_own_scorer():
     """The timelens tasks are scored by lmms-eval's code on the answer text alone (no judge model): the first
     ``x - y`` interval against the annotated span; an answer without an interval (a failed sample's ``""``)
