@@ -156,6 +156,7 @@ def test_valid_base(tmp_path):
     ({"batch_size": 0}, ["batch_size", "positive integer"]),
     ({"model_shape": {"layers": 2, "hidden": 64, "ffn": 128}}, ["model_shape", "['tokens_per_frame']"]),
     ({"colums": []}, ["top level", "['colums']"]),
+    ({"average": "no"}, ["average", "'no' is not valid; expected true or false"]),
 ])
 def test_validation_errors_name_file_field_and_expectation(tmp_path, changes, expected):
     if "name" in changes:   # the name must match the file name
@@ -591,10 +592,14 @@ def test_generative_tables_share_one_run_per_benchmark_and_gather_every_metric(t
     assert {cells[c]["run_dir"] for c in ("Charades-STA R1@0.3", "Charades-STA mIoU")} == {runs[0].output_path}
     assert cells["YouCook2 CIDEr"]["score"] is None  # its own run has not run
     assert data["problems"] == [] and len(data["missing"]) == 19 * 24 - 8
-    # the rendered header names every column by its benchmark and the benchmark's metric name
-    header = render_markdown(data).splitlines()[2]
+    # the rendered header names every column by its benchmark and the benchmark's metric name; IoU beside
+    # caption scores has no meaningful average, so there is no Avg
+    assert table.average is False and data["rows"][0]["avg"] is None and data["average"] is False
+    rendered = render_markdown(data)
+    header = rendered.splitlines()[2]
     labels = [f"{bench} {metric}" for bench, (_, metrics) in BENCHMARKS.items() for metric in metrics]
-    assert header == "| " + " | ".join(["Method", *labels, "Avg", "Retention", "TFLOPs", "Failed"]) + " |"
+    assert header == "| " + " | ".join(["Method", *labels, "Retention", "TFLOPs", "Failed"]) + " |"
+    assert "no Avg: the columns measure different things" in rendered
     first = next(line for line in render_markdown(data).splitlines() if line.startswith("| Full tokens |"))
     assert first.startswith("| Full tokens | 41.0 | 27.5 | 12.2 | 28.0 | — |")
     assert "| 125.0 | 12.5 | 50.0 | 37.5 |" in first

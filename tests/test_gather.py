@@ -213,6 +213,16 @@ def test_main_defaults_into_the_runs_folder_and_survives_an_empty_one(tmp_path, 
     assert "unknown table 'no_such_table'" in capsys.readouterr().err
 
 
+def test_a_table_without_an_average_renders_no_avg_and_no_plot(tmp_path, capsys):
+    runs = tmp_path / "generative"
+    assert gather_mod.main(["qwen2_5_vl_7b_generative", "--runs", str(runs)]) == 0
+    stdout = capsys.readouterr().out
+    header = next(line for line in stdout.splitlines() if line.startswith("| Method |"))
+    assert "Avg" not in header and header.endswith("| Retention | TFLOPs | Failed |")
+    assert "No plot: the table has no Avg to plot (average: false)." in stdout
+    assert {p.name for p in runs.iterdir()} == {"table.md", "table.json"}
+
+
 def test_table_layout_follows_the_config():
     table = load_table("llava_ov_7b")
     data = gather(table, "/nonexistent/runs")

@@ -283,8 +283,8 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
         paper = {c.label: row.paper_score(c.label) for c in table.columns if row.paper_score(c.label) is not None}
         sources = {c.label: row.paper_source(c.label) for c in table.columns if row.paper_source(c.label)}
         release = {c.label: cells[c.label]["release"]["score"] for c in table.columns if cells[c.label]["release"]}
-        avg = _mean(scores) if all(s is not None for s in scores) else None
-        paper_avg = _mean(list(paper.values())) if len(paper) == len(table.columns) else None
+        avg = _mean(scores) if table.average and all(s is not None for s in scores) else None
+        paper_avg = _mean(list(paper.values())) if table.average and len(paper) == len(table.columns) else None
         rows.append({
             "label": row.label,
             "slug": row.slug,
@@ -307,6 +307,7 @@ def gather(table: Table | str, runs: str | Path | None = None) -> dict[str, Any]
                                  if cells[k]["delta_vs_release"] is not None} or None,
         })
     return {"table": table.name, "title": table.title, "source": table.source, "runs": str(runs),
+            "average": table.average,
             "columns": [{"label": c.label, "task": c.task, "metric": c.metric, "scale": c.scale}
                         for c in table.columns],
             "rows": rows, "missing": missing, "problems": problems, "warnings": warnings,
@@ -367,7 +368,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     """The table in the paper's layout, with the paper's numbers and the gap beneath their rows."""
     labels = [c["label"] for c in data["columns"]]
     number = {e["text"]: e["id"] for e in data.get("paper_sources") or []}
-    head = ["Method", *labels, "Avg", "Retention", "TFLOPs", "Failed"]
+    average = data.get("average", True)
+    head = ["Method", *labels, *(["Avg"] if average else []), "Retention", "TFLOPs", "Failed"]
+    avg_cells = (lambda value: [value]) if average else (lambda value: [])
     lines = [f"### {data['title']}", "", "| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
     estimated = marked = False
@@ -381,28 +384,31 @@ def render_markdown(data: dict[str, Any]) -> str:
         failed = DASH if row["failed"] is None else str(row["failed"])
         cells = [_fmt_cell(row["cells"][k]) for k in labels]
         marked = marked or any(row["cells"][k].get("failed") for k in labels)
-        lines.append("| " + " | ".join([row["label"], *cells, _fmt_score(row["avg"]), retention, tflops, failed])
-                     + " |")
+        lines.append("| " + " | ".join([row["label"], *cells, *avg_cells(_fmt_score(row["avg"])), retention, tflops,
+                                        failed]) + " |")
         if row["paper"]:
             marks = {k: f" [{number[text]}]" for k, text in (row.get("paper_sources") or {}).items()}
             paper = [_fmt_score(row["paper"].get(k)) + (marks.get(k, "") if k in row["paper"] else "")
                      for k in labels]
-            lines.append("| ↳ paper | " + " | ".join([*paper, _fmt_score(row["paper_avg"]), "", "", ""]) + " |")
+            lines.append("| ↳ paper | " + " | ".join([*paper, *avg_cells(_fmt_score(row["paper_avg"])), "", "", ""])
+                         + " |")
         if row["delta_vs_paper"]:
             delta = row["delta_vs_paper"]
             both = row["avg"] is not None and row["paper_avg"] is not None
             avg_delta = row["avg"] - row["paper_avg"] if both else None
             lines.append("| ↳ Δ vs paper | " + " | ".join([*(_fmt_delta(delta.get(k)) for k in labels),
-                                                           _fmt_delta(avg_delta), "", "", ""]) + " |")
+                                                           *avg_cells(_fmt_delta(avg_delta)), "", "", ""]) + " |")
         if row.get("release"):
             release = [_fmt_score(row["release"].get(k)) for k in labels]
-            lines.append("| ↳ release log | " + " | ".join([*release, "", "", "", ""]) + " |")
+            lines.append("| ↳ release log | " + " | ".join([*release, *avg_cells(""), "", "", ""]) + " |")
         if row.get("delta_vs_release"):
             delta = row["delta_vs_release"]
             deltas = [_fmt_delta(delta.get(k)) for k in labels]
-            lines.append("| ↳ Δ vs release | " + " | ".join([*deltas, "", "", "", ""]) + " |")
+            lines.append("| ↳ Δ vs release | " + " | ".join([*deltas, *avg_cells(""), "", "", ""]) + " |")
     lines.append("")
-    notes = ["Scores in %; Avg only when every benchmark has a result. Retention: visual tokens into the LLM "
+    avg_note = ("Avg only when every benchmark has a result" if average
+                else "no Avg: the columns measure different things (average: false)")
+    notes = [f"Scores in %; {avg_note}. Retention: visual tokens into the LLM "
              "(newlines excluded) over frames × pooled tokens per frame; TFLOPs: prefill over the visual "
              "tokens (the paper's formula); both the mean over the row's runs. Failed: samples that failed."]
     if marked:
@@ -515,8 +521,11 @@ def main(argv: list[str] | None = None) -> int:
 
     write_text_atomic(markdown, out)
     write_json_atomic(data, out_json)
-    render_plot(data, out_plot)
+    if table.average:
+        render_plot(data, out_plot)
     print(markdown)
+    if not table.average:
+        print("No plot: the table has no Avg to plot (average: false).")
     if data["missing"]:
         print(f"Missing runs ({len(data['missing'])}):")
         print("\n".join(f"  {m}" for m in data["missing"]))

@@ -163,6 +163,9 @@ class Table:
     rows: tuple[Row, ...]
     source: str = ""
     reference: Reference | None = None
+    #: whether a row's Avg (and the plot of it) means something: False where the columns measure
+    #: different things (IoU beside caption scores)
+    average: bool = True
 
     def column(self, label: str) -> Column:
         return _pick(self.columns, label, "column")
@@ -193,7 +196,7 @@ class TableError(ValueError):
 
 _TOP_KEYS = {"name": True, "title": True, "model": True, "model_args": True, "launcher": True, "batch_size": False,
              "lmms_args": False, "output_dir": True, "model_shape": True, "columns": True, "rows": True,
-             "reference": False}
+             "reference": False, "average": False}
 _REFERENCE_KEYS = {"model": False, "folder": True, "columns": True, "rows": True, "source": False}
 _COLUMN_KEYS = {"label": True, "task": True, "metric": True, "scale": True, "aggregate": False, "run": False}
 _ROW_KEYS = {"label": True, "retention": True, "compression": True, "paper": False, "source": False}
@@ -498,4 +501,11 @@ def load_table(path_or_name: str | Path) -> Table:
         rows=_load_rows(ck, data["rows"], columns),
         source=str(path),
         reference=_load_reference(ck, data.get("reference"), columns, data["rows"], family.plugin.builtin),
+        average=_flag(ck, data.get("average", True), "average"),
     )
+
+
+def _flag(ck: _Checker, value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ck.fail(field, f"{value!r} is not valid; expected true or false")
+    return value
