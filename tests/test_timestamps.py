@@ -265,3 +265,41 @@ def test_qwen3_vl_prompt_keeps_the_timestamps_of_the_patches_that_remain(qwen3, 
     cells = pads[f, r * (w // 2) + c][order]
     got = prepared["position_ids"][:, 0, torch.nonzero(ids == video_id)[:, 0]]
     assert torch.equal(got, full[:, 0, cells])
+
+
+# ------------------------------------------------------------------------- through lmms-eval's CLI
+@pytest.mark.slow
+def test_llava_video_on_the_grounding_task_through_lmms_evals_cli(llava_vid, tmp_path):
+    """``aot_smoke_grounding`` (lmms-eval's Charades-STA prompt and scorer) through ``python -m lmms_eval``:
+    ``aot_llava_vid`` with ``compression=none`` answers as lmms-eval's own ``llava_vid``; with DyCoke at 10 %
+    each sample's record lists fewer frame times, all of them times of the full prompt."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    include = Path(__file__).resolve().parents[1] / "lmms_eval_tasks"
+    common = dict(llava_vid["common"], max_frames_num=8)
+    args = ",".join(f"{k}={v}" for k, v in common.items())
+
+    def run(model: str, extra: str = "") -> dict[int, dict]:
+        out = tmp_path / (model + extra.replace("=", "_").replace("@", "_").replace(",", ""))
+        proc = subprocess.run(
+            [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", args + extra,
+             "--tasks", "aot_smoke_grounding", "--include_path", str(include), "--batch_size", "1",
+             "--device", "cpu", "--limit", "2", "--gen_kwargs", "max_new_tokens=12",
+             "--output_path", str(out), "--log_samples"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path,) = out.rglob("*_samples_aot_smoke_grounding.jsonl")
+        return {s["doc_id"]: s for s in map(json.loads, path.read_text().splitlines())}
+
+    builtin = run("llava_vid", ",device_map=auto")  # its default device_map is cuda:0
+    plain = run("aot_llava_vid", ",compression=none,torch_dtype=float16")
+    dycoke = run("aot_llava_vid", ",compression=dycoke@0.1,torch_dtype=float16")
+    assert {d: s["filtered_resps"] for d, s in plain.items()} == {d: s["filtered_resps"] for d, s in builtin.items()}
+    for doc_id, sample in dycoke.items():
+        full_times = plain[doc_id]["token_counts"][0]["frame_times"]
+        times = sample["token_counts"][0]["frame_times"]
+        assert len(full_times) == 8 and 0 < len(times) < 8 and set(times) < set(full_times)
