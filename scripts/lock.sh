@@ -19,7 +19,7 @@ if [ ! -x "$tools/bin/pip-compile" ]; then
     2> >(grep -v '^WARNING: Location .* is ignored' >&2)
 fi
 args=(--quiet --allow-unsafe --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url
-      --extra=dev --extra=eval --extra=train --extra=wandb --output-file=requirements.lock)
+      --extra=dev --extra=eval --extra=train --extra=wandb --extra=demo --output-file=requirements.lock)
 [ "${UPGRADE:-0}" = 1 ] && args+=(--upgrade)
 echo "[lock] resolving pyproject.toml + scripts/lock.in (takes several minutes: lmms-eval has ~170 dependencies)"
 "$tools/bin/pip-compile" "${args[@]}" pyproject.toml scripts/lock.in 2> >(grep -v 'WARNING: Location .* is ignored' >&2)
