@@ -7,6 +7,7 @@
         --max-pixels 200704
     aot infer --model lmms-lab/LLaVA-Video-7B-Qwen2 --family llava_video --video clip.mp4 --question Q
     aot demo --out runs/demo          # tiny model + synthetic video, on CPU, no download
+    aot demo --serve --port 7860      # a local web page: one video, two compressions side by side
     aot report runs/eval              # efficiency summary of lmms-eval runs (tokens, retention, FLOPs, ms, memory)
     aot sweep --out runs/sweep        # every method at 10/15/20/25 % on the smoke task (CPU) or a benchmark
     aot viz --all-methods             # a PNG per method: tokens kept / merged / dropped per frame
@@ -85,6 +86,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.serve:
+        from llava import demo_app
+
+        # gradio missing, a missing model or a bad option: an error before anything is served
+        demo_app.require_gradio()
+        model = demo_app.open_model(args.model, device=args.device, max_frames=args.frames)
+        demo_app.serve(model, host=args.host, port=args.port)
+        return 0
+    for flag, value in (("--model", args.model), ("--device", args.device)):
+        if value is not None:
+            raise ValueError(f"{flag} is an option of aot demo --serve; expected --serve with it")
     from llava import viz
     from llava.families.llava_next import answer_loaded, load_llava
     from llava.video import write_synthetic_video
@@ -181,10 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--attn-implementation", default=default.attn_implementation)
     infer.add_argument("--json", help="also write the answer, the family and the stats here")
     infer.set_defaults(func=cmd_infer)
-    demo = sub.add_parser("demo", help="tiny model + synthetic video on CPU: with and without AOT, plus a PNG")
+    demo = sub.add_parser("demo", help="tiny model + synthetic video on CPU: with and without AOT, plus a PNG; "
+                          "--serve: a local web page comparing two compressions")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--frames", type=int, default=32)
+    demo.add_argument("--frames", type=int, default=32, help="frames sampled per video (with --serve too)")
     demo.add_argument("--compression", default="paper_ov_10pct")
+    demo.add_argument("--serve", action="store_true", help="serve the page (llava/demo_app.py) until interrupted")
+    demo.add_argument("--model", help="with --serve: checkpoint folder or hub id of a registered family "
+                      "(default: the tiny checkpoint, on CPU)")
+    from llava import demo_app
+
+    demo.add_argument("--host", default=demo_app.DEFAULT_HOST, help="with --serve: the address to listen on")
+    demo.add_argument("--port", type=int, default=demo_app.DEFAULT_PORT, help="with --serve: the port to listen on")
+    demo.add_argument("--device", help="with --serve and --model: cpu, cuda, cuda:1, ... (default: cuda where "
+                      "there is a GPU, else cpu)")
     demo.set_defaults(func=cmd_demo)
     report = sub.add_parser("report", help="efficiency summary of lmms-eval runs: writes <date>_aot_efficiency.json "
                             "next to each results file that lacks one and prints the tables")
