@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh machine: a virtual environment at .venv holding exactly the packages of
 # requirements.lock (every transitive dependency at an exact version, checked against its hashes:
-# torch, torchvision, transformers, lmms-eval, DeepSpeed, peft, wandb, the test tools), then this
+# torch, torchvision, transformers, lmms-eval, DeepSpeed, peft, wandb, gradio, the test tools), then this
 # package in editable mode. Re-running is instant while the lock and pyproject.toml are unchanged.
 #   bash scripts/setup.sh                         # the locked environment (Linux x86_64, CPython 3.11)
 #   AOT_UNLOCKED=1 bash scripts/setup.sh          # newest releases that pyproject.toml allows, no lock
 #   AOT_UNLOCKED=1 AOT_EXTRAS=dev,eval ...        # unlocked, a subset of extras (default: every extra)
+#   AOT_INSTALL_BROWSER=1 bash scripts/setup.sh   # also Debian's chromium + chromium-driver (as root; CI does it)
 #   AOT_TORCH="torch==2.9.1 torchvision==0.24.1" AOT_UNLOCKED=1 ...   # unlocked, another torch build
+# The browser tests of `aot demo --serve` (tests/test_demo_app.py) drive headless Chromium: where it is
+# missing, the set-up installs Debian's chromium and chromium-driver when it runs as root with apt-get and
+# CI or AOT_INSTALL_BROWSER=1 is set; otherwise it prints how to install them, and those tests skip.
 # The lock is refreshed by `bash scripts/lock.sh`. A lock that no longer covers pyproject.toml (a
 # dependency added without refreshing it) stops the set-up with the package named.
 set -euo pipefail
@@ -14,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python=${PYTHON:-python3}
 unlocked=${AOT_UNLOCKED:-0}
-extras=${AOT_EXTRAS:-dev,eval,train,wandb}
+extras=${AOT_EXTRAS:-dev,eval,train,wandb,demo}
 torch_req=${AOT_TORCH:-torch torchvision}
 
 if [ ! -x .venv/bin/python ]; then
@@ -26,8 +30,28 @@ if [ "$unlocked" = 1 ]; then
 else
   key="locked $({ cat pyproject.toml; cat requirements.lock 2>/dev/null || true; } | sha256sum)"
 fi
+# headless Chromium and its driver for the browser tests (not part of the stamp: a fresh machine may
+# reuse a .venv, and installing is skipped as soon as both are there)
+browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    return 0
+  fi
+  local asked=0
+  { [ -n "${CI:-}" ] || [ "${AOT_INSTALL_BROWSER:-0}" = 1 ]; } && asked=1
+  if [ "$asked" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing Debian's chromium and chromium-driver for the browser tests"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+        >/dev/null; then
+      echo "[setup] apt-get could not install chromium chromium-driver: the browser tests will skip" >&2
+    fi
+  else
+    echo "[setup] no chromium/chromedriver: the browser tests skip (install: apt-get install chromium" \
+         "chromium-driver, or as root: AOT_INSTALL_BROWSER=1 bash scripts/setup.sh)"
+  fi
+}
 stamp=.venv/.aot-setup
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+  browser
   exit 0
 fi
 rm -f "$stamp"
@@ -67,4 +91,5 @@ else
     || { .venv/bin/python -m pip check --disable-pip-version-check; echo "[setup] pip check failed: refresh the lock (bash scripts/lock.sh)" >&2; exit 1; }
 fi
 echo "$key" > "$stamp"
+browser
 echo "[setup] done: $(.venv/bin/python -c 'import torch, torchvision, visionzip; print("torch", torch.__version__, "| torchvision", torchvision.__version__, "| visionzip", visionzip.__version__)')"
