@@ -333,7 +333,8 @@ def build_app(model: DemoModel) -> Any:
                     image = gr.Image(label=f"tokens kept {key}", type="filepath", elem_id=f"tokens_{key.lower()}",
                                      interactive=False)
                     outputs += [answer, stats, image]
-        figures = gr.JSON(label="figures (what aot infer --json writes, per setting)", elem_id="figures")
+        with gr.Accordion("figures as JSON (what aot infer --json writes, per setting)", open=False):
+            figures = gr.JSON(show_label=False, elem_id="figures")
         clip.change(lambda name: clips[name], clip, video, api_visibility="private", show_progress="hidden")
         run.click(on_compare, [video, question, comp_a, comp_b], [*outputs, figures], api_name=API_NAME,
                   concurrency_limit=1)
