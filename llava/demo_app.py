@@ -125,6 +125,15 @@ class DemoModel:
         return InferOptions(compression=compression, compression_name=name, device=self.device, dtype=self.dtype,
                             max_new_tokens=self.max_new_tokens, max_frames=self.max_frames)
 
+    def load(self) -> None:
+        """Load a checkpoint in the LLaVA-NeXT layout now (``aot demo --serve`` does it before serving, so a
+        checkpoint that does not load stops it); the Qwen-VL families load on each run."""
+        if self.family.layout == "llava_next" and self._loaded is None:
+            from llava.families.llava_next import load_llava
+
+            tokenizer, net, processor, _ = load_llava(self.path, self.options("none", "none"))
+            self._loaded = (tokenizer, net.eval(), processor)
+
     def run(self, clip: Any, question: str, compression: str) -> tuple[str, Any, Any]:
         """(answer, :class:`~llava.model.record.SampleRecord`, the loaded LLaVA-NeXT model or None)."""
         spec, name = resolve_compression(compression)
@@ -133,11 +142,9 @@ class DemoModel:
             if self.family.layout != "llava_next":
                 answer, record = self.family.answer(self.path, clip, question, options)
                 return answer, record, None
-            from llava.families.llava_next import answer_loaded, load_llava
+            from llava.families.llava_next import answer_loaded
 
-            if self._loaded is None:
-                tokenizer, net, processor, _ = load_llava(self.path, self.options("none", "none"))
-                self._loaded = (tokenizer, net.eval(), processor)
+            self.load()
             tokenizer, net, processor = self._loaded
             net.set_compression(spec if options.compressed else None)
             answer, record = answer_loaded(tokenizer, net, processor, clip, question,
@@ -342,10 +349,11 @@ def build_app(model: DemoModel) -> Any:
 
 
 def serve(model: DemoModel, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Build the page and serve it on ``host:port`` until interrupted."""
+    """Load the model (:meth:`DemoModel.load`), build the page and serve it on ``host:port`` until interrupted."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
+    model.load()
     app = build_app(model)
     theme = gr.themes.Default(font=list(FONTS), font_mono=list(MONO_FONTS))
     print(f"serving {model.path} ({model.family.title}, {model.device}) on http://{host}:{port}", flush=True)

@@ -116,6 +116,13 @@ def test_a_missing_model_stops_before_serving(tmp_path):
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_serve_options_without_serve_are_refused():
+    proc = subprocess.run([AOT, "demo", "--model", "some/ckpt"], capture_output=True, text=True, env=_env(),
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "aot demo: error: --model is an option of aot demo --serve; expected --serve with it" in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------- gradio_client
 
 
