@@ -283,7 +283,7 @@ def compare(model: DemoModel, video: Any, question: Any, compression_a: Any, com
     for i, (key, compression) in enumerate((("a", compression_a), ("b", compression_b))):
         if progress is not None:
             progress((i, 2), desc=f"running {compression.strip()} ({key.upper()})")
-        results.append(run_setting(model, clip, question.strip(), compression, out_dir / f"{key}_tokens.png"))
+        results.append(run_setting(model, clip, question, compression, out_dir / f"{key}_tokens.png"))
     (entry_a, png_a), (entry_b, png_b) = results
     return entry_a, png_a, entry_b, png_b
 
