@@ -205,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo.add_argument("--host", default=demo_app.DEFAULT_HOST, help="with --serve: the address to listen on")
     demo.add_argument("--port", type=int, default=demo_app.DEFAULT_PORT, help="with --serve: the port to listen on")
-    demo.add_argument("--device", help="with --serve and --model: cpu, cuda, cuda:1, ... (default: cuda where "
-                      "there is a GPU, else cpu)")
+    demo.add_argument("--device", help="with --serve: cpu, cuda, cuda:1, ... (default: cpu for the tiny checkpoint; "
+                      "for a --model, cuda where there is a GPU, else cpu)")
     demo.set_defaults(func=cmd_demo)
     report = sub.add_parser("report", help="efficiency summary of lmms-eval runs: writes <date>_aot_efficiency.json "
                             "next to each results file that lacks one and prints the tables")
