@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     # 3: the apps (each also a `python -m` entry point)
     "llava.eval.sweep": 3,
     "llava.viz": 3,
+    "llava.demo_app": 3,
     "benchmarks.*": 3,  # the repository's benchmarks (not shipped): they use the library, it never imports them
     "llava.subcommand": 3,  # what the apps share with the aot command: the parser frame, the error handling
     # 4: the aot command, which dispatches to the apps; nothing imports it
