@@ -24,8 +24,10 @@ page; ``gradio_client`` raises it); the app keeps serving.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -53,6 +55,13 @@ DEFAULT_CLIP = "red_right.mp4"
 #: system fonts only: the page loads nothing from outside the machine
 FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
 MONO_FONTS = ("ui-monospace", "monospace")
+
+
+def temporary_folder(prefix: str) -> Path:
+    """A new temporary folder, removed when the process exits normally (Ctrl-C included)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def require_gradio() -> None:
@@ -163,7 +172,7 @@ def default_device() -> str:
 def open_model(model: str | None, *, device: str | None = None, max_frames: int = 32,
                work: Path | None = None) -> DemoModel:
     """The model to serve. None: the default family's tiny random-weight checkpoint, written under
-    ``work`` (a new temporary folder by default), on CPU in float32. Otherwise the checkpoint folder or
+    ``work`` (a new temporary folder by default, removed at exit), on CPU in float32. Otherwise the checkpoint folder or
     hub id, as the family its ``model_type`` names, on ``device`` (default: the GPU where there is one),
     in bfloat16 on a GPU and float32 on CPU. ``FileNotFoundError`` when ``model`` is neither a folder
     with a config.json nor a readable hub id."""
@@ -171,7 +180,7 @@ def open_model(model: str | None, *, device: str | None = None, max_frames: int 
         raise ValueError(f"--frames {max_frames}: expected at least 1")
     if model is None:
         family = get_family(DEFAULT_FAMILY)
-        folder = Path(work or tempfile.mkdtemp(prefix="aot-demo-serve-")) / family.tiny.folder
+        folder = Path(work or temporary_folder("aot-demo-serve-")) / family.tiny.folder
         ckpt = folder if (folder / "config.json").is_file() else family.tiny.writer(folder)
         return DemoModel(str(ckpt), family, device=device or "cpu", dtype="float32", max_frames=max_frames,
                          tiny=True)
@@ -298,7 +307,7 @@ def build_app(model: DemoModel) -> Any:
     clips = {p.name: str(p) for p in bundled_clips()}
     start_clip = DEFAULT_CLIP if DEFAULT_CLIP in clips else next(iter(clips))
     choices = compression_choices()
-    work = Path(tempfile.mkdtemp(prefix="aot-demo-runs-"))
+    work = temporary_folder("aot-demo-runs-")
     counter = iter(range(1 << 62))
 
     def on_compare(video, question, compression_a, compression_b, progress=gr.Progress()):  # noqa: B008 - gradio's API
