@@ -8,11 +8,10 @@ compressions side by side and shows what each keeps.
 The page takes a bundled clip of the smoke task (``aot paths tasks``/aot_smoke/*.mp4) or an uploaded
 video, a question and two compressions (``none``, a preset, a YAML path or ``<method>@<retention>`` of
 any registered method). One click runs both through the code ``aot infer`` runs
-(:mod:`llava.families`: the family's runner; for checkpoints in the LLaVA-NeXT layout the model is
-loaded once and its compression switched per run, as ``aot demo`` does), and shows per setting the
-answer, visual tokens before -> after, retention, time to first token and the per-stage milliseconds,
-and the frames with the kept tokens drawn over them (:func:`llava.viz.plot_masks`, the drawing of
-``aot viz``).
+(:mod:`llava.families`: the family's runner, the model loaded once and its compression set per run), and
+shows per setting the answer, visual tokens before -> after, retention, time to first token and the
+per-stage milliseconds, and the frames with the kept tokens drawn over them (:func:`llava.viz.plot_masks`,
+the drawing of ``aot viz``).
 
 The same action is the API endpoint ``/compare`` (``gradio_client.Client(url).predict(video, question,
 compression_a, compression_b, api_name="/compare")``): its last output is ``{"a": entry, "b": entry}``,
@@ -104,11 +103,11 @@ def resolve_compression(text: Any) -> tuple[str, str]:
 class DemoModel:
     """The checkpoint the app serves and how it runs: ``path`` (a folder or hub id) as ``family``.
 
-    ``run`` answers through the family's ``aot infer`` runner: a checkpoint in the LLaVA-NeXT layout is
-    loaded once (:func:`llava.families.llava_next.load_llava`) and each run switches its compression and
-    answers through :func:`~llava.families.llava_next.answer_loaded`, the two halves of that runner; the
-    Qwen-VL families' runner loads the checkpoint on each run, as ``aot infer`` does. ``tiny``: the
-    checkpoint is the tiny random-weight one (the page says its answers are noise). One run at a time."""
+    ``run`` answers through the family's ``aot infer`` runner in its two halves: the checkpoint is loaded
+    once (``FamilySpec.load``) and each run answers under its compression (``FamilySpec.answer_loaded``), as
+    ``aot infer`` would; a family without them loads the checkpoint per run (``FamilySpec.answer``).
+    ``tiny``: the checkpoint is the tiny random-weight one (the page says its answers are noise). One run
+    at a time."""
 
     path: str
     family: FamilySpec
@@ -117,7 +116,7 @@ class DemoModel:
     max_frames: int = 32
     max_new_tokens: int = 16
     tiny: bool = False
-    _loaded: tuple[Any, Any, Any] | None = field(default=None, repr=False)
+    _loaded: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
@@ -135,30 +134,22 @@ class DemoModel:
                             max_new_tokens=self.max_new_tokens, max_frames=self.max_frames)
 
     def load(self) -> None:
-        """Load a checkpoint in the LLaVA-NeXT layout now (``aot demo --serve`` does it before serving, so a
-        checkpoint that does not load stops it); the Qwen-VL families load on each run."""
-        if self.family.layout == "llava_next" and self._loaded is None:
-            from llava.families.llava_next import load_llava
-
-            tokenizer, net, processor, _ = load_llava(self.path, self.options("none", "none"))
-            self._loaded = (tokenizer, net.eval(), processor)
+        """Load the checkpoint now, when its family can hold it (``FamilySpec.load``; ``aot demo --serve``
+        does it before serving, so a checkpoint that does not load stops it)."""
+        if self.family.load is not None and self._loaded is None:
+            self._loaded = self.family.load(self.path, self.options("none", "none"))
 
     def run(self, clip: Any, question: str, compression: str) -> tuple[str, Any, Any]:
-        """(answer, :class:`~llava.model.record.SampleRecord`, the loaded LLaVA-NeXT model or None)."""
+        """(answer, :class:`~llava.model.record.SampleRecord`, the loaded LLaVA-NeXT network or None)."""
         spec, name = resolve_compression(compression)
         options = self.options(spec, name)
         with self._lock:
-            if self.family.layout != "llava_next":
+            if self.family.load is None:  # a family that cannot hold its model loads it per request
                 answer, record = self.family.answer(self.path, clip, question, options)
                 return answer, record, None
-            from llava.families.llava_next import answer_loaded
-
             self.load()
-            tokenizer, net, processor = self._loaded
-            net.set_compression(spec if options.compressed else None)
-            answer, record = answer_loaded(tokenizer, net, processor, clip, question,
-                                           conv_template=options.conv_template, max_new_tokens=options.max_new_tokens,
-                                           compression=options.name)
+            answer, record = self.family.answer_loaded(self._loaded, clip, question, options)
+            net = self._loaded.model if self.family.layout == "llava_next" else None
             return answer, record, net
 
 

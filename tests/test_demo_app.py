@@ -302,3 +302,35 @@ def test_page_shows_the_error_of_a_non_video_and_serves_the_next_request(server,
     shown = _results(browser)
     assert shown["a"]["visual_tokens"] == shown["a"]["visual_tokens_plain"] == shown["b"]["visual_tokens_plain"]
     assert shown["b"]["visual_tokens"] < shown["a"]["visual_tokens"]  # paper_ov_10pct, the page's default B
+
+
+def test_a_qwen_checkpoint_is_loaded_once_and_answers_as_aot_infer(tmp_path):
+    """``aot demo --serve --model <a Qwen2.5-VL checkpoint>``'s action, in process: the checkpoint is loaded
+    once (the family's ``load``) and both settings of two clicks answer with the figures of ``aot infer``."""
+    from llava.demo_app import compare, open_model
+    from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
+
+    ckpt = write_tiny_qwen2_5_vl(tmp_path / "qwen")
+    model = open_model(str(ckpt), device="cpu", max_frames=FRAMES)
+    assert model.family.name == "qwen2_5_vl" and model.family.load is not None
+    model.load()
+    loaded = model._loaded
+    video = CLIPS / "two_squares.mp4"
+    for click in range(2):
+        entry_a, png_a, entry_b, png_b = compare(model, str(video), QUESTION, "none", "aot@0.25",
+                                                 out_dir=tmp_path / f"click{click}")
+        assert model._loaded is loaded  # not loaded again
+        assert png_a.is_file() and png_b.is_file()
+    for entry, compression in ((entry_a, "none"), (entry_b, "aot@0.25")):
+        out = tmp_path / f"infer_{compression.replace('@', '_')}.json"
+        proc = subprocess.run([AOT, "infer", "--model", str(ckpt), "--video", str(video), "--question", QUESTION,
+                               "--compression", compression, "--max-frames", str(FRAMES), "--device", "cpu",
+                               "--dtype", "float32", "--json", str(out)],
+                              capture_output=True, text=True, env=_env(), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        want = json.loads(out.read_text())
+        for key in ("answer", "visual_tokens", "visual_tokens_plain", "retention", "stage_tokens", "output_tokens"):
+            assert entry[key] == want[key], (compression, key)
+    # 36 tokens: the budget is 9, and with one clip per temporal token the release's double keyframe
+    # emission makes the count even (docs/methods.md): 8 or 10, one token (0.028) off a quarter
+    assert entry_a["visual_tokens"] == 36 and abs(entry_b["visual_tokens"] - 9) == 1

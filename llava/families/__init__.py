@@ -32,7 +32,9 @@ Adding a model family is one module plus one entry point, with no edit here:
 2. The ``aot infer`` runner: ``answer(model_path, clip, question, options) -> (answer, SampleRecord)``
    (:class:`~llava.families.infer.InferOptions`, :class:`~llava.model.record.SampleRecord`); the
    LLaVA-NeXT and Qwen-VL runners (:func:`llava.families.llava_next.answer_llava`,
-   :func:`llava.families.qwen_vl.answer_qwen`) serve checkpoints of those layouts.
+   :func:`llava.families.qwen_vl.answer_qwen`) serve checkpoints of those layouts. Optionally its two
+   halves, ``load(model_path, options)`` and ``answer_loaded(loaded, clip, question, options)``, so that
+   a server (``aot demo --serve``) loads the checkpoint once; without them it loads one per request.
 3. A tiny-checkpoint writer and the spec itself, e.g.::
 
        SPEC = FamilySpec(

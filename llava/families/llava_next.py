@@ -9,6 +9,7 @@ A checkpoint in this layout runs as LLaVA-OneVision unless ``--family llava_vide
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,8 @@ from llava.families.spec import FamilySpec, PluginSpec, TinySpec
 if TYPE_CHECKING:  # the record's module loads the model stack
     from llava.model.record import SampleRecord
 
-__all__ = ["LLAVA_ONEVISION", "LLAVA_VIDEO", "answer_llava", "load_llava", "write_tiny_llava"]
+__all__ = ["LLAVA_ONEVISION", "LLAVA_VIDEO", "LoadedLlava", "answer_llava", "answer_llava_loaded", "load_llava",
+           "load_llava_model", "write_tiny_llava"]
 
 #: ``model_type`` of the original layout's config.json: ``llava`` as released, ``llava_qwen`` as this
 #: package's :class:`~llava.model.language_model.llava_qwen.LlavaQwenConfig` saves it (training outputs)
@@ -80,6 +82,30 @@ def answer_llava(model_path: str, clip: Any, question: str, options: InferOption
                          max_new_tokens=options.max_new_tokens, compression=options.name)
 
 
+@dataclass
+class LoadedLlava:
+    """A loaded LLaVA-NeXT checkpoint (:func:`load_llava_model`): what :func:`answer_llava_loaded` runs."""
+
+    tokenizer: Any
+    model: Any
+    processor: Any
+
+
+def load_llava_model(model_path: str, options: InferOptions) -> LoadedLlava:
+    """Load once, for :func:`answer_llava_loaded` (``FamilySpec.load``)."""
+    tokenizer, model, processor, _ = load_llava(model_path, options)
+    return LoadedLlava(tokenizer, model.eval(), processor)
+
+
+def answer_llava_loaded(loaded: LoadedLlava, clip: Any, question: str,
+                        options: InferOptions) -> tuple[str, SampleRecord]:
+    """:func:`answer_llava` on a loaded checkpoint, with ``options.compression`` set on the model first."""
+    loaded.model.set_compression(options.compression if options.compressed else None)
+    return answer_loaded(loaded.tokenizer, loaded.model, loaded.processor, clip, question,
+                         conv_template=options.conv_template, max_new_tokens=options.max_new_tokens,
+                         compression=options.name)
+
+
 def write_tiny_llava(path: Path) -> Path:
     """The tiny random-weight LLaVA-OneVision checkpoint (:mod:`llava.fixtures.tiny_checkpoint`)."""
     from llava.fixtures.tiny_checkpoint import write_tiny_checkpoint
@@ -97,7 +123,8 @@ def llava_score_layers(config: Any) -> tuple[int, int]:
 
 LLAVA_ONEVISION = FamilySpec(
     name="llava_onevision", title="LLaVA-OneVision", model_types=LLAVA_MODEL_TYPES, layout="llava_next",
-    answer=answer_llava, seam="llava.model.builder.load_pretrained_model",
+    answer=answer_llava, load=load_llava_model, answer_loaded=answer_llava_loaded,
+    seam="llava.model.builder.load_pretrained_model",
     plugin=PluginSpec("aot_llava_onevision", "llava.eval.adapters.llava_onevision.AOTLlavaOneVision",
                       builtin="llava_onevision"),
     tiny=TinySpec(write_tiny_llava, "tiny-llava-ov", TINY_MODEL_ARGS), score_layers=llava_score_layers,
@@ -105,7 +132,8 @@ LLAVA_ONEVISION = FamilySpec(
 
 LLAVA_VIDEO = FamilySpec(
     name="llava_video", title="LLaVA-Video", model_types=LLAVA_MODEL_TYPES, layout="llava_next",
-    answer=answer_llava, seam="llava.model.builder.load_pretrained_model",
+    answer=answer_llava, load=load_llava_model, answer_loaded=answer_llava_loaded,
+    seam="llava.model.builder.load_pretrained_model",
     plugin=PluginSpec("aot_llava_vid", "llava.eval.adapters.llava_video.AOTLlavaVid", builtin="llava_vid"),
     tiny=TinySpec(write_tiny_llava, "tiny-llava-ov", TINY_MODEL_ARGS), score_layers=llava_score_layers,
     auto_detect=False,  # same layout as LLaVA-OneVision, which a plain `aot infer` picks

@@ -8,6 +8,7 @@ timestamps come from the clip's frame indices and frame rate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from llava.families.spec import FamilySpec, PluginSpec, TinySpec
 if TYPE_CHECKING:  # the record's module loads the model stack
     from llava.model.record import SampleRecord
 
-__all__ = ["QWEN2_5_VL", "QWEN3_VL", "answer_qwen"]
+__all__ = ["QWEN2_5_VL", "QWEN3_VL", "LoadedQwen", "answer_qwen", "answer_qwen_loaded", "load_qwen"]
 
 
 def _load_qwen2_5_vl(model_path: str) -> tuple[Any, Any]:
@@ -43,12 +44,18 @@ def _qwen3_video_kwargs(clip: Any) -> dict[str, Any]:
                                 "frames_indices": list(clip.indices)}], "do_sample_frames": False}
 
 
-def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions, *, classes: Any,
-                video_kwargs: Any = None) -> tuple[str, SampleRecord]:
-    """One question about one decoded clip through transformers' Qwen-VL model (``classes(model_path)``
-    gives the model class and its seam class), its processor and chat template, compressed by the seam.
-    ``video_kwargs(clip)`` adds processor arguments. Returns (answer, SampleRecord)."""
-    from transformers import AutoProcessor, StoppingCriteriaList
+@dataclass
+class LoadedQwen:
+    """A loaded Qwen-VL checkpoint (:func:`load_qwen`): the model, its processor and its seam."""
+
+    model: Any
+    processor: Any
+    seam: Any
+
+
+def load_qwen(model_path: str, options: InferOptions, *, classes: Any) -> LoadedQwen:
+    """Load a Qwen-VL checkpoint once (``classes(model_path)`` gives the model class and its seam class)."""
+    from transformers import AutoProcessor
 
     model_cls, seam_cls = classes(model_path)
     kwargs: dict[str, Any] = {"torch_dtype": options.dtype, "device_map": options.device_map}
@@ -57,7 +64,17 @@ def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions
     model = model_cls.from_pretrained(model_path, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(model_path, **({"max_pixels": options.max_pixels}
                                                              if options.max_pixels else {}))
-    seam = seam_cls(model)
+    return LoadedQwen(model, processor, seam_cls(model))
+
+
+def answer_qwen_loaded(loaded: LoadedQwen, clip: Any, question: str, options: InferOptions, *,
+                       video_kwargs: Any = None) -> tuple[str, SampleRecord]:
+    """One question about one decoded clip through a loaded Qwen-VL model, its processor and chat template,
+    compressed by the seam under ``options.compression``. ``video_kwargs(clip)`` adds processor arguments.
+    Returns (answer, SampleRecord)."""
+    from transformers import StoppingCriteriaList
+
+    model, processor, seam = loaded.model, loaded.processor, loaded.seam
     seam.set_compression(options.compression if options.compressed else None)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -75,12 +92,37 @@ def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions
                                frames_read=clip.frames_read)
 
 
+def answer_qwen(model_path: str, clip: Any, question: str, options: InferOptions, *, classes: Any,
+                video_kwargs: Any = None) -> tuple[str, SampleRecord]:
+    """``aot infer`` for a Qwen-VL family: :func:`load_qwen`, then :func:`answer_qwen_loaded`."""
+    return answer_qwen_loaded(load_qwen(model_path, options, classes=classes), clip, question, options,
+                              video_kwargs=video_kwargs)
+
+
 def answer_qwen2_5_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
     return answer_qwen(model_path, clip, question, options, classes=_load_qwen2_5_vl)
 
 
 def answer_qwen3_vl(model_path: str, clip: Any, question: str, options: InferOptions) -> tuple[str, SampleRecord]:
     return answer_qwen(model_path, clip, question, options, classes=_load_qwen3_vl, video_kwargs=_qwen3_video_kwargs)
+
+
+def load_qwen2_5_vl(model_path: str, options: InferOptions) -> LoadedQwen:
+    return load_qwen(model_path, options, classes=_load_qwen2_5_vl)
+
+
+def load_qwen3_vl(model_path: str, options: InferOptions) -> LoadedQwen:
+    return load_qwen(model_path, options, classes=_load_qwen3_vl)
+
+
+def answer_qwen2_5_vl_loaded(loaded: LoadedQwen, clip: Any, question: str,
+                             options: InferOptions) -> tuple[str, SampleRecord]:
+    return answer_qwen_loaded(loaded, clip, question, options)
+
+
+def answer_qwen3_vl_loaded(loaded: LoadedQwen, clip: Any, question: str,
+                           options: InferOptions) -> tuple[str, SampleRecord]:
+    return answer_qwen_loaded(loaded, clip, question, options, video_kwargs=_qwen3_video_kwargs)
 
 
 def qwen_score_layers(config: Any) -> tuple[int, int]:
@@ -104,6 +146,7 @@ def write_tiny_qwen3_vl(path: Path) -> Path:
 
 QWEN2_5_VL = FamilySpec(
     name="qwen2_5_vl", title="Qwen2.5-VL", model_types=("qwen2_5_vl",), layout="hf", answer=answer_qwen2_5_vl,
+    load=load_qwen2_5_vl, answer_loaded=answer_qwen2_5_vl_loaded,
     seam="llava.model.qwen_vl.qwen2_5_vl.Qwen25VLCompression",
     plugin=PluginSpec("aot_qwen2_5_vl", "llava.eval.adapters.qwen2_5_vl.AOTQwen25VL", builtin="qwen2_5_vl",
                       chat=True, frames_arg="max_num_frames"),
@@ -115,6 +158,7 @@ QWEN2_5_VL = FamilySpec(
 
 QWEN3_VL = FamilySpec(
     name="qwen3_vl", title="Qwen3-VL", model_types=("qwen3_vl", "qwen3_vl_moe"), layout="hf", answer=answer_qwen3_vl,
+    load=load_qwen3_vl, answer_loaded=answer_qwen3_vl_loaded,
     seam="llava.model.qwen_vl.qwen3_vl.Qwen3VLCompression",
     plugin=PluginSpec("aot_qwen3_vl", "llava.eval.adapters.qwen3_vl.AOTQwen3VL", builtin="qwen3_vl",
                       chat=True, frames_arg="max_num_frames"),

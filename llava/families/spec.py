@@ -83,6 +83,11 @@ class FamilySpec:
                   scores AOT reads by default
     auto_detect:  whether a checkpoint whose ``model_type`` it lists is run as this family without
                   ``--family``; at most one auto-detected family per ``model_type``
+    load, answer_loaded: optional, both or neither: ``load(model_path, options) -> loaded`` loads the
+                  checkpoint once (an object with the network as ``.model``) and
+                  ``answer_loaded(loaded, clip, question, options) -> (answer, SampleRecord)`` answers with
+                  it under ``options.compression``, as ``answer`` would; what a server holding the model
+                  (``aot demo --serve``) runs. Without them a server loads the checkpoint per request.
     """
 
     name: str
@@ -95,6 +100,8 @@ class FamilySpec:
     tiny: TinySpec
     score_layers: Callable[[Any], tuple[int, int]]
     auto_detect: bool = True
+    load: Callable[..., Any] | None = None
+    answer_loaded: Callable[..., tuple[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -111,4 +118,9 @@ class FamilySpec:
                                  f"got {type(getattr(self, name)).__name__}")
         for name in ("answer", "score_layers"):
             if not callable(getattr(self, name)):
+                raise ValueError(f"family {self.name!r}: {name}={getattr(self, name)!r} is not callable")
+        if (self.load is None) != (self.answer_loaded is None):
+            raise ValueError(f"family {self.name!r}: load and answer_loaded go together; expected both or neither")
+        for name in ("load", "answer_loaded"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ValueError(f"family {self.name!r}: {name}={getattr(self, name)!r} is not callable")
