@@ -349,10 +349,15 @@ def build_app(model: DemoModel) -> Any:
 
 
 def serve(model: DemoModel, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Load the model (:meth:`DemoModel.load`), build the page and serve it on ``host:port`` until interrupted."""
+    """Load the model (:meth:`DemoModel.load`), build the page and serve it on ``host:port`` until interrupted
+    (Ctrl-C or SIGTERM; either way the temporary folders are removed)."""
+    import signal
+    import sys
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exit as Ctrl-C does, so atexit cleans up
     model.load()
     app = build_app(model)
     theme = gr.themes.Default(font=list(FONTS), font_mono=list(MONO_FONTS))

@@ -80,6 +80,9 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    # SIGTERM ends the server as Ctrl-C does: the tiny checkpoint's temporary folder is gone with it
+    served = re.search(r"serving (\S+) ", log_path.read_text())
+    assert served and not Path(served.group(1)).exists(), log_path.read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")
