@@ -97,16 +97,20 @@ def oracle(tmp_path_factory):
     def run(video: Path, compression: str) -> dict:
         key = (str(video), compression)
         if key not in done:
-            out = folder / f"{len(done)}.json"
-            proc = subprocess.run([AOT, "infer", "--model", str(ckpt), "--video", str(video), "--question", QUESTION,
-                                   "--compression", compression, "--max-frames", str(FRAMES), "--device", "cpu",
-                                   "--dtype", "float32", "--json", str(out)],
-                                  capture_output=True, text=True, env=_env(), timeout=300)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            done[key] = json.loads(out.read_text())
+            done[key] = aot_infer(ckpt, video, compression, folder / f"{len(done)}.json")
         return done[key]
 
     return run
+
+
+def aot_infer(ckpt: Path, video: Path, compression: str, out: Path) -> dict:
+    """What ``aot infer --json`` writes for ``ckpt`` on ``video`` with :data:`QUESTION` and :data:`FRAMES`."""
+    proc = subprocess.run([AOT, "infer", "--model", str(ckpt), "--video", str(video), "--question", QUESTION,
+                           "--compression", compression, "--max-frames", str(FRAMES), "--device", "cpu",
+                           "--dtype", "float32", "--json", str(out)],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 def test_a_missing_model_stops_before_serving(tmp_path):
@@ -325,13 +329,7 @@ def test_a_qwen_checkpoint_is_loaded_once_and_answers_as_aot_infer(tmp_path):
         assert model._loaded is loaded  # not loaded again
         assert png_a.is_file() and png_b.is_file()
     for entry, compression in ((entry_a, "none"), (entry_b, "aot@0.25")):
-        out = tmp_path / f"infer_{compression.replace('@', '_')}.json"
-        proc = subprocess.run([AOT, "infer", "--model", str(ckpt), "--video", str(video), "--question", QUESTION,
-                               "--compression", compression, "--max-frames", str(FRAMES), "--device", "cpu",
-                               "--dtype", "float32", "--json", str(out)],
-                              capture_output=True, text=True, env=_env(), timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        want = json.loads(out.read_text())
+        want = aot_infer(ckpt, video, compression, tmp_path / f"infer_{compression.replace('@', '_')}.json")
         for key in ("answer", "visual_tokens", "visual_tokens_plain", "retention", "stage_tokens", "output_tokens"):
             assert entry[key] == want[key], (compression, key)
     # 36 tokens: the budget is 9, and with one clip per temporal token the release's double keyframe

@@ -20,6 +20,9 @@ pytest.importorskip("lmms_eval")
 
 from lmms_eval.tasks import TaskManager, get_task_dict  # noqa: E402
 from lmms_eval.tasks.charades_sta import utils as charades  # noqa: E402
+from lmms_outputs import results as _results  # noqa: E402 - tests/lmms_outputs.py
+from lmms_outputs import samples as _samples  # noqa: E402
+from lmms_outputs import text as _text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_DIR = ROOT / "lmms_eval_tasks"
@@ -180,22 +183,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[compression] = folder
     return out
-
-
-def _results(folder: Path) -> dict:
-    (path,) = folder.rglob("*_results.json")
-    return json.loads(path.read_text())
-
-
-def _samples(folder: Path, task: str) -> dict[int, dict]:
-    (path,) = folder.rglob(f"*_samples_{task}.jsonl")
-    samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {s["doc_id"]: s for s in samples}
-
-
-def _text(sample: dict) -> str:
-    resps = sample["filtered_resps"]
-    return resps[0] if isinstance(resps, list) else resps
 
 
 @pytest.mark.parametrize("task", [GROUNDING, CAPTION])

@@ -25,6 +25,10 @@ pytest.importorskip("lmms_eval")
 pytest.importorskip("qwen_vl_utils")
 pytest.importorskip("torchvision")
 
+from lmms_outputs import results as _results  # noqa: E402 - tests/lmms_outputs.py
+from lmms_outputs import samples as _samples  # noqa: E402
+from lmms_outputs import text as _text  # noqa: E402
+
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl  # noqa: E402
 from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl  # noqa: E402
 
@@ -88,22 +92,6 @@ def family(request, tmp_path_factory):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         runs[run] = (out, proc.stderr)
     return {"name": request.param, "patch": patch, "model_args": model_args, "runs": runs}
-
-
-def _results(folder: Path) -> dict:
-    (path,) = folder.rglob("*_results.json")
-    return json.loads(path.read_text())
-
-
-def _samples(folder: Path, task: str) -> dict[int, dict]:
-    (path,) = folder.rglob(f"*_samples_{task}.jsonl")
-    samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {s["doc_id"]: s for s in samples}
-
-
-def _text(sample: dict) -> str:
-    resps = sample["filtered_resps"]
-    return resps[0] if isinstance(resps, list) else resps
 
 
 def _reference_tokens(patch: int, model_args: str) -> int:

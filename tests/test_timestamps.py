@@ -169,16 +169,20 @@ def still_then_moving(tmp_path_factory):
     return str(write_rgb_video(root / "clip.mp4", images, size=(96, 128), fps=8)), root
 
 
-@pytest.fixture(scope="module")
-def qwen25(still_then_moving):
+def _tiny(path, model_class: str):
+    """A tiny checkpoint's transformers model (float32, eval) and processor."""
     import transformers
 
+    model = getattr(transformers, model_class).from_pretrained(path, torch_dtype=torch.float32).eval()
+    return model, transformers.AutoProcessor.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def qwen25(still_then_moving):
     from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl
 
     video, root = still_then_moving
-    path = write_tiny_qwen2_5_vl(root / "qwen25")
-    model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(path, torch_dtype=torch.float32).eval()
-    processor = transformers.AutoProcessor.from_pretrained(path)
+    model, processor = _tiny(write_tiny_qwen2_5_vl(root / "qwen25"), "Qwen2_5_VLForConditionalGeneration")
     return model, _qwen_inputs(processor, video, cap_pixels_per_frame=True)
 
 
@@ -216,16 +220,11 @@ def test_qwen2_5_vl_kept_tokens_sit_at_their_source_cells_absolute_time(qwen25, 
 
 @pytest.fixture(scope="module")
 def qwen3(still_then_moving):
-    import transformers
-
     from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl
 
     video, root = still_then_moving
-    path = write_tiny_qwen3_vl(root / "qwen3")
-    model = transformers.Qwen3VLForConditionalGeneration.from_pretrained(path, torch_dtype=torch.float32).eval()
-    processor = transformers.AutoProcessor.from_pretrained(path)
-    return model, processor, _qwen_inputs(processor, video, patch=16, do_resize=False,
-                                                    cap_pixels_per_frame=True)
+    model, processor = _tiny(write_tiny_qwen3_vl(root / "qwen3"), "Qwen3VLForConditionalGeneration")
+    return model, processor, _qwen_inputs(processor, video, patch=16, do_resize=False, cap_pixels_per_frame=True)
 
 
 STAMP = re.compile(r"<([0-9.]+) seconds>")
