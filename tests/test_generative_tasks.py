@@ -6,7 +6,6 @@ document names a missing video. lmms-eval's scorers are the oracle for every sco
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,9 +19,10 @@ pytest.importorskip("lmms_eval")
 
 from lmms_eval.tasks import TaskManager, get_task_dict  # noqa: E402
 from lmms_eval.tasks.charades_sta import utils as charades  # noqa: E402
-from lmms_outputs import results as _results  # noqa: E402 - tests/lmms_outputs.py
-from lmms_outputs import samples as _samples  # noqa: E402
-from lmms_outputs import text as _text  # noqa: E402
+from lmms_files import load_module  # noqa: E402 - tests/lmms_files.py
+from lmms_files import results as _results  # noqa: E402 - tests/lmms_files.py
+from lmms_files import samples as _samples  # noqa: E402
+from lmms_files import text as _text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_DIR = ROOT / "lmms_eval_tasks"
@@ -36,17 +36,9 @@ CHARADES_METRICS = [f"charades_sta_{m}" for m in charades.CHARADES_STA_METRICS]
 COCO_METRICS = ["Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "METEOR", "ROUGE_L", "CIDEr"]  # youcook2_val.yaml's
 
 
-def _load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-grounding_utils = _load_module("aot_smoke_grounding_utils", FOLDERS[GROUNDING] / "utils.py")
-caption_utils = _load_module("aot_smoke_caption_utils", FOLDERS[CAPTION] / "utils.py")
-make_videos = _load_module("aot_smoke_grounding_make_videos", FOLDERS[GROUNDING] / "make_videos.py")
+grounding_utils = load_module("aot_smoke_grounding_utils", FOLDERS[GROUNDING] / "utils.py")
+caption_utils = load_module("aot_smoke_caption_utils", FOLDERS[CAPTION] / "utils.py")
+make_videos = load_module("aot_smoke_grounding_make_videos", FOLDERS[GROUNDING] / "make_videos.py")
 
 
 def _docs(task: str) -> list[dict]:

@@ -25,9 +25,9 @@ pytest.importorskip("lmms_eval")
 pytest.importorskip("qwen_vl_utils")
 pytest.importorskip("torchvision")
 
-from lmms_outputs import results as _results  # noqa: E402 - tests/lmms_outputs.py
-from lmms_outputs import samples as _samples  # noqa: E402
-from lmms_outputs import text as _text  # noqa: E402
+from lmms_files import results as _results  # noqa: E402 - tests/lmms_files.py
+from lmms_files import samples as _samples  # noqa: E402
+from lmms_files import text as _text  # noqa: E402
 
 from llava.fixtures.tiny_qwen2_5_vl import write_tiny_qwen2_5_vl  # noqa: E402
 from llava.fixtures.tiny_qwen3_vl import write_tiny_qwen3_vl  # noqa: E402

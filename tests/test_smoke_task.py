@@ -3,10 +3,8 @@ lmms-eval's own TaskManager, and its bundled videos. Skipped where lmms-eval is 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from lmms_eval.api.metrics import mean  # noqa: E402
 from lmms_eval.api.model import lmms  # noqa: E402
 from lmms_eval.evaluator import evaluate  # noqa: E402
 from lmms_eval.tasks import TaskManager, get_task_dict  # noqa: E402
+from lmms_files import load_module  # noqa: E402 - tests/lmms_files.py
 
 from llava.video import load_video, synthetic_frame  # noqa: E402
 
@@ -30,16 +29,8 @@ TASK = "aot_smoke_mcq"
 POST_PROMPT = "Answer with the option's letter from the given choices directly."
 
 
-def _load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-utils = _load_module("aot_smoke_utils", TASK_DIR / "utils.py")
-make_videos = _load_module("aot_smoke_make_videos", TASK_DIR / "make_videos.py")
+utils = load_module("aot_smoke_utils", TASK_DIR / "utils.py")
+make_videos = load_module("aot_smoke_make_videos", TASK_DIR / "make_videos.py")
 DOCS = [json.loads(line) for line in (TASK_DIR / "data.jsonl").read_text().splitlines() if line.strip()]
 VIDEO_NAMES = sorted([*make_videos.VIDEOS, make_videos.SCENE_CUT_VIDEO])
 

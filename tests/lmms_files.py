@@ -1,10 +1,23 @@
-"""Reading an lmms-eval ``--output_path`` folder back in the tests: the results file, a task's logged samples
-by doc id, a sample's filtered answer."""
+"""What the tests read of lmms-eval's files: a bundled task's module, loaded from its folder as lmms-eval
+loads it, and an ``--output_path`` folder: the results file, a task's logged samples by doc id, a sample's
+filtered answer."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` imported as module ``name`` (a task folder's ``utils.py``, ``make_videos.py``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def results(folder: Path) -> dict:
