@@ -140,7 +140,6 @@ class LlavaAdapter(AOTModelAdapter):
 
     def _generate(self, batch: list[Prepared], gen_kwargs: dict) -> dict[int, tuple[str, SampleRecord]]:
         model = self.model
-        input_ids, attention_mask, ids_list, pad_id = self._tokenized(batch)
         images = [v for p in batch for v in p.visuals]
         modalities = [m for p in batch for m in p.modalities]
         image_sizes = [s for p in batch for s in p.image_sizes]
@@ -149,10 +148,12 @@ class LlavaAdapter(AOTModelAdapter):
         if images:  # the question text too, one per visual input, for methods that read it
             kwargs.update(images=images, modalities=modalities, image_sizes=image_sizes, questions=questions)
         encode_first = bool(images) and self._prompt_reads_visuals()
+        if not encode_first:  # the prompts are final: tokenized before the clock starts, as lmms-eval's built-ins do
+            input_ids, attention_mask, ids_list, pad_id = self._tokenized(batch)
         model.last_visual_stats = []
         with self._measured() as m:
             with torch.inference_mode():
-                if encode_first:  # the prompts say what remains: encode, rewrite them, then splice the same tokens
+                if encode_first:  # the prompts say what remains: encode, write them, then splice the same tokens
                     tokens, records = model.encode_multimodal(images, modalities, image_sizes, questions)
                     self._prompts_from_visuals(batch, records)
                     input_ids, attention_mask, ids_list, pad_id = self._tokenized(batch)
