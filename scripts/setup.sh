@@ -7,6 +7,7 @@
 #   AOT_UNLOCKED=1 bash scripts/setup.sh          # newest releases that pyproject.toml allows, no lock
 #   AOT_UNLOCKED=1 AOT_EXTRAS=dev,eval ...        # unlocked, a subset of extras (default: every extra)
 #   AOT_INSTALL_BROWSER=1 bash scripts/setup.sh   # also Debian's chromium + chromium-driver (as root; CI does it)
+#   AOT_WITH_VLLM=1 bash scripts/setup.sh         # also .venv-vllm, vLLM's own locked environment (CI does it)
 #   AOT_TORCH="torch==2.9.1 torchvision==0.24.1" AOT_UNLOCKED=1 ...   # unlocked, another torch build
 # The browser tests of `aot demo --serve` (tests/test_demo_app.py) drive headless Chromium: where it is
 # missing, the set-up installs Debian's chromium and chromium-driver when it runs as root with apt-get and
@@ -49,9 +50,18 @@ browser() {
          "chromium-driver, or as root: AOT_INSTALL_BROWSER=1 bash scripts/setup.sh)"
   fi
 }
+# vLLM's environment (.venv-vllm, its own lock: scripts/setup_vllm.sh) for the vLLM plugin's tests
+vllm_env() {
+  if [ -n "${CI:-}" ] || [ "${AOT_WITH_VLLM:-0}" = 1 ]; then
+    bash scripts/setup_vllm.sh
+  elif [ ! -x .venv-vllm/bin/python ]; then
+    echo "[setup] no .venv-vllm: the vLLM plugin's tests skip (make it: bash scripts/setup_vllm.sh)"
+  fi
+}
 stamp=.venv/.aot-setup
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
   browser
+  vllm_env
   exit 0
 fi
 rm -f "$stamp"
@@ -92,4 +102,5 @@ else
 fi
 echo "$key" > "$stamp"
 browser
+vllm_env
 echo "[setup] done: $(.venv/bin/python -c 'import torch, torchvision, visionzip; print("torch", torch.__version__, "| torchvision", torchvision.__version__, "| visionzip", visionzip.__version__)')"
