@@ -14,6 +14,9 @@
 # 2. python -m benchmarks.e2e: the whole LLaVA-OV-7B (32 frames) and LLaVA-Video-7B (64 frames) stacks with
 #    random weights: tower with and without score capture, compression, prefill, first token, TTFT at full
 #    tokens and 25/15/10 %.
+# 3. python -m benchmarks.vllm_serving --gpu, only when AOT_VLLM_PYTHON names a venv with vLLM's CUDA build and
+#    this package (docs/vllm.md) and AOT_VLLM_MODEL a local Qwen2.5-VL-7B-Instruct (path or cached hub id):
+#    requests/s and TTFT p50/p95 for stock vLLM, AOT at 25/10 %, EVS and VidCom2 at the same budgets.
 # Record the figures in docs/benchmarks.md with the device named (the JSON holds the environment).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -26,4 +29,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository's own cod
 "$py" -m benchmarks.compression --device cuda --inputs smooth,independent,shared_base --stages \
   --json "$out/compress.json" | tee "$out/compress.md"
 "$py" -m benchmarks.e2e --device cuda --json "$out/e2e.json" | tee "$out/e2e.md"
+if [ -n "${AOT_VLLM_PYTHON:-}" ] && [ -n "${AOT_VLLM_MODEL:-}" ]; then
+  "$py" -m benchmarks.vllm_serving --gpu --model "$AOT_VLLM_MODEL" --dtype bfloat16 --python "$AOT_VLLM_PYTHON" \
+    --max-model-len 16384 --json "$out/vllm_serving.json" --markdown "$out/vllm_serving.md"
+else
+  echo "skipped the vLLM serving benchmark: set AOT_VLLM_PYTHON and AOT_VLLM_MODEL (docs/vllm.md)"
+fi
 echo "wrote $out/tests.txt $out/compress.json $out/e2e.json"
