@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 import visionzip
+from llava.model.qwen_vl.common import qwen_video_layout
 from llava.model.seam import VisualSeam
 
 __all__ = ["PLUGIN_KEY", "ServingPlan", "decode_positions", "encode_positions", "serving_plan"]
@@ -55,13 +56,6 @@ def decode_positions(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`encode_positions`: ``(tokens (T, D), positions (T, 3) long)``."""
     digits = rows[:, -POSITION_CHANNELS:].float().round().long().view(-1, 3, 2)
     return rows[:, :-POSITION_CHANNELS], digits[..., 0] * 256 + digits[..., 1]
-
-
-def video_layout(t: int, rows: int, cols: int, temporal_patch: int) -> visionzip.VideoLayout:
-    """A Qwen-VL video's layout: one frame per temporal token, the merged grid, nothing pooled, no newline
-    (as :meth:`llava.model.qwen_vl.common.QwenVLCompression.video_layouts` describes it)."""
-    return visionzip.VideoLayout(frames=int(t), grid=(int(rows), int(cols)), pool_mode="none",
-                                 newline_position="no_token", temporal_patch=int(temporal_patch))
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ class ServingPlan:
         if self.mask is not None:
             keep = _mask_function(self.mask)(features, (t, rows, cols), 1, self.pruning_rate)
             return features[keep], cell_positions[keep]
-        layout = video_layout(t, rows, cols, temporal_patch)
+        layout = qwen_video_layout(t, rows, cols, temporal_patch)
         seam = VisualSeam(self.config, timed=False, cuda=features.is_cuda, samples=1)
         grid = (t, rows * cols)
         [video] = seam.videos([features.view(*grid, -1)], {r: [s.view(grid)] for r, s in scores.items()}, [layout])

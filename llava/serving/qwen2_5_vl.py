@@ -41,6 +41,7 @@ from vllm.model_executor.models.qwen2_5_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 
+from llava.model.qwen_vl.scores import default_score_layers, segment_received
 from llava.serving.plan import PLUGIN_KEY, decode_positions, encode_positions, serving_plan
 
 __all__ = ["AOTQwen2_5_VLForConditionalGeneration", "AOTQwen2_5_VLProcessor"]
@@ -95,7 +96,6 @@ class AOTQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             )
         if self.use_data_parallel:
             raise ValueError("hf_overrides 'aot' does not support --mm-encoder-tp-mode data; expected the default")
-        from llava.model.qwen_vl.scores import default_score_layers
 
         shallow, deep = default_score_layers(self.config.vision_config)
         self.aot_score_layers = {"shallow": shallow, "deep": deep}
@@ -136,7 +136,9 @@ class AOTQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         def hook_for(index: int):
             def hook(module, args, kwargs):
                 with torch.no_grad():
-                    captured[index] = _received(kwargs["query"], kwargs["key"], kwargs["cu_seqlens"])
+                    # the block's rotated queries and keys, (1, S, heads, d)
+                    q, k = (kwargs[n][0].transpose(0, 1).float() for n in ("query", "key"))
+                    captured[index] = segment_received(q, k, kwargs["cu_seqlens"], q.shape[-1] ** -0.5)
             return hook
 
         layers = sorted({self.aot_score_layers[r] for r in roles})
@@ -166,8 +168,7 @@ class AOTQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         for v, (emb, (t, h, w)) in enumerate(zip(video_embeds_split, video_input["video_grid_thw"].tolist())):
             rows, cols = h // merge, w // merge
             t_factor = (float(seconds[v]) if seconds is not None else 1.0) * tokens_per_second
-            cells = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(rows), torch.arange(cols),
-                                               indexing="ij"), dim=-1).view(-1, 3)
+            cells = _cells(t, rows, cols)
             cells[:, 0] = (cells[:, 0] * t_factor).long()  # as vLLM's and transformers' own M-RoPE place time
             tokens, positions = self.aot_plan.reduce(emb, scores[v], t, rows, cols, temporal, cells.to(emb.device))
             planned = self.aot_plan.token_count(t, rows, cols, temporal)
@@ -189,8 +190,7 @@ class AOTQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         out = []
         for emb, (_, h, w) in zip(image_embeds_split, image_input["image_grid_thw"].tolist()):
             rows, cols = h // merge, w // merge
-            cells = torch.stack(torch.meshgrid(torch.zeros(1, dtype=torch.long), torch.arange(rows),
-                                               torch.arange(cols), indexing="ij"), dim=-1).view(-1, 3)
+            cells = _cells(1, rows, cols)
             out.append(encode_positions(emb, cells.to(emb.device)))
         return tuple(out)
 
@@ -214,19 +214,7 @@ class AOTQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
 
 
-def _received(query: torch.Tensor, key: torch.Tensor, cu_seqlens: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """(S,) float32: attention each patch receives inside its ``cu_seqlens`` segment, averaged over heads,
-    from the block's rotated queries and keys (1, S, heads, d)."""
-    q = query[0].transpose(0, 1).float()  # (h, S, d)
-    k = key[0].transpose(0, 1).float()
-    heads, seq, dim = q.shape
-    received = torch.zeros(heads, seq, dtype=torch.float32, device=q.device)
-    bounds = cu_seqlens.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        keys_t = k[:, a:b].transpose(1, 2)
-        for start in range(a, b, chunk):
-            stop = min(start + chunk, b)
-            logits = torch.matmul(q[:, start:stop], keys_t) * dim ** -0.5
-            received[:, a:b] += torch.softmax(logits, dim=-1).sum(dim=1)
-    return received.mean(0)
-
+def _cells(t: int, rows: int, cols: int) -> torch.Tensor:
+    """(t*rows*cols, 3) long: each merged token's (t, row, col) inside its video or image, raster order."""
+    return torch.stack(torch.meshgrid(torch.arange(t), torch.arange(rows), torch.arange(cols), indexing="ij"),
+                       dim=-1).view(-1, 3)

@@ -24,7 +24,14 @@ from llava.model.qwen_vl.scores import default_score_layers, vision_output_with_
 from llava.model.record import SampleRecord
 from llava.model.seam import SeamVideo, VisualSeam
 
-__all__ = ["QwenVLCompression"]
+__all__ = ["QwenVLCompression", "qwen_video_layout"]
+
+
+def qwen_video_layout(t: int, rows: int, cols: int, temporal_patch: int) -> visionzip.VideoLayout:
+    """A Qwen-VL video's layout: ``t`` temporal tokens as frames, the merged ``rows`` x ``cols`` grid, no
+    pooling (the merger already merged 2x2 patches), no newline."""
+    return visionzip.VideoLayout(frames=int(t), grid=(int(rows), int(cols)), pool_mode="none",
+                                 newline_position="no_token", temporal_patch=int(temporal_patch))
 
 
 class QwenVLCompression:
@@ -72,11 +79,8 @@ class QwenVLCompression:
 
     def video_layouts(self, video_grid_thw: torch.Tensor) -> list[visionzip.VideoLayout]:
         """One layout per video: temporal tokens as frames, the merged grid, no pooling, no newline."""
-        return [
-            visionzip.VideoLayout(frames=int(t), grid=(int(h) // self.merge, int(w) // self.merge), pool_mode="none",
-                                  newline_position="no_token", temporal_patch=self.temporal)
-            for t, h, w in video_grid_thw.tolist()
-        ]
+        return [qwen_video_layout(t, h // self.merge, w // self.merge, self.temporal)
+                for t, h, w in video_grid_thw.tolist()]
 
     def check_videos(self, video_grid_thw: torch.Tensor) -> None:
         """What a compression asks of the videos, checked before the vision tower runs: at least two

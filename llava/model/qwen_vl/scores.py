@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["default_score_layers", "video_features_with_scores", "vision_output_with_scores"]
+__all__ = ["default_score_layers", "segment_received", "video_features_with_scores", "vision_output_with_scores"]
 
 
 def default_score_layers(vision_config: Any) -> tuple[int, int]:
@@ -50,6 +50,22 @@ def _resolve(layers: Sequence[int], depth: int) -> list[int]:
     return out
 
 
+def segment_received(q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor, scaling: float,
+                     chunk: int = 256) -> torch.Tensor:
+    """(S,) float32: attention each position receives inside its ``cu_seqlens`` segment, averaged over
+    heads, from rotated queries and keys (h, S, d), in query chunks (no (h, S, S) map is held)."""
+    heads, seq, _ = q.shape
+    received = torch.zeros(heads, seq, dtype=torch.float32, device=q.device)
+    bounds = cu_seqlens.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        keys_t = k[:, a:b].transpose(1, 2)  # (h, d, L)
+        for start in range(a, b, chunk):
+            stop = min(start + chunk, b)
+            logits = torch.matmul(q[:, start:stop], keys_t) * scaling  # (h, c, L)
+            received[:, a:b] += torch.softmax(logits, dim=-1, dtype=torch.float32).sum(dim=1)
+    return received.mean(0)
+
+
 def _received(attn: torch.nn.Module, hidden: torch.Tensor, cu_seqlens: torch.Tensor,
               position_embeddings: tuple[torch.Tensor, torch.Tensor], chunk: int) -> torch.Tensor:
     """(S,) float32: attention each patch receives inside its segment, averaged over heads."""
@@ -60,16 +76,7 @@ def _received(attn: torch.nn.Module, hidden: torch.Tensor, cu_seqlens: torch.Ten
     q, k, _ = attn.qkv(hidden).reshape(seq, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings
     q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-    q, k = q.transpose(0, 1), k.transpose(0, 1)  # (h, S, d)
-    received = torch.zeros(attn.num_heads, seq, dtype=torch.float32, device=hidden.device)
-    bounds = cu_seqlens.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        keys_t = k[:, a:b].transpose(1, 2)  # (h, d, L)
-        for start in range(a, b, chunk):
-            stop = min(start + chunk, b)
-            logits = torch.matmul(q[:, start:stop], keys_t) * attn.scaling  # (h, c, L)
-            received[:, a:b] += torch.softmax(logits, dim=-1, dtype=torch.float32).sum(dim=1)
-    return received.mean(0)
+    return segment_received(q.transpose(0, 1), k.transpose(0, 1), cu_seqlens, attn.scaling, chunk)
 
 
 def video_features_with_scores(
